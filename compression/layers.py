@@ -1,0 +1,238 @@
+"""Layer selection strategies and layer surgery: the "shrink" half of Shrink-and-Fine-Tune.
+
+Shleifer & Rush 2020, "Pre-trained Summarization Distillation", section 3 (SFT): a student is made
+by copying a subset of the teacher's layers, maximally spaced, into a shallower model with the same
+width; everything else (embeddings, final norms, ``lm_head``) is copied whole. The ``spread`` table
+is transformers' ``examples/research_projects/seq2seq-distillation`` ``LAYERS_TO_COPY``; the shape of
+:func:`shrink` follows distil-whisper's ``create_student_model.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+from transformers import PreTrainedModel
+
+from .config import STRATEGIES
+from .errors import LayerSelectionError
+from .load import model_family
+
+# teacher depth -> student depth -> teacher layers to copy (seq2seq-distillation, LAYERS_TO_COPY).
+LAYERS_TO_COPY: dict[int, dict[int, list[int]]] = {
+    12: {1: [0], 2: [0, 6], 3: [0, 6, 11], 4: [0, 4, 8, 11], 6: [0, 2, 4, 7, 9, 11],
+         9: [0, 1, 2, 4, 5, 7, 9, 10, 11], 12: list(range(12))},
+    16: {1: [0], 2: [0, 15], 3: [0, 8, 15], 4: [0, 5, 10, 15], 6: [0, 3, 6, 9, 12, 15],
+         8: [0, 2, 4, 6, 8, 10, 12, 15], 9: [0, 1, 3, 5, 7, 9, 11, 13, 15],
+         12: [0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 13, 15], 16: list(range(16))},
+    6: {1: [0], 2: [0, 5], 3: [0, 2, 5], 4: [0, 1, 3, 5], 6: list(range(6))},
+}
+# teacher depth -> student depth -> teacher layer whose output each student layer is matched to
+# in hidden-state distillation (seq2seq-distillation, LAYERS_TO_SUPERVISE).
+LAYERS_TO_SUPERVISE: dict[int, dict[int, list[int]]] = {
+    6: {1: [5], 2: [3, 5], 3: [1, 4, 5], 4: [1, 2, 4, 5]},
+    12: {1: [11], 2: [5, 11], 3: [3, 7, 11], 6: [1, 3, 5, 8, 10, 11]},
+    16: {1: [15], 4: [4, 9, 12, 15], 8: [1, 3, 5, 7, 9, 11, 13, 15]},
+}
+
+
+def _is_count(spec: int | str | list[int] | None) -> bool:
+    """True when a layer choice is a count (or keep-all), False when it lists explicit indices."""
+    return spec is None or isinstance(spec, int) or (isinstance(spec, str) and "," not in spec)
+
+
+def _check_count(n_teacher: int, n_student: int, stack: str) -> None:
+    if n_student <= 0:
+        raise LayerSelectionError(f"{stack} layers to keep must be at least 1 (got {n_student})")
+    if n_student > n_teacher:
+        raise LayerSelectionError(
+            f"cannot keep {n_student} {stack} layers: the model has only {n_teacher}; choose 1 to {n_teacher}"
+        )
+
+
+def select_layers(n_teacher: int, n_student: int, strategy: str = "spread", stack: str = "decoder") -> list[int]:
+    """Indices of the teacher layers a student of depth ``n_student`` keeps.
+
+    Strategies:
+        ``spread``: maximally spaced, first and last kept (SFT, Shleifer & Rush 2020 §3); the
+            ``LAYERS_TO_COPY`` table where it defines the pair (12->3 keeps 0, 6, 11), else evenly
+            spaced ``round(i * (n_teacher - 1) / (n_student - 1))``.
+        ``alternate``: evenly strided from the first layer, ``floor(i * n_teacher / n_student)``; at half
+            depth it deletes every other layer (6->3 keeps 0, 2, 4), as in the blog post's recipe.
+        ``first`` / ``last``: the bottom or top ``n_student`` layers.
+
+    Returns:
+        strictly increasing list of ``n_student`` indices in ``[0, n_teacher)``.
+
+    Raises:
+        LayerSelectionError: ``n_student`` <= 0 or above ``n_teacher``, or an unknown strategy.
+    """
+    _check_count(n_teacher, n_student, stack)
+    if strategy == "spread":
+        if n_student in LAYERS_TO_COPY.get(n_teacher, {}):
+            return list(LAYERS_TO_COPY[n_teacher][n_student])
+        if n_student == 1:
+            return [0]
+        return [round(i * (n_teacher - 1) / (n_student - 1)) for i in range(n_student)]
+    if strategy == "alternate":
+        return [i * n_teacher // n_student for i in range(n_student)]
+    if strategy == "first":
+        return list(range(n_student))
+    if strategy == "last":
+        return list(range(n_teacher - n_student, n_teacher))
+    raise LayerSelectionError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+
+
+def parse_layers(spec: int | str | list[int] | None, n_teacher: int, strategy: str = "spread",
+                 stack: str = "decoder") -> list[int]:
+    """Turn a user's layer choice into kept indices.
+
+    ``spec`` is ``None`` (keep all), a count (``3`` or ``"3"``), or explicit indices (``"0,3,5"`` or
+    ``[0, 3, 5]``; returned sorted).
+
+    Raises:
+        LayerSelectionError: not a number, a count out of range, an index out of range, duplicated.
+    """
+    if spec is None or spec == "":
+        return list(range(n_teacher))
+    if isinstance(spec, int):
+        return select_layers(n_teacher, spec, strategy, stack)
+    if isinstance(spec, str):
+        text = spec.strip()
+        if "," not in text:
+            try:
+                return select_layers(n_teacher, int(text), strategy, stack)
+            except ValueError:
+                raise LayerSelectionError(
+                    f"{stack} layers {spec!r}: give a count (e.g. 3) or indices (e.g. 0,3,5)"
+                ) from None
+        try:
+            indices = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise LayerSelectionError(f"{stack} layer indices {spec!r} must be whole numbers, e.g. 0,3,5") from None
+    else:
+        indices = [int(i) for i in spec]
+    if not indices:
+        raise LayerSelectionError(f"no {stack} layers given: keep at least one")
+    if len(set(indices)) != len(indices):
+        raise LayerSelectionError(f"{stack} layer indices {indices} repeat a layer: list each layer once")
+    bad = [i for i in indices if not 0 <= i < n_teacher]
+    if bad:
+        raise LayerSelectionError(
+            f"{stack} layer indices {bad} are out of range: the model has {n_teacher} layers, numbered 0 to {n_teacher - 1}"
+        )
+    return sorted(indices)
+
+
+def layers_to_supervise(n_teacher: int, kept: list[int]) -> list[int]:
+    """Teacher layer matched to each student layer for hidden-state distillation.
+
+    The ``LAYERS_TO_SUPERVISE`` table of seq2seq-distillation where it defines the pair (12->3
+    supervises 3, 7, 11) and the student kept the table's ``spread`` layers; otherwise each student
+    layer, which stands in for teacher layers ``kept[j] .. kept[j+1]-1``, is matched to the last
+    teacher layer of that span (the last student layer to the teacher's last layer).
+
+    Returns:
+        list of ``len(kept)`` teacher indices.
+    """
+    n_student = len(kept)
+    if n_student == n_teacher:
+        return list(range(n_teacher))
+    table = LAYERS_TO_SUPERVISE.get(n_teacher, {})
+    if n_student in table and kept == LAYERS_TO_COPY.get(n_teacher, {}).get(n_student):
+        return list(table[n_student])
+    return [kept[j + 1] - 1 for j in range(n_student - 1)] + [n_teacher - 1]
+
+
+def get_layer_stacks(model: PreTrainedModel) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """The encoder and decoder layer lists: ``encoder.block``/``decoder.block`` for T5,
+    ``model.encoder.layers``/``model.decoder.layers`` for BART.
+
+    Raises:
+        NotSeq2SeqError: not a T5- or BART-family encoder-decoder.
+    """
+    encoder, decoder = _stack_modules(model)
+    attr = "block" if model_family(model) == "t5" else "layers"
+    return getattr(encoder, attr), getattr(decoder, attr)
+
+
+def _stack_modules(model: PreTrainedModel) -> tuple[nn.Module, nn.Module]:
+    model_family(model)
+    return model.get_encoder(), model.get_decoder()
+
+
+def _move_relative_attention_bias(teacher_block: nn.Module, student_first: nn.Module) -> None:
+    """T5 keeps the relative position bias only in block 0 of each stack; give it to the new first block."""
+    teacher_modules = dict(teacher_block.named_modules())
+    for name, module in student_first.named_modules():
+        source = teacher_modules.get(name)
+        if source is None or not getattr(source, "has_relative_attention_bias", False):
+            continue
+        for attr in ("relative_attention_bias", "global_relative_attention_bias"):
+            if hasattr(source, attr):
+                setattr(module, attr, copy.deepcopy(getattr(source, attr)))
+        module.has_relative_attention_bias = True
+
+
+def _renumber(layers: nn.ModuleList) -> None:
+    """Cached generation indexes the KV cache by each attention module's ``layer_idx``."""
+    for index, layer in enumerate(layers):
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = index
+
+
+def shrink(model: PreTrainedModel, encoder_layers: int | str | list[int] | None = None,
+           decoder_layers: int | str | list[int] | None = None, strategy: str = "spread") -> PreTrainedModel:
+    """Make a student by copying the chosen teacher layers (SFT, Shleifer & Rush 2020 §3).
+
+    The teacher is left untouched; the student is a deep copy with the unkept layers removed, its
+    config depth fields updated (``num_layers``/``num_decoder_layers`` or
+    ``encoder_layers``/``decoder_layers``) and a ``shrink`` entry recording the kept indices, e.g.
+    ``{"encoder_layers_kept": [0, 2, 5], "decoder_layers_kept": [0, 5], ...}``. For T5 the relative
+    position bias of block 0 moves to the new first block when block 0 is dropped; every attention
+    module's ``layer_idx`` is renumbered so cached generation works; tied embeddings stay tied.
+
+    Args:
+        model: the teacher (T5 or BART family), any dtype/device.
+        encoder_layers, decoder_layers: see :func:`parse_layers` (``None`` keeps the stack whole).
+        strategy: see :func:`select_layers`.
+
+    Raises:
+        LayerSelectionError: bad counts or indices.
+        NotSeq2SeqError: the model is not a T5- or BART-family encoder-decoder.
+    """
+    family = model_family(model)
+    teacher_encoder, teacher_decoder = get_layer_stacks(model)
+    kept = {
+        "encoder": parse_layers(encoder_layers, len(teacher_encoder), strategy, "encoder"),
+        "decoder": parse_layers(decoder_layers, len(teacher_decoder), strategy, "decoder"),
+    }
+    student = copy.deepcopy(model)
+    attr = "block" if family == "t5" else "layers"
+    for stack_name, stack in zip(("encoder", "decoder"), _stack_modules(student)):
+        old = getattr(stack, attr)
+        new = nn.ModuleList([old[i] for i in kept[stack_name]])
+        if family == "t5" and kept[stack_name][0] != 0:
+            _move_relative_attention_bias(old[0], new[0])
+        _renumber(new)
+        setattr(stack, attr, new)
+        if family == "t5":
+            stack.config.num_layers = len(new)
+            if stack_name == "decoder":
+                stack.config.num_decoder_layers = len(new)
+    n_enc, n_dec = len(kept["encoder"]), len(kept["decoder"])
+    if family == "t5":
+        student.config.num_layers, student.config.num_decoder_layers = n_enc, n_dec
+    else:
+        student.config.encoder_layers, student.config.decoder_layers = n_enc, n_dec
+    student.config.shrink = {
+        "method": "sft",
+        "teacher": getattr(model.config, "_name_or_path", "") or None,
+        "strategy": strategy if all(_is_count(spec) for spec in (encoder_layers, decoder_layers)) else "custom",
+        "teacher_encoder_layers": len(teacher_encoder),
+        "teacher_decoder_layers": len(teacher_decoder),
+        "encoder_layers_kept": kept["encoder"],
+        "decoder_layers_kept": kept["decoder"],
+    }
+    return student

@@ -1,0 +1,244 @@
+"""Loading base checkpoints (hub id or local folder), architecture presets, and family detection.
+
+A *base* model is what the student is shrunk from (the teacher). With a model hub it is any
+encoder-decoder checkpoint (``t5-small``, ``google/flan-t5-small``, ``facebook/bart-base``...);
+without one, it is an architecture preset from the T5-efficient table (Tay et al. 2022, "Scale
+Efficiently", table of model shapes; configs as published under ``google/t5-efficient-*``), randomly
+initialised with a tokenizer you point to, and fine-tuned here as the teacher.
+
+No checkpoint ever runs its own code: ``trust_remote_code`` is always ``False``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    BartConfig,
+    BartForConditionalGeneration,
+    ByT5Tokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    T5Config,
+    T5ForConditionalGeneration,
+    T5Tokenizer,
+)
+
+from .errors import ModelLoadError, NotSeq2SeqError, RemoteCodeError
+
+T5_FAMILY = ("t5", "mt5", "umt5", "longt5")
+BART_FAMILY = ("bart", "mbart", "pegasus", "pegasus_x", "marian", "plbart", "blenderbot", "blenderbot-small")
+
+# T5-efficient shapes as published in the google/t5-efficient-* configs (relu feed-forward,
+# tied embeddings, 32 relative-position buckets). Parameter counts at the 32128-piece T5 vocab:
+# tiny 15.58M, mini 31.23M, small 60.52M, base 222.9M, large 737.7M.
+_EFFICIENT = {
+    "tiny": dict(num_layers=4, d_ff=1024, d_model=256, d_kv=64, num_heads=4),
+    "mini": dict(num_layers=4, d_ff=1536, d_model=384, d_kv=64, num_heads=8),
+    "small": dict(num_layers=6, d_ff=2048, d_model=512, d_kv=64, num_heads=8),
+    "base": dict(num_layers=12, d_ff=3072, d_model=768, d_kv=64, num_heads=12),
+    "large": dict(num_layers=24, d_ff=4096, d_model=1024, d_kv=64, num_heads=16),
+}
+PRESETS: dict[str, dict] = {name: dict(shape) for name, shape in _EFFICIENT.items()}
+# DeepNarrow variants (Tay et al.): the Tiny width at other depths, e.g. t5-efficient-tiny-nl8.
+for _depth in (2, 6, 8, 12, 16):
+    PRESETS[f"tiny-nl{_depth}"] = dict(_EFFICIENT["tiny"], num_layers=_depth)
+for _depth in (8, 12, 16):
+    PRESETS[f"mini-nl{_depth}"] = dict(_EFFICIENT["mini"], num_layers=_depth)
+
+# Hub checkpoints the dashboard offers; the first is the blog post's t5-small headline generator.
+HUB_PRESETS = (
+    "JulesBelveze/t5-small-headline-generator",
+    "t5-small",
+    "google/flan-t5-small",
+    "google/t5-efficient-tiny",
+    "google/t5-efficient-mini",
+    "google/t5-efficient-small",
+    "google/long-t5-tglobal-base",
+    "facebook/bart-base",
+    "sshleifer/distilbart-cnn-12-6",
+)
+
+
+def model_family(model_or_config: PreTrainedModel | PretrainedConfig) -> str:
+    """Return ``"t5"`` or ``"bart"``: which layer layout the model has.
+
+    T5 family (T5, T5 v1.1, flan-T5, T5-efficient, mT5, UMT5, LongT5): ``encoder.block``/``decoder.block``,
+    depth in ``num_layers``/``num_decoder_layers``. BART family (BART, mBART, Pegasus, Marian...):
+    ``model.encoder.layers``/``model.decoder.layers``, depth in ``encoder_layers``/``decoder_layers``.
+
+    Raises:
+        NotSeq2SeqError: the model is not an encoder-decoder, or of a family this tool cannot shrink.
+    """
+    config = getattr(model_or_config, "config", model_or_config)
+    model_type = getattr(config, "model_type", None)
+    if not getattr(config, "is_encoder_decoder", False):
+        raise NotSeq2SeqError(
+            f"{model_type or 'this model'} is not an encoder-decoder (seq2seq) model: only T5-family "
+            "and BART-family summarizers can be shrunk; pick e.g. t5-small or facebook/bart-base"
+        )
+    if model_type in T5_FAMILY:
+        return "t5"
+    if model_type in BART_FAMILY:
+        return "bart"
+    raise NotSeq2SeqError(
+        f"model type {model_type!r} is an encoder-decoder this tool does not support yet: "
+        f"supported are {', '.join(T5_FAMILY + BART_FAMILY)}"
+    )
+
+
+def load_tokenizer(name_or_path: str | Path, *, token: str | None = None):
+    """Load a tokenizer from a folder or hub id.
+
+    ``"byt5"`` gives ByT5's byte tokenizer (no files, no download). A folder that holds only a
+    SentencePiece ``spiece.model`` (like ``../shared/tokenizers/t5``) loads as ``T5Tokenizer``.
+
+    Raises:
+        ModelLoadError: nothing loadable there.
+    """
+    if str(name_or_path) == "byt5":
+        return ByT5Tokenizer()
+    path = Path(name_or_path)
+    try:
+        if path.is_dir() and (path / "spiece.model").is_file() and not (path / "tokenizer_config.json").exists():
+            return T5Tokenizer.from_pretrained(str(path))
+        return AutoTokenizer.from_pretrained(str(name_or_path), token=token, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(
+            f"could not load a tokenizer from {name_or_path}: {error}. Point to a folder with "
+            "tokenizer files (e.g. ../shared/tokenizers/t5) or a hub id reachable from this machine"
+        ) from None
+
+
+def _load_config(name_or_path: str, token: str | None) -> PretrainedConfig:
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"{path} is not a model folder (no config.json): point to a folder written by "
+                "save_pretrained, e.g. one made by `python -m compression init`"
+            )
+    elif name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise ModelLoadError(f"folder {name_or_path} does not exist: check the path")
+    try:
+        return AutoConfig.from_pretrained(str(path) if path.exists() else name_or_path, token=token,
+                                          trust_remote_code=False)
+    except ValueError as error:
+        if "trust_remote_code" in str(error) or "custom code" in str(error):
+            raise RemoteCodeError(
+                f"{name_or_path} needs its own code to run (trust_remote_code); this tool never runs a "
+                "checkpoint's code. Use a checkpoint of a standard transformers architecture"
+            ) from None
+        raise ModelLoadError(f"could not read the config of {name_or_path}: {error}") from None
+    except OSError as error:
+        raise ModelLoadError(
+            f"could not load {name_or_path!r} from the Hugging Face hub ({type(error).__name__}): check the "
+            "id, your network and token; offline, pass a local model folder instead (e.g. one made by "
+            "`python -m compression init --preset tiny`)"
+        ) from None
+
+
+def load_model(name_or_path: str | Path, *, tokenizer: str | Path | None = None,
+               token: str | None = None) -> tuple[PreTrainedModel, object]:
+    """Load a base checkpoint and its tokenizer, refusing anything this tool cannot shrink.
+
+    Args:
+        name_or_path: hub id (``t5-small``) or local folder written by ``save_pretrained``.
+        tokenizer: tokenizer folder or id when the checkpoint has none (default: same as the model).
+        token: hub token for private checkpoints; never logged or written anywhere.
+
+    Returns:
+        ``(model, tokenizer)``; the model is in eval mode, fp32 on CPU.
+
+    Raises:
+        ModelLoadError: unknown hub id, hub unreachable, folder without a model.
+        RemoteCodeError: the checkpoint needs ``trust_remote_code``.
+        NotSeq2SeqError: the checkpoint is not a T5- or BART-family encoder-decoder.
+    """
+    name = str(name_or_path)
+    config = _load_config(name, token)
+    if getattr(config, "auto_map", None) and config.model_type not in T5_FAMILY + BART_FAMILY:
+        raise RemoteCodeError(f"{name} maps to custom code (auto_map); this tool never runs a checkpoint's code")
+    model_family(config)
+    source = str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(source, token=token, trust_remote_code=False)
+    except OSError as error:
+        raise ModelLoadError(f"{name} has a config but no loadable weights: {error}") from None
+    tok = load_tokenizer(tokenizer if tokenizer is not None else source, token=token)
+    return model.eval(), tok
+
+
+def preset_config(preset: str, vocab_size: int = 32128) -> T5Config:
+    """The ``T5Config`` of an architecture preset (see :data:`PRESETS`).
+
+    Raises:
+        ModelLoadError: unknown preset name (the message lists the known ones).
+    """
+    if preset not in PRESETS:
+        raise ModelLoadError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    shape = PRESETS[preset]
+    return T5Config(vocab_size=vocab_size, num_decoder_layers=shape["num_layers"], feed_forward_proj="relu",
+                    relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                    dropout_rate=0.1, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+                    tie_word_embeddings=True, **shape)
+
+
+def build_preset(preset: str, tokenizer: str | Path, *, seed: int = 0) -> tuple[T5ForConditionalGeneration, object]:
+    """A randomly initialised T5 of a preset shape, with the tokenizer at ``tokenizer``.
+
+    The vocabulary size is the tokenizer's length rounded up to a multiple of 128 (T5's 32,100
+    pieces give the usual 32,128). The model is *untrained*: fine-tune it as a teacher first.
+
+    Raises:
+        ModelLoadError: unknown preset or unloadable tokenizer.
+    """
+    tok = load_tokenizer(tokenizer)
+    vocab_size = int(math.ceil(len(tok) / 128) * 128)
+    config = preset_config(preset, vocab_size)
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(config)
+    model.generation_config.decoder_start_token_id = 0
+    return model.eval(), tok
+
+
+def describe_model(model: PreTrainedModel) -> dict:
+    """Plain facts about a model for tables and the dashboard.
+
+    Returns:
+        dict with ``family``, ``model_type``, ``encoder_layers``, ``decoder_layers``, ``d_model``,
+        ``vocab_size``, ``params`` (unique parameters, tied weights once), ``size_mib`` (bytes of
+        those parameters and buffers at their dtypes / 2**20, i.e. the fp32 file size for an fp32
+        model) and ``shrink`` (kept indices when the model is a student, else ``None``).
+    """
+    from .layers import get_layer_stacks
+
+    family = model_family(model)
+    encoder, decoder = get_layer_stacks(model)
+    seen: set[int] = set()
+    params = 0
+    size = 0
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        if isinstance(tensor, torch.nn.Parameter):
+            params += tensor.numel()
+        size += tensor.numel() * tensor.element_size()
+    config = model.config
+    return {
+        "family": family,
+        "model_type": config.model_type,
+        "encoder_layers": len(encoder),
+        "decoder_layers": len(decoder),
+        "d_model": getattr(config, "d_model", None),
+        "vocab_size": config.vocab_size,
+        "params": params,
+        "size_mib": size / 2**20,
+        "shrink": getattr(config, "shrink", None),
+    }

@@ -1,0 +1,117 @@
+"""Shared fixtures: tiny models built from configs, a tokenizer that needs no download, tiny data.
+
+Everything here is offline and CPU-only; nothing touches a hub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+ARTICLES = [
+    ("The council approved a new budget for the city library on Monday after a long debate.",
+     "Council approves library budget."),
+    ("Heavy rain caused flooding across the north of the country, closing roads and schools.",
+     "Floods close roads and schools."),
+    ("The football club signed a young striker from a rival team for an undisclosed fee.",
+     "Club signs young striker."),
+    ("Scientists found a new species of frog in the rainforest during a survey last year.",
+     "New frog species found."),
+    ("The company said profits rose sharply in the third quarter thanks to strong sales.",
+     "Company profits rise sharply."),
+    ("A fire at a warehouse near the port was put out by firefighters early this morning.",
+     "Warehouse fire put out."),
+    ("Train services were cancelled after a signal failure outside the main station.",
+     "Signal failure cancels trains."),
+    ("The museum will reopen next month with an exhibition of paintings by local artists.",
+     "Museum to reopen with local art."),
+]
+
+
+def tiny_t5_config(**overrides):
+    from transformers import T5Config
+
+    values = dict(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=4, num_decoder_layers=4,
+                  num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=16,
+                  dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    values.update(overrides)
+    return T5Config(**values)
+
+
+def tiny_bart_config(**overrides):
+    from transformers import BartConfig
+
+    values = dict(vocab_size=384, d_model=32, encoder_layers=4, decoder_layers=4,
+                  encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                  decoder_ffn_dim=64, max_position_embeddings=128, dropout=0.0,
+                  attention_dropout=0.0, activation_dropout=0.0, pad_token_id=0, bos_token_id=2,
+                  eos_token_id=1, decoder_start_token_id=1, forced_eos_token_id=1)
+    values.update(overrides)
+    return BartConfig(**values)
+
+
+@pytest.fixture
+def byt5_tokenizer():
+    """ByT5's byte-level tokenizer: 384 ids, no vocabulary file, no download."""
+    from transformers import ByT5Tokenizer
+
+    return ByT5Tokenizer()
+
+
+@pytest.fixture
+def tiny_t5():
+    """A randomly initialised 4/4-layer T5 (d_model 32) in eval mode, seeded."""
+    from transformers import T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    return T5ForConditionalGeneration(tiny_t5_config()).eval()
+
+
+@pytest.fixture
+def tiny_bart():
+    """A randomly initialised 4/4-layer BART (d_model 32) in eval mode, seeded."""
+    from transformers import BartForConditionalGeneration
+
+    torch.manual_seed(0)
+    return BartForConditionalGeneration(tiny_bart_config()).eval()
+
+
+@pytest.fixture
+def tiny_t5_dir(tmp_path, tiny_t5, byt5_tokenizer):
+    """A saved tiny T5 checkpoint folder with its tokenizer, as a user's local folder would be."""
+    path = tmp_path / "tiny-t5"
+    tiny_t5.save_pretrained(path)
+    byt5_tokenizer.save_pretrained(path)
+    return path
+
+
+def write_jsonl(path: Path, pairs) -> Path:
+    with open(path, "w", encoding="utf-8") as handle:
+        for i, (document, summary) in enumerate(pairs):
+            handle.write(json.dumps({"id": str(i), "document": document, "summary": summary}) + "\n")
+    return path
+
+
+@pytest.fixture
+def tiny_jsonl(tmp_path):
+    """(train_file, validation_file): 8 and 4 short article/summary pairs in JSONL."""
+    train = write_jsonl(tmp_path / "train.jsonl", ARTICLES)
+    validation = write_jsonl(tmp_path / "validation.jsonl", ARTICLES[:4])
+    return train, validation
+
+
+@pytest.fixture
+def shared_dir():
+    """The read-only ../shared folder (real XSum pairs, T5 vocabulary); skips when absent."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared is absent")
+    return SHARED
