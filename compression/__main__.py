@@ -1,0 +1,305 @@
+"""Command line: ``python -m compression <command>``; every stage of the pipeline, headless.
+
+Flags for data, training and evaluation are generated from the dataclasses in
+:mod:`compression.config` (one definition shared with the dashboard), in the spirit of
+transformers' ``HfArgumentParser``. Exit status: 0 on success, 2 on a user error (one line on
+stderr, no traceback), 1 on an internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import STRATEGIES, DataArgs, EvalArgs, RunConfig, ShrinkArgs, TrainArgs
+from .errors import CompressionError
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# Flags renamed where two dataclasses share a field name on one command.
+EVAL_RENAMES = {"batch_size": "generation_batch_size"}
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = (),
+                        rename: dict[str, str] | None = None) -> None:
+    """One flag per field of ``cls`` (``max_source_length`` -> ``--max-source-length``);
+    ``rename`` maps a field to another flag name where two dataclasses share it."""
+    group = parser.add_argument_group(cls.__name__)
+    rename = rename or {}
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        name = rename.get(field.name, field.name)
+        default = field.default
+        help_text = f"default: {default}"
+        if isinstance(default, bool):
+            if default:
+                group.add_argument("--no-" + name.replace("_", "-"), dest=name,
+                                   action="store_false", help=f"turn off {name.replace('_', ' ')}")
+            else:
+                group.add_argument(_flag(name), dest=name, action="store_true")
+            continue
+        kind = str(field.type)
+        if "str" in kind:
+            convert = str
+        elif "float" in kind:
+            convert = float
+        elif "int" in kind:
+            convert = int
+        else:
+            convert = str
+        group.add_argument(_flag(name), dest=name, type=convert, default=default, help=help_text)
+
+
+def from_flags(cls, namespace: argparse.Namespace, rename: dict[str, str] | None = None):
+    """Build ``cls`` from the parsed flags that :func:`add_dataclass_flags` added."""
+    rename = rename or {}
+    values = {f.name: getattr(namespace, rename.get(f.name, f.name)) for f in dataclasses.fields(cls)
+              if hasattr(namespace, rename.get(f.name, f.name))}
+    return cls(**values)
+
+
+def _data_flags(parser, *, validation: bool = True) -> None:
+    skip = () if validation else ("validation_file", "validation_split", "max_eval_samples")
+    add_dataclass_flags(parser, DataArgs, skip=skip)
+
+
+def _shrink_flags(parser) -> None:
+    parser.add_argument("--encoder-layers", help="count to keep (e.g. 3) or indices (e.g. 0,2,5); default: all")
+    parser.add_argument("--decoder-layers", help="count to keep (e.g. 3) or indices (e.g. 0,2,5); default: all")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="spread",
+                        help="which layers a count keeps (default: spread, the SFT paper's choice)")
+
+
+def _model_flags(parser) -> None:
+    parser.add_argument("--model", required=True, help="hub id or local checkpoint folder")
+    parser.add_argument("--tokenizer", help="tokenizer folder when the checkpoint has none")
+
+
+def _token() -> str | None:
+    return os.environ.get("HF_TOKEN") or None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m compression",
+        description="Shrink-and-Fine-Tune (SFT) compression of seq2seq summarizers: shrink a teacher's "
+                    "encoder/decoder layers into a student, fine-tune it, and compare ROUGE, size and speed.")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every stage")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser("init", help="architecture preset, randomly initialised, saved as a checkpoint")
+    init.add_argument("--preset", required=True, help="e.g. tiny, mini, small, base, tiny-nl8")
+    init.add_argument("--tokenizer", required=True, help="tokenizer folder (e.g. ../shared/tokenizers/t5) or 'byt5'")
+    init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--output", required=True)
+
+    shrink = commands.add_parser("shrink", help="copy a subset of the teacher's layers into a student")
+    _model_flags(shrink)
+    _shrink_flags(shrink)
+    shrink.add_argument("--output", required=True)
+
+    finetune = commands.add_parser("finetune", help="fine-tune a model (a student, or a base to make a teacher)")
+    _model_flags(finetune)
+    _data_flags(finetune)
+    add_dataclass_flags(finetune, TrainArgs)
+    finetune.add_argument("--output", required=True)
+
+    evaluate = commands.add_parser("evaluate", help="ROUGE, validation loss, size and latency of one model")
+    _model_flags(evaluate)
+    _data_flags(evaluate)
+    add_dataclass_flags(evaluate, EvalArgs)
+
+    quantize = commands.add_parser("quantize", help="bitsandbytes 8/4-bit or half precision copy of a checkpoint")
+    quantize.add_argument("--model", required=True, help="local checkpoint folder")
+    quantize.add_argument("--mode", default="8bit", help="8bit, 4bit (NF4), fp4, fp16 or bf16")
+    quantize.add_argument("--device", default="auto")
+    quantize.add_argument("--output", required=True)
+
+    push = commands.add_parser("push", help="upload a checkpoint folder to the hub (token from HF_TOKEN)")
+    push.add_argument("--model", required=True, help="local checkpoint folder")
+    push.add_argument("--repo-id", required=True)
+    push.add_argument("--public", action="store_true", help="make the repository public (default: private)")
+
+    run = commands.add_parser("run", help="the whole pipeline: shrink, fine-tune, evaluate, quantize, export")
+    _model_flags(run)
+    _shrink_flags(run)
+    _data_flags(run)
+    add_dataclass_flags(run, TrainArgs)
+    add_dataclass_flags(run, EvalArgs, rename=EVAL_RENAMES)
+    run.add_argument("--quantize", default="8bit", help="8bit, 4bit, fp4, fp16, bf16 or none (default: 8bit)")
+    run.add_argument("--output", help="run folder (default: runs/<timestamp>-<name>)")
+    run.add_argument("--name", help="run name used in the default folder")
+
+    runs = commands.add_parser("runs", help="list the runs in a runs folder")
+    runs.add_argument("--root", default="runs")
+
+    return parser
+
+
+def _print(args, payload, text: str | None = None) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+    elif text is not None:
+        print(text)
+
+
+def _load_base(args):
+    from .load import load_model
+
+    return load_model(args.model, tokenizer=args.tokenizer, token=_token())
+
+
+def cmd_init(args) -> None:
+    from .export import save_model
+    from .load import build_preset, describe_model
+
+    model, tokenizer = build_preset(args.preset, args.tokenizer, seed=args.seed)
+    save_model(model, tokenizer, args.output, card={"base_model": f"preset:{args.preset} (untrained)"})
+    facts = describe_model(model)
+    _print(args, {"output": args.output, **facts},
+           f"{args.preset}: {facts['encoder_layers']}/{facts['decoder_layers']} layers, d_model {facts['d_model']}, "
+           f"{facts['params'] / 1e6:.2f}M parameters, {facts['size_mib']:.1f} MiB -> {args.output} (untrained)")
+
+
+def cmd_shrink(args) -> None:
+    from .export import save_model
+    from .layers import shrink
+    from .load import describe_model
+
+    ShrinkArgs(args.encoder_layers, args.decoder_layers, args.strategy)
+    model, tokenizer = _load_base(args)
+    student = shrink(model, args.encoder_layers, args.decoder_layers, args.strategy)
+    student.config.shrink["teacher"] = args.model
+    record = student.config.shrink
+    save_model(student, tokenizer, args.output, card={
+        "base_model": args.model, "encoder_layers": record["encoder_layers_kept"],
+        "decoder_layers": record["decoder_layers_kept"], "strategy": record["strategy"],
+        "teacher_encoder_layers": record["teacher_encoder_layers"],
+        "teacher_decoder_layers": record["teacher_decoder_layers"]})
+    before, after = describe_model(model), describe_model(student)
+    _print(args, {"output": args.output, "base": before, "student": after},
+           f"encoder kept {record['encoder_layers_kept']} of {before['encoder_layers']}, decoder kept "
+           f"{record['decoder_layers_kept']} of {before['decoder_layers']}: {before['params'] / 1e6:.2f}M -> "
+           f"{after['params'] / 1e6:.2f}M parameters -> {args.output}")
+
+
+def cmd_finetune(args) -> None:
+    from .data import load_pairs, resolve_prefix, tokenize_pairs
+    from .export import save_model
+    from .train import finetune
+
+    data, train_args = from_flags(DataArgs, args), from_flags(TrainArgs, args)
+    model, tokenizer = _load_base(args)
+    pairs = load_pairs(data)
+    prefix = resolve_prefix(data, model)
+    lengths = dict(prefix=prefix, max_source_length=data.max_source_length, max_target_length=data.max_target_length)
+    train_set = tokenize_pairs(pairs["train"], tokenizer, **lengths)
+    validation = tokenize_pairs(pairs["validation"], tokenizer, **lengths) if "validation" in pairs else None
+    output = Path(args.output)
+    result = finetune(model, tokenizer, train_set, validation, train_args, output, progress_bar=not args.json)
+    if not result.cancelled and int(os.environ.get("RANK", "0")) == 0:  # under torchrun rank 0 saves
+        card = {"base_model": args.model, "dataset": Path(data.train_file).name if data.train_file else data.dataset,
+                "train_samples": len(train_set), "epochs": train_args.epochs,
+                "learning_rate": train_args.learning_rate,
+                "metrics": {"fine-tuned": {"validation_loss": result.eval_loss}}}
+        save_model(model, tokenizer, output, card=card)
+    summary = {key: value for key, value in vars(result).items() if key != "log_history"}
+    _print(args, {"output": str(output), **summary},
+           f"{result.steps} steps, {result.epochs:.2f} epochs in {result.seconds:.0f} s "
+           f"({result.tokens_per_s:,.0f} real tokens/s): train loss {result.train_loss:.4f}, validation loss "
+           + (f"{result.eval_loss:.4f}" if result.eval_loss is not None else "-") + f" nats -> {output}")
+
+
+def cmd_evaluate(args) -> None:
+    from .data import load_pairs, resolve_prefix
+    from .evaluate import compare_table, evaluate_model
+
+    data, eval_args = from_flags(DataArgs, args), from_flags(EvalArgs, args)
+    if data.validation_file is None and data.dataset is None and data.train_file is not None:
+        data = dataclasses.replace(data, validation_file=data.train_file)
+    if data.train_file is None and data.validation_file is not None:
+        data = dataclasses.replace(data, train_file=data.validation_file)
+    model, tokenizer = _load_base(args)
+    split = load_pairs(data)["validation"]
+    metrics = evaluate_model(model, tokenizer, list(split["document"]), list(split["summary"]),
+                             prefix=resolve_prefix(data, model), max_source_length=data.max_source_length,
+                             max_target_length=data.max_target_length, args=eval_args)
+    metrics.pop("predictions")
+    _print(args, metrics, compare_table({Path(args.model).name or args.model: metrics}))
+
+
+def cmd_quantize(args) -> None:
+    from .evaluate import memory_footprint_mib
+    from .load import load_tokenizer
+    from .quantize import quantize, save_quantized
+
+    model = quantize(args.model, args.mode, device=args.device)
+    size = save_quantized(model, load_tokenizer(args.model), args.output)
+    _print(args, {"output": args.output, "mode": args.mode, "size_mib": size,
+                  "memory_mib": memory_footprint_mib(model)},
+           f"{args.mode}: {size:.1f} MiB on disk, {memory_footprint_mib(model):.1f} MiB in memory -> {args.output}")
+
+
+def cmd_push(args) -> None:
+    from .export import push_to_hub
+
+    url = push_to_hub(args.model, args.repo_id, token=_token(), private=not args.public)
+    _print(args, {"url": url}, url)
+
+
+def cmd_run(args) -> None:
+    from .evaluate import compare_table
+    from .runs import RunFolder
+
+    shrink = ShrinkArgs(args.encoder_layers, args.decoder_layers, args.strategy)
+    data, train_args, eval_args = from_flags(DataArgs, args), from_flags(TrainArgs, args), from_flags(EvalArgs, args, EVAL_RENAMES)
+    output = args.output or str(RunFolder.default_path("runs", args.name or Path(args.model).name))
+    config = RunConfig(model=args.model, output_dir=output, shrink=shrink, data=data, train=train_args,
+                       eval=eval_args, quantize=args.quantize, name=args.name)
+    from .pipeline import run_sft
+
+    result = run_sft(config, token=_token(), tokenizer=args.tokenizer, progress_bar=not args.json)
+    if result["status"] != "complete":
+        _print(args, result, f"run {result['status']}: {result['run_dir']}")
+        return
+    timings = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in result["timings"].items())
+    _print(args, result, compare_table({k: v for k, v in result["metrics"].items() if v is not None})
+           + f"\n\nstages: {timings}\nrun folder: {result['run_dir']}")
+
+
+def cmd_runs(args) -> None:
+    from .runs import list_runs
+
+    runs = list_runs(args.root)
+    lines = [f"{r['name']:<40} {r['status']:<10} {r.get('path')}" for r in runs] or [f"no runs in {args.root}"]
+    _print(args, runs, "\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    handler = globals()["cmd_" + args.command.replace("-", "_")]
+    try:
+        handler(args)
+    except CompressionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

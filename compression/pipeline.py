@@ -1,0 +1,197 @@
+"""The whole Shrink-and-Fine-Tune run, one function the CLI, the dashboard and the benchmarks share.
+
+config -> load base -> shrink -> fine-tune -> evaluate base and student -> quantize -> evaluate
+quantized -> export, written into one run folder (see :mod:`compression.runs`). The recipe is
+Shleifer & Rush 2020, "Pre-trained Summarization Distillation", section 3 (SFT); the headline
+figure is the blog post's: each student score as a percentage of the base model's on the same
+samples, next to size and speed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import RunConfig
+from .data import load_pairs, resolve_prefix, tokenize_pairs
+from .evaluate import evaluate_model, percent_of_base
+from .export import save_model
+from .layers import shrink
+from .load import describe_model, load_model, load_tokenizer, model_family
+from .quantize import quantize, save_quantized
+from .runs import RunFolder
+from .train import finetune
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("load", "shrink", "train", "evaluate", "quantize", "export", "done")
+SUMMARY_ROWS = 20  # validation samples kept side by side in summaries.jsonl
+
+
+class _Stages:
+    """Announces each stage to ``on_progress`` and times it (wall seconds per stage)."""
+
+    def __init__(self, on_progress: Callable[[dict], None] | None):
+        self.on_progress = on_progress
+        self.seconds: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def __call__(self, stage: str, message: str) -> None:
+        now = time.perf_counter()
+        if self._current is not None:
+            name, started = self._current
+            self.seconds[name] = self.seconds.get(name, 0.0) + now - started
+        self._current = (stage, now)
+        logger.info("%s: %s", stage, message)
+        if self.on_progress is not None:
+            self.on_progress({"kind": "stage", "stage": stage, "message": message})
+
+
+def _without_predictions(metrics: dict) -> dict:
+    return {key: value for key, value in metrics.items() if key != "predictions"}
+
+
+def run_sft(config: RunConfig, *, on_progress: Callable[[dict], None] | None = None,
+            cancel: threading.Event | None = None, token: str | None = None,
+            tokenizer: str | None = None, base=None, progress_bar: bool = True) -> dict:
+    """Run SFT end to end into the run folder ``config.output_dir``.
+
+    Args:
+        config: the resolved settings (written to ``config.json``; no token is ever written).
+        on_progress: called with ``{"kind": "stage", "stage", "message"}`` at each stage and with
+            the training records of :func:`compression.train.finetune` (``kind`` train/eval).
+        cancel: set it to stop training within one step; the run is then marked cancelled, keeps
+            its loss log and ``last-checkpoint/``, and is not evaluated.
+        token: hub token for private checkpoints (used, never stored).
+        tokenizer: tokenizer folder when the base checkpoint has none.
+        base: an already loaded ``(model, tokenizer)`` to use instead of loading ``config.model``.
+
+    Returns:
+        ``{"run_dir", "status": "complete"|"cancelled", "metrics": {"base", "student", "quantized"},
+        "summaries": [...], "train": {...}, "timings": {stage: seconds}}``. Each metrics entry: see
+        :func:`compression.evaluate.evaluate_model` (without predictions); student and quantized add
+        ``percent_of_base`` ({rouge1: %, ...}, ``None`` where the base scores 0). ``quantized`` is
+        ``None`` when ``config.quantize == "none"``.
+
+    Raises:
+        CompressionError (and subclasses): anything the user can fix; the run folder is then marked
+        failed with the reason, never complete.
+    """
+    run = RunFolder.open(config.output_dir)
+    run.write_json("config.json", config.to_dict())
+    try:
+        return _run(config, run, on_progress, cancel, token, tokenizer, base, progress_bar)
+    except BaseException as error:
+        run.mark_failed(f"{type(error).__name__}: {error}")
+        raise
+
+
+def _run(config, run, on_progress, cancel, token, tokenizer, base, progress_bar) -> dict:
+    _emit = _Stages(on_progress)
+    _emit("load", f"loading {config.model}")
+    if base is None:
+        base_model, tok = load_model(config.model, tokenizer=tokenizer, token=token)
+    else:
+        base_model, tok = base
+        if tokenizer is not None:
+            tok = load_tokenizer(tokenizer)
+    pairs = load_pairs(config.data)
+    if "validation" not in pairs:
+        pairs["validation"] = pairs["train"].select(range(min(len(pairs["train"]), 100)))
+        logger.warning("no validation set given: evaluating on the first training pairs")
+    prefix = resolve_prefix(config.data, base_model)
+    lengths = dict(prefix=prefix, max_source_length=config.data.max_source_length,
+                   max_target_length=config.data.max_target_length)
+    train_set = tokenize_pairs(pairs["train"], tok, **lengths)
+    validation_set = tokenize_pairs(pairs["validation"], tok, **lengths)
+
+    _emit("shrink", f"keeping encoder {config.shrink.encoder_layers or 'all'}, "
+                                 f"decoder {config.shrink.decoder_layers or 'all'} ({config.shrink.strategy})")
+    student = shrink(base_model, config.shrink.encoder_layers, config.shrink.decoder_layers, config.shrink.strategy)
+    student.config.shrink["teacher"] = config.model
+    run.write_json("architecture.json", {"base": describe_model(base_model), "student": describe_model(student)})
+
+    _emit("train", f"fine-tuning on {len(train_set)} pairs for {config.train.epochs:g} epoch(s)")
+    result = finetune(student, tok, train_set, validation_set, config.train, run.path,
+                      on_progress=on_progress, cancel=cancel, progress_bar=progress_bar)
+    train_summary = {key: value for key, value in vars(result).items() if key != "log_history"}
+    run.write_json("train.json", train_summary)
+    if result.cancelled:
+        run.mark_cancelled()
+        _emit("done", "cancelled: the loss log and last-checkpoint/ are kept")
+        return {"run_dir": str(run.path), "status": "cancelled", "metrics": None, "summaries": [],
+                "train": train_summary, "timings": _emit.seconds}
+
+    documents = list(pairs["validation"]["document"])
+    references = list(pairs["validation"]["summary"])
+    evaluation = dict(prefix=prefix, max_source_length=config.data.max_source_length,
+                      max_target_length=config.data.max_target_length, args=config.eval)
+    _emit("evaluate", f"evaluating base and student on {len(documents)} validation pairs")
+    metrics = {"base": evaluate_model(base_model, tok, documents, references, **evaluation)}
+    metrics["student"] = evaluate_model(student, tok, documents, references, **evaluation)
+    metrics["student"]["percent_of_base"] = percent_of_base(metrics["student"], metrics["base"])
+
+    _emit("export", "saving the student")
+    card = student_card(config, student, len(train_set),
+                        {name: metrics[name] for name in ("base", "student")})
+    student_dir = save_model(student, tok, run.path / "student", card=card)
+
+    metrics["quantized"] = None
+    if config.quantize != "none":
+        _emit("quantize", f"quantizing the student ({config.quantize})")
+        quantized = quantize(student_dir, config.quantize, device=config.train.device)
+        metrics["quantized"] = evaluate_model(quantized, tok, documents, references, **evaluation)
+        metrics["quantized"]["percent_of_base"] = percent_of_base(metrics["quantized"], metrics["base"])
+        metrics["quantized"]["mode"] = config.quantize
+        save_quantized(quantized, tok, run.path / "quantized",
+                       card=dict(card, quantization=config.quantize, metrics=metrics))
+
+    rows = []
+    for i in range(min(SUMMARY_ROWS, len(documents))):
+        rows.append({"id": str(pairs["validation"][i].get("id", i)) if "id" in pairs["validation"].column_names else str(i),
+                     "document": documents[i], "reference": references[i],
+                     **{name: m["predictions"][i] for name, m in metrics.items() if m is not None}})
+    run.write_summaries(rows)
+    stored = {name: (_without_predictions(m) if m is not None else None) for name, m in metrics.items()}
+    _emit("done", f"run complete: {run.path}")
+    run.write_json("timings.json", _emit.seconds)
+    run.write_json("metrics.json", stored)
+    run.mark_complete()
+    return {"run_dir": str(run.path), "status": "complete", "metrics": stored, "summaries": rows,
+            "train": train_summary, "timings": _emit.seconds}
+
+
+def student_card(config: RunConfig, student, train_samples: int, metrics: dict) -> dict:
+    """The model-card facts of a student (see :func:`compression.export.model_card`)."""
+    record = student.config.shrink
+    data = config.data
+    return {"family": model_family(student), "base_model": config.model,
+            "encoder_layers": record["encoder_layers_kept"], "decoder_layers": record["decoder_layers_kept"],
+            "teacher_encoder_layers": record["teacher_encoder_layers"],
+            "teacher_decoder_layers": record["teacher_decoder_layers"], "strategy": record["strategy"],
+            "dataset": data.dataset or (Path(data.train_file).name if data.train_file else None),
+            "train_samples": train_samples, "epochs": config.train.epochs,
+            "learning_rate": config.train.learning_rate,
+            "metrics": {name: _without_predictions(m) for name, m in metrics.items() if m is not None}}
+
+
+def load_run_models(run_dir: str | Path, *, token: str | None = None) -> dict:
+    """``{"base", "student", "quantized"}`` -> ``(model, tokenizer)`` of a completed run, for
+    summarising new articles side by side. ``base`` is reloaded from the run's ``config.json``.
+
+    Raises:
+        RunError: not a complete run folder. ModelLoadError: the base checkpoint is gone.
+    """
+    from .runs import load_run
+
+    record = load_run(run_dir)
+    run_dir = Path(run_dir)
+    models = {"base": load_model(record["config"]["model"], token=token)}
+    models["student"] = load_model(run_dir / "student")
+    quantized = record["config"].get("quantize", "none")
+    if quantized != "none" and (run_dir / "student").is_dir():
+        models["quantized"] = (quantize(run_dir / "student", quantized), models["student"][1])
+    return models

@@ -1,0 +1,434 @@
+"""Fine-tuning: the second half of Shrink-and-Fine-Tune (Shleifer & Rush 2020, Section 3: "SFT").
+
+Built on ``transformers.Seq2SeqTrainer`` (AdamW, linear schedule, DDP under ``torchrun``, bf16
+autocast via accelerate). Two small additions on top of the library:
+
+* :class:`ProgressCallback` turns the Trainer's log events into plain dicts (step, loss, learning
+  rate, real tokens/s, ETA) for a UI or CLI, appends them to ``output_dir/loss_log.jsonl`` and stops
+  training within one optimizer step when a ``threading.Event`` is set.
+* the training loss is summed over target tokens and divided by the Trainer's count of target
+  tokens in the whole accumulated (and all-process) batch (:func:`token_loss`), so gradient
+  accumulation and DDP are exact; T5/BART's own loss would be scaled wrongly (see there).
+* the validation loss is the token-weighted mean cross-entropy (nats per target token) over the
+  whole validation set, the same figure :func:`evaluate_loss` gives offline. (The stock Trainer
+  averages per-batch means, which depends on the batch size.)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
+from transformers.loss.loss_utils import fixed_cross_entropy
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_utils import EvalLoopOutput
+from transformers.utils import is_torch_tf32_available
+
+from .config import TrainArgs
+from .data import LABEL_PAD, count_tokens, make_collator
+from .errors import CompressionError, OutOfMemoryError
+
+#: File (in the output folder) with one JSON progress record per line.
+LOSS_LOG = "loss_log.jsonl"
+#: Folder (in the output folder) holding the weights when training was cancelled.
+LAST_CHECKPOINT = "last-checkpoint"
+#: Evaluations per run when ``TrainArgs.eval_steps`` is unset (as a ratio of the total steps).
+DEFAULT_EVALUATIONS = 5
+
+
+@dataclass
+class TrainResult:
+    """What one :func:`finetune` call did.
+
+    ``train_loss``: mean training cross-entropy over the run (nats per target token, the Trainer's
+    ``training_loss``). ``eval_loss``: validation loss at the last evaluation (token-weighted, nats),
+    ``None`` when there was no validation set or training was cancelled before any evaluation.
+    ``steps``: optimizer steps; ``epochs``: epochs done (fractional); ``seconds``: wall time of the
+    training loop; ``tokens_per_s``: real (non-padding) source + target tokens per second, all
+    processes together. ``log_history``: the progress records (see :class:`ProgressCallback`).
+    """
+
+    train_loss: float
+    eval_loss: float | None
+    steps: int
+    epochs: float
+    seconds: float
+    tokens_per_s: float
+    cancelled: bool
+    log_history: list[dict] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA if available, then Apple MPS, then CPU; ``"cpu"``/``"cuda"``/``"mps"`` as named.
+
+    Raises:
+        CompressionError: the named device is not available on this machine.
+    """
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = mps is not None and mps.is_available()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if has_mps else "cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": has_mps}
+    if name not in available:
+        raise CompressionError(f"unknown device {name!r}: choose 'auto', 'cpu', 'cuda' or 'mps'")
+    if not available[name]:
+        raise CompressionError(f"device {name!r} is not available on this machine: choose 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def bf16_enabled(args: TrainArgs, device: torch.device) -> bool:
+    """Whether to train under bf16 autocast: ``"yes"`` always (CPU autocast supports bf16 too),
+    ``"no"`` never, ``"auto"`` only on a CUDA device that supports bf16 (Ampere or newer)."""
+    if args.bf16 == "yes":
+        return True
+    if args.bf16 == "no":
+        return False
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+    )
+
+
+def _oom_error(err: BaseException, batch_size: int) -> OutOfMemoryError:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return OutOfMemoryError(
+        f"ran out of memory ({str(err).splitlines()[0][:200]}); lower the batch size (now {batch_size}) "
+        "and raise gradient accumulation to keep the effective batch, or lower the max source/target lengths"
+    )
+
+
+def _example_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced cross-entropy summed per example ``[batch]`` (float32, nats) and target tokens
+    per example ``[batch]`` (int64), padding (-100) excluded."""
+    labels = batch["labels"]
+    logits = model(**batch).logits  # [batch, tgt_len, vocab]
+    losses = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=LABEL_PAD, reduction="none")
+    return losses.sum(dim=1), (labels != LABEL_PAD).sum(dim=1)
+
+
+def token_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+    """Training loss: cross-entropy summed over target tokens / ``num_items_in_batch`` (the Trainer's
+    count of target tokens in the whole accumulated, all-process batch), so gradient accumulation and
+    DDP give a true per-token mean. Passed as the Trainer's ``compute_loss_func``: T5 and BART return a
+    per-batch mean and ignore ``num_items_in_batch``, while the Trainer assumes they use it (it skips
+    the division by accumulation steps and multiplies by the process count), which would scale the
+    gradients by ``accumulation steps x processes``. Uses transformers' ``fixed_cross_entropy``.
+    ``logits`` ``[batch, tgt_len, vocab]``, ``labels`` ``[batch, tgt_len]`` with -100 padding.
+    """
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    return fixed_cross_entropy(logits.float().flatten(0, 1), labels.flatten().to(logits.device),
+                               num_items_in_batch, ignore_index=LABEL_PAD)
+
+
+def evaluate_loss(model: torch.nn.Module, tokenizer: Any, dataset, batch_size: int = 16) -> float:
+    """Mean teacher-forced cross-entropy of a tokenized dataset, in nats per target token.
+
+    Token-weighted over the whole set (sum of per-token losses / number of target tokens, padding
+    excluded), not a mean of batch means, so the figure does not depend on ``batch_size``. No
+    training, no dropout, no sampling: deterministic. Runs on the model's device in its own dtype;
+    the model's train/eval mode is restored afterwards. ``dataset`` comes from
+    :func:`compression.data.tokenize_pairs` (``input_ids``, ``attention_mask``, ``labels``).
+
+    Raises:
+        CompressionError: the dataset is empty or has no ``labels``.
+        OutOfMemoryError: the batch does not fit; lower ``batch_size``.
+    """
+    if len(dataset) == 0 or "labels" not in dataset.column_names:
+        raise CompressionError("evaluate_loss needs a non-empty tokenized dataset with labels (see tokenize_pairs)")
+    device = next(model.parameters()).device
+    collator = make_collator(tokenizer, model)
+    columns = [name for name in ("input_ids", "attention_mask", "labels") if name in dataset.column_names]
+    rows = dataset.select_columns(columns)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        with torch.no_grad():
+            for start in range(0, len(rows), batch_size):
+                batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+                batch = {key: value.to(device) for key, value in batch.items()}
+                sums, counts = _example_losses(model, batch)
+                total += sums.sum().item()
+                count += int(counts.sum().item())
+    except Exception as err:
+        if _is_oom(err):
+            raise _oom_error(err, batch_size) from err
+        raise
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise CompressionError("evaluate_loss: every summary is empty after tokenization; check the data")
+    return total / count
+
+
+class ProgressCallback(TrainerCallback):
+    """Turn Trainer log events into plain progress records; stop on a cancel event.
+
+    Each record is a dict: ``kind`` (``"train"`` or ``"eval"``), ``step`` (optimizer step),
+    ``total_steps``, ``epoch`` (fractional), ``loss`` (train: mean training cross-entropy since
+    the previous record, nats) or ``eval_loss`` (token-weighted validation cross-entropy, nats),
+    ``learning_rate`` (latest), ``tokens_per_s`` (real source + target tokens per second of wall
+    time since training began, all processes), ``elapsed_s`` and ``eta_s`` (seconds). On the
+    main process only, each record goes to ``on_progress`` and is appended (flushed) as one JSON
+    line to ``log_path``. In ``on_step_end``, a set ``cancel`` event makes the Trainer stop after
+    the current optimizer step (agreed across processes under DDP).
+    """
+
+    def __init__(
+        self,
+        on_progress: Callable[[dict], None] | None = None,
+        cancel: threading.Event | None = None,
+        log_path: str | Path | None = None,
+        tokens_seen: Callable[[], int] | None = None,
+    ) -> None:
+        self.on_progress = on_progress
+        self.cancel = cancel
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.tokens_seen = tokens_seen or (lambda: 0)
+        self.records: list[dict] = []
+        self.cancelled = False
+        self._start = time.perf_counter()
+        self._learning_rate: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.cancel is None:
+            return control
+        stop = self.cancel.is_set()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([int(stop)], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        if stop:
+            self.cancelled = True
+            control.should_training_stop = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            kind, key = "train", "loss"
+        elif "eval_loss" in logs:
+            kind, key = "eval", "eval_loss"
+        else:  # the end-of-training summary (train_runtime...) is in TrainResult instead
+            return
+        if logs.get("learning_rate") is not None:
+            self._learning_rate = float(logs["learning_rate"])
+        elapsed = time.perf_counter() - self._start
+        step, total = state.global_step, state.max_steps
+        eta = elapsed / step * max(total - step, 0) if step else None
+        record = {
+            "kind": kind,
+            "step": step,
+            "total_steps": total,
+            "epoch": float(state.epoch or 0.0),
+            key: float(logs[key]),
+            "learning_rate": self._learning_rate,
+            "tokens_per_s": self.tokens_seen() / elapsed if elapsed > 0 else 0.0,
+            "elapsed_s": elapsed,
+            "eta_s": eta,
+        }
+        self.records.append(record)
+        if not state.is_world_process_zero:
+            return
+        if self.log_path is not None:
+            with open(self.log_path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+                handle.flush()
+        if self.on_progress is not None:
+            self.on_progress(dict(record))
+
+
+class _Trainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer that counts real tokens and reports a token-weighted validation loss."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._local_tokens = torch.zeros((), dtype=torch.int64, device=self.args.device)
+        self.tokens_seen = 0
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self._local_tokens += count_tokens(inputs).to(self._local_tokens.device)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def log(self, logs, start_time=None):
+        # Every process calls log() at the same points (the Trainer gathers the loss there too).
+        self.tokens_seen = int(self.accelerator.gather(self._local_tokens.reshape(1)).sum().item())
+        super().log(logs, start_time)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        model = self.model
+        was_training = model.training
+        model.eval()
+        total, count, samples = 0.0, 0, 0
+        with torch.no_grad():
+            for batch in dataloader:
+                batch = self._prepare_inputs(batch)
+                with self.compute_loss_context_manager():
+                    sums, counts = _example_losses(model, batch)
+                # gather_for_metrics drops the rows accelerate duplicated to even out the last batch.
+                sums, counts = self.accelerator.gather_for_metrics((sums, counts))
+                total += sums.sum().item()
+                count += int(counts.sum().item())
+                samples += len(sums)
+        model.train(was_training)
+        loss = total / count if count else float("nan")
+        return EvalLoopOutput(predictions=None, label_ids=None,
+                              metrics={f"{metric_key_prefix}_loss": loss}, num_samples=samples)
+
+
+def _freeze(model: torch.nn.Module, args: TrainArgs) -> None:
+    """Freeze per ``args`` (the SFT paper's ``freeze_embeds``/``freeze_encoder`` options).
+
+    ``freeze_embeddings``: the shared token embedding (``get_input_embeddings()``; a tied LM head is the
+    same tensor, so it freezes too) and any learned positional embeddings (BART ``embed_positions``).
+    ``freeze_encoder``: every encoder parameter (for T5/BART that includes the shared embedding).
+    """
+    if args.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+        for name, module in model.named_modules():
+            if name.endswith("embed_positions"):
+                module.requires_grad_(False)
+    if args.freeze_encoder:
+        model.get_encoder().requires_grad_(False)
+
+
+def _training_arguments(args: TrainArgs, output_dir: Path, device: torch.device, has_eval: bool,
+                        progress_bar: bool):
+    if not 0 <= args.warmup_ratio < 1:
+        raise CompressionError("warmup ratio must lie in [0, 1): the share of steps spent warming up")
+    eval_steps = args.eval_steps if args.eval_steps else 1.0 / DEFAULT_EVALUATIONS
+    try:
+        return Seq2SeqTrainingArguments(
+            output_dir=str(output_dir),
+            num_train_epochs=args.epochs,
+            max_steps=args.max_steps if args.max_steps else -1,
+            per_device_train_batch_size=args.batch_size,
+            per_device_eval_batch_size=args.eval_batch_size or args.batch_size,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            learning_rate=args.learning_rate,
+            weight_decay=args.weight_decay,
+            warmup_steps=args.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps here
+            optim="adamw_torch",
+            seed=args.seed,
+            data_seed=args.seed,
+            train_sampling_strategy="group_by_length" if args.group_by_length else "random",
+            eval_strategy="steps" if has_eval else "no",
+            eval_steps=eval_steps if has_eval else None,
+            logging_strategy="steps",
+            logging_steps=args.logging_steps,
+            save_strategy="no",
+            report_to=[],
+            predict_with_generate=False,
+            prediction_loss_only=True,
+            dataloader_num_workers=args.dataloader_workers,
+            disable_tqdm=not progress_bar,
+            use_cpu=device.type == "cpu",
+            bf16=bf16_enabled(args, device),
+            tf32=True if device.type == "cuda" and is_torch_tf32_available() else None,
+        )
+    except ValueError as err:
+        raise CompressionError(f"invalid training settings: {err}") from err
+
+
+def finetune(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    train_dataset,
+    eval_dataset,
+    args: TrainArgs,
+    output_dir: str | Path,
+    on_progress: Callable[[dict], None] | None = None,
+    cancel: threading.Event | None = None,
+    progress_bar: bool = True,
+) -> TrainResult:
+    """Fine-tune ``model`` in place on tokenized pairs with ``transformers.Seq2SeqTrainer``.
+
+    The SFT recipe (Shleifer & Rush 2020, Section 3): AdamW at ``args.learning_rate`` (3e-4), linear
+    decay after ``warmup_ratio`` warm-up, ``args.epochs`` epochs (or ``max_steps``), per-device batch
+    ``args.batch_size`` x ``gradient_accumulation_steps``, length-grouped batches when
+    ``args.group_by_length``, seeded (``seed`` and ``data_seed``: same seed, same weights). Device
+    from :func:`resolve_device`, bf16 autocast from :func:`bf16_enabled`, TF32 on CUDA. Datasets come
+    from :func:`compression.data.tokenize_pairs`; ``eval_dataset`` may be ``None`` (no validation).
+    Validation loss every ``args.eval_steps`` optimizer steps (default: about 5 times a run) and at
+    the end. Progress records (see :class:`ProgressCallback`) go to ``on_progress`` and
+    ``output_dir/loss_log.jsonl``. No checkpoints are written during training: on normal completion
+    the caller saves the model; if ``cancel`` is set, training stops after the current step and the
+    weights so far are saved to ``output_dir/last-checkpoint`` (with the tokenizer). Under
+    ``torchrun`` the Trainer runs DDP; only the main process writes files. Requires-grad flags changed
+    by ``freeze_*`` are restored and the model is left in eval mode (no dropout) on return, on the
+    training device. ``progress_bar=False`` hides the Trainer's tqdm bar and its printed logs.
+
+    Raises:
+        CompressionError: empty training set, unavailable device, or settings the Trainer rejects.
+        OutOfMemoryError: the device ran out of memory (lower the batch size or the max lengths).
+    """
+    if train_dataset is None or len(train_dataset) == 0:
+        raise CompressionError("the training set is empty: give at least one article/summary pair")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    has_eval = eval_dataset is not None and len(eval_dataset) > 0
+
+    training_args = _training_arguments(args, output_dir, device, has_eval, progress_bar)
+    set_seed(args.seed)
+    flags = {name: param.requires_grad for name, param in model.named_parameters()}
+    try:
+        _freeze(model, args)
+        if not any(param.requires_grad for param in model.parameters()):
+            raise CompressionError("every weight is frozen: untick 'freeze encoder' or 'freeze embeddings'")
+        callback = ProgressCallback(on_progress, cancel, output_dir / LOSS_LOG)
+        trainer = _Trainer(
+            model=model,
+            args=training_args,
+            data_collator=make_collator(tokenizer, model),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset if has_eval else None,
+            processing_class=tokenizer,
+            compute_loss_func=token_loss,
+            callbacks=[callback],
+        )
+        callback.tokens_seen = lambda: trainer.tokens_seen
+        trainer.remove_callback(PrinterCallback)  # without tqdm the Trainer prints every log dict to stdout
+        start = time.perf_counter()
+        output = trainer.train()
+        seconds = time.perf_counter() - start
+        if callback.cancelled:
+            trainer.save_model(str(output_dir / LAST_CHECKPOINT))
+    except Exception as err:
+        if _is_oom(err):
+            raise _oom_error(err, args.batch_size) from err
+        raise
+    finally:
+        for name, param in model.named_parameters():
+            param.requires_grad_(flags[name])
+        model.eval()
+
+    evals = [record["eval_loss"] for record in callback.records if record["kind"] == "eval"]
+    return TrainResult(
+        train_loss=float(output.training_loss),
+        eval_loss=evals[-1] if evals else None,
+        steps=int(trainer.state.global_step),
+        epochs=float(trainer.state.epoch or 0.0),
+        seconds=seconds,
+        tokens_per_s=trainer.tokens_seen / seconds if seconds > 0 else 0.0,
+        cancelled=callback.cancelled,
+        log_history=list(callback.records),
+    )

@@ -1,0 +1,53 @@
+"""finetune() under ``torchrun --nproc_per_node 2`` on CPU (DDP over gloo): ranks agree, rank 0 alone writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ARTICLES, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _gloo_available() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_gloo_available()
+
+
+@pytest.mark.skipif(not _gloo_available(), reason="torch.distributed with gloo is unavailable")
+def test_two_process_ddp_finetune(tmp_path, tiny_t5_dir):
+    train = write_jsonl(tmp_path / "train.jsonl", ARTICLES)
+    validation = write_jsonl(tmp_path / "validation.jsonl", ARTICLES[:4])
+    out, hashes = tmp_path / "out", tmp_path / "hashes"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
+           "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"),
+           "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+               str(ROOT / "tests" / "torchrun_finetune.py"), str(tiny_t5_dir), str(train), str(validation),
+               str(out), str(hashes)]
+    try:
+        done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("torchrun did not finish within 120 s")
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    ranks = sorted(p.name for p in hashes.iterdir())
+    assert ranks == ["rank0.txt", "rank1.txt"]
+    digests = {(hashes / name).read_text().split()[0] for name in ranks}
+    assert len(digests) == 1, "the two ranks ended with different weights"
+    # 8 pairs, batch 2 per process x 2 processes = 2 steps per epoch, 2 epochs.
+    assert {(hashes / name).read_text().split()[1] for name in ranks} == {"4"}
+
+    assert sorted(p.name for p in out.iterdir()) == ["loss_log.jsonl", "model"]
+    records = [json.loads(line) for line in (out / "loss_log.jsonl").read_text().splitlines()]
+    keys = [(r["kind"], r["step"]) for r in records]
+    assert len(keys) == len(set(keys)), "a record was written twice (more than one rank wrote the log)"
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
+    # The logged training loss is a per-token mean, not multiplied by the process count.
+    assert all(0 < r["loss"] < 7.5 for r in records if r["kind"] == "train")
