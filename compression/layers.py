@@ -16,7 +16,7 @@ from transformers import PreTrainedModel
 
 from .config import STRATEGIES
 from .errors import LayerSelectionError
-from .load import model_family
+from .load import T5_FAMILY, model_family
 
 # teacher depth -> student depth -> teacher layers to copy (seq2seq-distillation, LAYERS_TO_COPY).
 LAYERS_TO_COPY: dict[int, dict[int, list[int]]] = {
@@ -182,6 +182,20 @@ def _renumber(layers: nn.ModuleList) -> None:
                 module.layer_idx = index
 
 
+def set_t5_decoder_depth(config) -> None:
+    """Make transformers size the generation KV cache by the decoder's depth, not the encoder's.
+
+    transformers 5 builds the decoder cache from ``config.get_text_config(decoder=True)``, which for
+    T5's flat config maps ``num_hidden_layers`` to the *encoder* depth ``num_layers``: a T5 whose
+    decoder is deeper than its encoder (a 2/3 student, t5-efficient ``dl`` variants) fails in cached
+    generation with an IndexError. A ``decoder_layers`` entry is what that lookup reads for the
+    decoder side, so it is set to ``num_decoder_layers``; it is stored in ``config.json`` and the fix
+    travels with the checkpoint to plain transformers. No effect on other families.
+    """
+    if getattr(config, "model_type", None) in T5_FAMILY:
+        config.decoder_layers = config.num_decoder_layers
+
+
 def shrink(model: PreTrainedModel, encoder_layers: int | str | list[int] | None = None,
            decoder_layers: int | str | list[int] | None = None, strategy: str = "spread") -> PreTrainedModel:
     """Make a student by copying the chosen teacher layers (SFT, Shleifer & Rush 2020 §3).
@@ -224,6 +238,7 @@ def shrink(model: PreTrainedModel, encoder_layers: int | str | list[int] | None 
     n_enc, n_dec = len(kept["encoder"]), len(kept["decoder"])
     if family == "t5":
         student.config.num_layers, student.config.num_decoder_layers = n_enc, n_dec
+        set_t5_decoder_depth(student.config)
     else:
         student.config.encoder_layers, student.config.decoder_layers = n_enc, n_dec
     student.config.shrink = {

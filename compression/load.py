@@ -171,6 +171,9 @@ def load_model(name_or_path: str | Path, *, tokenizer: str | Path | None = None,
     except OSError as error:
         raise ModelLoadError(f"{name} has a config but no loadable weights: {error}") from None
     tok = load_tokenizer(tokenizer if tokenizer is not None else source, token=token)
+    from .layers import set_t5_decoder_depth
+
+    set_t5_decoder_depth(model.config)
     return model.eval(), tok
 
 

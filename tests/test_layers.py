@@ -121,8 +121,11 @@ def test_dropping_block_zero_keeps_relative_position_bias(tiny_t5):
 
 
 @pytest.mark.parametrize("fixture", ["tiny_t5", "tiny_bart"])
-def test_cached_generation_works_after_shrinking(fixture, request):
-    student = shrink(request.getfixturevalue(fixture), 2, "1,3")
+@pytest.mark.parametrize("encoder, decoder", [(2, "1,3"), (1, "0,2,3"), (3, 1)])
+def test_cached_generation_works_after_shrinking(fixture, encoder, decoder, request, tmp_path):
+    student = shrink(request.getfixturevalue(fixture), encoder, decoder)
+    student.save_pretrained(tmp_path)  # and the fix travels with the checkpoint to plain transformers
+    student = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
     for index, block in enumerate(get_layer_stacks(student)[1]):
         assert all(m.layer_idx == index for m in block.modules() if hasattr(m, "layer_idx"))
     kwargs = dict(input_ids=INPUTS, attention_mask=MASK, max_new_tokens=6, min_new_tokens=6, do_sample=False)

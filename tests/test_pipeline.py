@@ -1,0 +1,131 @@
+"""The whole SFT run (pipeline.run_sft) and the command line on a tiny model and tiny data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from compression.__main__ import main
+from compression.config import DataArgs, EvalArgs, RunConfig, ShrinkArgs, TrainArgs
+from compression.errors import DatasetError
+from compression.pipeline import run_sft
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST_EVAL = EvalArgs(max_new_tokens=4, bootstrap_samples=20, latency_samples=1, batch_size=4)
+
+
+def tiny_config(model_dir, train_file, validation_file, output, **overrides) -> RunConfig:
+    values = dict(model=str(model_dir), output_dir=str(output), shrink=ShrinkArgs(2, "1,3", "spread"),
+                  data=DataArgs(train_file=str(train_file), validation_file=str(validation_file),
+                                max_source_length=64, max_target_length=16),
+                  train=TrainArgs(batch_size=4, learning_rate=1e-3, logging_steps=1), eval=FAST_EVAL,
+                  quantize="8bit")
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+def test_run_sft_writes_a_complete_run(tiny_t5_dir, tiny_jsonl, tmp_path):
+    events = []
+    result = run_sft(tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "run"), on_progress=events.append,
+                     progress_bar=False)
+    run = Path(result["run_dir"])
+    assert result["status"] == "complete"
+    assert json.loads((run / "status.json").read_text())["status"] == "complete"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"base", "student", "quantized"}
+    for row in metrics.values():
+        for key in ("params", "size_mib", "rouge1", "rouge2", "rougeL", "latency_ms", "validation_loss"):
+            assert key in row
+    assert metrics["student"]["params"] < metrics["base"]["params"]
+    assert "percent_of_base" in metrics["student"] and "percent_of_base" in metrics["quantized"]
+    assert metrics == result["metrics"]
+    stages = [e["stage"] for e in events if e["kind"] == "stage"]
+    assert stages == ["load", "shrink", "train", "evaluate", "export", "quantize", "done"]
+    assert any(e["kind"] == "train" for e in events) and any(e["kind"] == "eval" for e in events)
+    log = [json.loads(line) for line in (run / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "train"] == [1, 2]
+    student_config = json.loads((run / "student" / "config.json").read_text())
+    assert student_config["shrink"]["encoder_layers_kept"] == [0, 3]
+    assert student_config["shrink"]["decoder_layers_kept"] == [1, 3]
+    assert "Kept decoder layers: 1, 3 (of 4 teacher layers)" in (run / "student" / "README.md").read_text()
+    summaries = [json.loads(line) for line in (run / "summaries.jsonl").read_text().splitlines()]
+    assert len(summaries) == 4 and set(summaries[0]) >= {"document", "reference", "base", "student", "quantized"}
+    assert (run / "quantized" / "config.json").is_file()
+
+
+def test_cancel_keeps_log_and_checkpoint(tiny_t5_dir, tiny_jsonl, tmp_path):
+    cancel = threading.Event()
+
+    def on_progress(event):
+        if event["kind"] == "train":
+            cancel.set()
+
+    config = tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "run", train=TrainArgs(batch_size=2, logging_steps=1))
+    result = run_sft(config, on_progress=on_progress, cancel=cancel, progress_bar=False)
+    run = Path(result["run_dir"])
+    assert result["status"] == "cancelled"
+    assert json.loads((run / "status.json").read_text())["status"] == "cancelled"
+    assert (run / "loss_log.jsonl").read_text().strip()
+    assert (run / "last-checkpoint" / "config.json").is_file()
+    assert not (run / "metrics.json").exists()
+
+
+def test_failed_run_is_never_complete(tiny_t5_dir, tiny_jsonl, tmp_path):
+    config = tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "run")
+    config.data.text_column = "article"
+    with pytest.raises(DatasetError, match="article"):
+        run_sft(config, progress_bar=False)
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "failed" and "article" in status["reason"]
+
+
+def test_cli_init_shrink_run(tmp_path, tiny_jsonl, capsys):
+    train, validation = tiny_jsonl
+    assert main(["init", "--preset", "tiny", "--tokenizer", "byt5", "--output", str(tmp_path / "base")]) == 0
+    assert main(["--json", "shrink", "--model", str(tmp_path / "base"), "--encoder-layers", "2",
+                 "--decoder-layers", "0,2,3", "--output", str(tmp_path / "student")]) == 0
+    capsys.readouterr()
+    config = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert (config["num_layers"], config["num_decoder_layers"]) == (2, 3)
+    assert config["shrink"]["encoder_layers_kept"] == [0, 3]
+    code = main(["--json", "run", "--model", str(tmp_path / "student"), "--train-file", str(train),
+                 "--validation-file", str(validation), "--encoder-layers", "1", "--decoder-layers", "1",
+                 "--max-source-length", "48", "--max-target-length", "12", "--max-new-tokens", "3",
+                 "--bootstrap-samples", "10", "--latency-samples", "1", "--quantize", "none",
+                 "--max-steps", "2", "--output", str(tmp_path / "run")])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["status"] == "complete" and printed["metrics"]["quantized"] is None
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["student"]["params"] == \
+        printed["metrics"]["student"]["params"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["shrink", "--model", "{model}", "--encoder-layers", "9", "--output", "{tmp}/s"], "only 4"),
+    (["shrink", "--model", "{model}", "--decoder-layers", "0", "--output", "{tmp}/s"], "at least 1"),
+    (["shrink", "--model", "{model}", "--decoder-layers", "1,1", "--output", "{tmp}/s"], "repeat"),
+    (["shrink", "--model", "{tmp}/missing", "--decoder-layers", "1", "--output", "{tmp}/s"], "does not exist"),
+    (["finetune", "--model", "{model}", "--train-file", "{tmp}/none.jsonl", "--output", "{tmp}/f"], "none.jsonl"),
+    (["finetune", "--model", "{model}", "--train-file", "{train}", "--text-column", "body", "--output", "{tmp}/f"],
+     "body"),
+    (["quantize", "--model", "{model}", "--mode", "3bit", "--output", "{tmp}/q"], "3bit"),
+])
+def test_cli_user_errors_exit_2_with_one_line(argv, message, tiny_t5_dir, tiny_jsonl, tmp_path, capsys):
+    values = {"model": str(tiny_t5_dir), "tmp": str(tmp_path), "train": str(tiny_jsonl[0])}
+    assert main([part.format(**values) for part in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_cli_subprocess_exit_status(tmp_path):
+    """The real entry point: a user error is one line on stderr and exit status 2."""
+    done = subprocess.run([sys.executable, "-m", "compression", "shrink", "--model", str(tmp_path / "nope"),
+                           "--encoder-layers", "1", "--output", str(tmp_path / "s")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: ") and "Traceback" not in done.stderr
