@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .config import STRATEGIES, DataArgs, EvalArgs, RunConfig, ShrinkArgs, TrainArgs
 from .errors import CompressionError
+from .train import LOSS_LOG
 
 
 def _flag(name: str) -> str:
@@ -143,6 +144,35 @@ def build_parser() -> argparse.ArgumentParser:
     runs = commands.add_parser("runs", help="list the runs in a runs folder")
     runs.add_argument("--root", default="runs")
 
+    from .distill import KDArgs
+    from .modular import ModularArgs
+
+    distill = commands.add_parser("distill", help="knowledge distillation (KD) of a student against a frozen teacher")
+    distill.add_argument("--teacher", required=True, help="hub id or local checkpoint folder")
+    distill.add_argument("--student", help="student folder (default: shrink the teacher with the layer flags)")
+    distill.add_argument("--tokenizer", help="tokenizer folder when the checkpoint has none")
+    _shrink_flags(distill)
+    _data_flags(distill)
+    add_dataclass_flags(distill, TrainArgs)
+    add_dataclass_flags(distill, KDArgs)
+    distill.add_argument("--output", required=True)
+
+    modular_train = commands.add_parser(
+        "modular-train", help="Modular Transformers: train modules once, for many compression ratios")
+    modular_train.add_argument("--teacher", required=True, help="hub id or local checkpoint folder")
+    modular_train.add_argument("--tokenizer", help="tokenizer folder when the checkpoint has none")
+    _data_flags(modular_train)
+    add_dataclass_flags(modular_train, TrainArgs)
+    add_dataclass_flags(modular_train, ModularArgs)
+    modular_train.add_argument("--output", required=True, help="modular checkpoint folder")
+
+    assemble = commands.add_parser("assemble", help="assemble a student from trained modules, no training")
+    assemble.add_argument("--modular", required=True, help="folder written by modular-train")
+    assemble.add_argument("--ratio", type=float, help="teacher layers / student layers (1 = the teacher); "
+                                                      "omit to list the reachable ratios")
+    assemble.add_argument("--priority", choices=("size", "speed"), default="size")
+    assemble.add_argument("--output", help="checkpoint folder for the assembled student")
+
     return parser
 
 
@@ -193,26 +223,37 @@ def cmd_shrink(args) -> None:
            f"{after['params'] / 1e6:.2f}M parameters -> {args.output}")
 
 
-def cmd_finetune(args) -> None:
+def _tokenized(data: DataArgs, model, tokenizer):
+    """(train, validation or None) tokenized with the model family's prefix."""
     from .data import load_pairs, resolve_prefix, tokenize_pairs
+
+    pairs = load_pairs(data)
+    lengths = dict(prefix=resolve_prefix(data, model), max_source_length=data.max_source_length,
+                   max_target_length=data.max_target_length)
+    validation = tokenize_pairs(pairs["validation"], tokenizer, **lengths) if "validation" in pairs else None
+    return tokenize_pairs(pairs["train"], tokenizer, **lengths), validation
+
+
+def _is_main_process() -> bool:
+    """False on the non-zero ranks of a ``torchrun`` launch, which must not write the output."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def cmd_finetune(args) -> None:
     from .export import save_model
     from .train import finetune
 
     data, train_args = from_flags(DataArgs, args), from_flags(TrainArgs, args)
     model, tokenizer = _load_base(args)
-    pairs = load_pairs(data)
-    prefix = resolve_prefix(data, model)
-    lengths = dict(prefix=prefix, max_source_length=data.max_source_length, max_target_length=data.max_target_length)
-    train_set = tokenize_pairs(pairs["train"], tokenizer, **lengths)
-    validation = tokenize_pairs(pairs["validation"], tokenizer, **lengths) if "validation" in pairs else None
+    train_set, validation = _tokenized(data, model, tokenizer)
     output = Path(args.output)
     result = finetune(model, tokenizer, train_set, validation, train_args, output, progress_bar=not args.json)
-    if not result.cancelled and int(os.environ.get("RANK", "0")) == 0:  # under torchrun rank 0 saves
+    if not result.cancelled and _is_main_process():
         card = {"base_model": args.model, "dataset": Path(data.train_file).name if data.train_file else data.dataset,
                 "train_samples": len(train_set), "epochs": train_args.epochs,
                 "learning_rate": train_args.learning_rate,
                 "metrics": {"fine-tuned": {"validation_loss": result.eval_loss}}}
-        save_model(model, tokenizer, output, card=card)
+        save_model(model, tokenizer, output, card=card, keep=(LOSS_LOG,))
     summary = {key: value for key, value in vars(result).items() if key != "log_history"}
     _print(args, {"output": str(output), **summary},
            f"{result.steps} steps, {result.epochs:.2f} epochs in {result.seconds:.0f} s "
@@ -283,6 +324,78 @@ def cmd_runs(args) -> None:
     runs = list_runs(args.root)
     lines = [f"{r['name']:<40} {r['status']:<10} {r.get('path')}" for r in runs] or [f"no runs in {args.root}"]
     _print(args, runs, "\n".join(lines))
+
+
+def cmd_distill(args) -> None:
+    from .distill import KDArgs, distill
+    from .export import save_model
+    from .layers import shrink
+    from .load import load_model
+
+    data, train_args, kd_args = from_flags(DataArgs, args), from_flags(TrainArgs, args), from_flags(KDArgs, args)
+    teacher, tokenizer = load_model(args.teacher, tokenizer=args.tokenizer, token=_token())
+    if args.student:
+        student, _ = load_model(args.student)
+    else:
+        ShrinkArgs(args.encoder_layers, args.decoder_layers, args.strategy)
+        student = shrink(teacher, args.encoder_layers, args.decoder_layers, args.strategy)
+        student.config.shrink["teacher"] = args.teacher
+    train_set, validation = _tokenized(data, teacher, tokenizer)
+    output = Path(args.output)
+    result = distill(student, teacher, tokenizer, train_set, validation, train_args, kd_args, output,
+                     progress_bar=not args.json)
+    if not result.cancelled and _is_main_process():
+        record = getattr(student.config, "shrink", None) or {}
+        save_model(student, tokenizer, output, card={
+            "model_name": "Distilled summarizer (KD)", "base_model": args.teacher,
+            "encoder_layers": record.get("encoder_layers_kept"), "decoder_layers": record.get("decoder_layers_kept"),
+            "dataset": Path(data.train_file).name if data.train_file else data.dataset,
+            "train_samples": len(train_set), "epochs": train_args.epochs,
+            "metrics": {"student": {"validation_loss": result.eval_loss}}}, keep=(LOSS_LOG,))
+    summary = {key: value for key, value in vars(result).items() if key != "log_history"}
+    _print(args, {"output": str(output), **summary},
+           f"KD: {result.steps} steps in {result.seconds:.0f} s, train loss {result.train_loss:.4f}, validation "
+           "loss " + (f"{result.eval_loss:.4f}" if result.eval_loss is not None else "-") + f" nats -> {output}")
+
+
+def cmd_modular_train(args) -> None:
+    from .load import load_model
+    from .modular import ModularArgs, max_ratio, train_modules
+
+    data, train_args = from_flags(DataArgs, args), from_flags(TrainArgs, args)
+    modular_args = from_flags(ModularArgs, args)
+    teacher, tokenizer = load_model(args.teacher, tokenizer=args.tokenizer, token=_token())
+    train_set, validation = _tokenized(data, teacher, tokenizer)
+    modular = train_modules(teacher, tokenizer, train_set, validation, train_args, modular_args, args.output,
+                            progress_bar=not args.json)
+    ratios = {p: max_ratio(modular, p) for p in ("size", "speed")}
+    _print(args, {"output": args.output, "max_ratio": ratios},
+           f"modules trained -> {args.output}; assemble any ratio up to {ratios['size']:.2f}x (size-first) "
+           f"or {ratios['speed']:.2f}x (speed-first) with `python -m compression assemble`")
+
+
+def cmd_assemble(args) -> None:
+    from .export import save_model
+    from .load import describe_model, load_tokenizer
+    from .modular import assemble, available_ratios, load_modular
+
+    modular = load_modular(args.modular)
+    if args.ratio is None:
+        ratios = available_ratios(modular, args.priority)
+        _print(args, {"priority": args.priority, "ratios": ratios},
+               f"{args.priority}-first ratios: " + ", ".join(f"{r:.2f}" for r in ratios))
+        return
+    if not args.output:
+        raise CompressionError("give --output, the folder for the assembled student")
+    model = assemble(modular, args.ratio, args.priority)
+    tokenizer = load_tokenizer(Path(args.modular) / "teacher")
+    save_model(model, tokenizer, args.output, card={
+        "model_name": f"Modular Transformers student ({args.priority}-first, {args.ratio:g}x)",
+        "base_model": str(args.modular)})
+    facts = describe_model(model)
+    _print(args, {"output": args.output, **facts, "modular": model.config.modular},
+           f"{facts['encoder_layers']}/{facts['decoder_layers']} layers, {facts['params'] / 1e6:.2f}M parameters "
+           f"(ratio {model.config.modular['ratio']:.2f}x) -> {args.output}")
 
 
 def main(argv: list[str] | None = None) -> int:

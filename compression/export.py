@@ -152,21 +152,25 @@ def _card_from_model(model) -> dict:
     return facts
 
 
-def save_model(model, tokenizer, out_dir: str | Path, *, card: dict | None = None) -> Path:
+def save_model(model, tokenizer, out_dir: str | Path, *, card: dict | None = None,
+               keep: tuple[str, ...] = ()) -> Path:
     """Save ``model`` (safetensors), ``tokenizer``, generation config and a ``README.md`` card.
 
     Everything is written into a temporary sibling folder, which is then renamed to ``out_dir``, so
-    ``out_dir`` is never left half-written; an existing model folder there is replaced. ``card``
-    is passed to :func:`model_card`, on top of facts read from ``model.config`` (family, depths).
-    Returns ``out_dir`` as a ``Path``.
+    ``out_dir`` is never left half-written; an existing model folder there is replaced. ``keep``
+    names entries of an existing ``out_dir`` (e.g. the training's ``loss_log.jsonl``) that are
+    carried over into the new folder. ``card`` is passed to :func:`model_card`, on top of facts read
+    from ``model.config`` (family, depths). Returns ``out_dir`` as a ``Path``.
 
     Raises:
         CompressionError: ``out_dir`` exists and is a file or a non-empty folder that is not a model
-            folder (no ``config.json``), or the disk refused the write.
+            folder (no ``config.json``) and holds more than the ``keep`` entries, or the disk refused
+            the write.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
-                                                      and not (out_dir / "config.json").is_file())):
+    if out_dir.exists() and (not out_dir.is_dir() or (
+            any(entry.name not in keep for entry in out_dir.iterdir())
+            and not (out_dir / "config.json").is_file())):
         raise CompressionError(
             f"{out_dir} already exists and is not a model folder: choose a new or empty output folder"
         )
@@ -179,6 +183,9 @@ def save_model(model, tokenizer, out_dir: str | Path, *, card: dict | None = Non
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(staging)
         write_model_card(staging, {**_card_from_model(model), **(card or {})})
+        for name in keep:
+            if (out_dir / name).is_file():
+                shutil.copy2(out_dir / name, staging / name)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{staging.name.rsplit('-', 1)[-1]}")
             os.replace(out_dir, old)

@@ -174,7 +174,7 @@ def _move_relative_attention_bias(teacher_block: nn.Module, student_first: nn.Mo
         module.has_relative_attention_bias = True
 
 
-def _renumber(layers: nn.ModuleList) -> None:
+def renumber_layer_indices(layers: nn.ModuleList) -> None:
     """Cached generation indexes the KV cache by each attention module's ``layer_idx``."""
     for index, layer in enumerate(layers):
         for module in layer.modules():
@@ -229,7 +229,7 @@ def shrink(model: PreTrainedModel, encoder_layers: int | str | list[int] | None 
         new = nn.ModuleList([old[i] for i in kept[stack_name]])
         if family == "t5" and kept[stack_name][0] != 0:
             _move_relative_attention_bias(old[0], new[0])
-        _renumber(new)
+        renumber_layer_indices(new)
         setattr(stack, attr, new)
         if family == "t5":
             stack.config.num_layers = len(new)

@@ -129,3 +129,36 @@ def test_cli_subprocess_exit_status(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_cli_distill_modular_train_and_assemble(tiny_t5_dir, tiny_jsonl, tmp_path, capsys):
+    train, validation = tiny_jsonl
+    data = ["--train-file", str(train), "--validation-file", str(validation), "--max-source-length", "48",
+            "--max-target-length", "12", "--max-steps", "2", "--batch-size", "4"]
+    assert main(["--json", "distill", "--teacher", str(tiny_t5_dir), "--encoder-layers", "2",
+                 "--decoder-layers", "2", "--alpha-hidden", "1.0", *data, "--output", str(tmp_path / "kd")]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2
+    assert json.loads((tmp_path / "kd" / "config.json").read_text())["shrink"]["decoder_layers_kept"] == [0, 3]
+
+    assert main(["--json", "modular-train", "--teacher", str(tiny_t5_dir), "--granularities", "2", *data,
+                 "--output", str(tmp_path / "modular")]) == 0
+    assert json.loads(capsys.readouterr().out)["max_ratio"]["size"] == 2.0  # 8 layers -> 2 + 2 modules
+    assert main(["--json", "assemble", "--modular", str(tmp_path / "modular"), "--ratio", "2",
+                 "--priority", "speed", "--output", str(tmp_path / "assembled")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["encoder_layers"] + printed["decoder_layers"] == 4
+    assert main(["assemble", "--modular", str(tmp_path / "modular"), "--ratio", "9", "--output",
+                 str(tmp_path / "x")]) == 2
+    assert "ratio" in capsys.readouterr().err
+
+
+def test_cli_finetune_saves_model_beside_its_loss_log(tiny_t5_dir, tiny_jsonl, tmp_path, capsys):
+    train, validation = tiny_jsonl
+    argv = ["--json", "finetune", "--model", str(tiny_t5_dir), "--train-file", str(train), "--validation-file",
+            str(validation), "--max-steps", "2", "--batch-size", "4", "--logging-steps", "1",
+            "--output", str(tmp_path / "teacher")]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2
+    assert (tmp_path / "teacher" / "model.safetensors").is_file()
+    assert len((tmp_path / "teacher" / "loss_log.jsonl").read_text().splitlines()) >= 2
+    assert main(argv) == 0  # fine-tuning again into the same folder replaces the model

@@ -1,0 +1,658 @@
+"""Knowledge distillation (KD): fine-tune a student against a frozen teacher.
+
+The loss is the weighted sum of up to four terms, as in transformers'
+``examples/research_projects/seq2seq-distillation/distillation.py`` (Shleifer & Rush 2020,
+"Pre-trained Summarization Distillation", Section 3 "KD"), plus MiniLM-style attention transfer:
+
+* ``ce``: cross-entropy of the student on the reference summary (nats per target token).
+* ``kl``: KL(teacher || student) between temperature-softened next-token distributions, times T²
+  (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network", Section 2), averaged
+  over real target tokens (labels != -100).
+* ``hidden``: MSE between student and teacher hidden states ("intermediate supervision", Jiao et al.
+  2020, TinyBERT): the embedding output with the teacher's, and student layer ``j`` with teacher layer
+  :func:`compression.layers.layers_to_supervise` ``(n_teacher, kept)[j]`` (12->3 keeping 0, 6, 11 is
+  matched to 3, 7, 11), for encoder (masked by the attention mask) and decoder (masked by labels).
+* ``attention``: KL (or MSE) between attention probabilities of matched layers (Wang et al. 2020,
+  "MiniLM", Section 3.1, self-attention distribution transfer), for encoder self-attention, decoder
+  self-attention and decoder cross-attention, query positions masked as above.
+
+Default weights are seq2seq-distillation's: **0.8 on the soft-target KL and 0.2 on the label
+cross-entropy**, hidden 0.0, temperature 2.0. Beware the names there: its ``--alpha_ce 0.8`` weighs
+the KL (DistilBERT's "ce" between distributions) and ``--alpha_mlm 0.2`` weighs the label loss; here
+``alpha_kl`` and ``alpha_ce`` say what they weigh.
+
+Attention probabilities need the eager attention implementation (SDPA returns none in transformers 5):
+when ``alpha_attention > 0`` both models are switched to ``"eager"`` for the run and switched back.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, set_seed
+from transformers.trainer_callback import PrinterCallback
+
+from .config import TrainArgs
+from .data import LABEL_PAD, make_collator
+from .errors import CompressionError
+from .layers import get_layer_stacks, layers_to_supervise, select_layers
+from .load import model_family
+from .train import (
+    LAST_CHECKPOINT,
+    LOSS_LOG,
+    ProgressCallback,
+    TrainResult,
+    _freeze,
+    _is_oom,
+    _oom_error,
+    _Trainer,
+    _training_arguments,
+    bf16_enabled,
+    resolve_device,
+)
+
+#: Names of the loss terms, in the order they are logged.
+TERMS = ("ce", "kl", "hidden", "attention")
+ATTENTION_LOSSES = ("kl", "mse")
+TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class KDArgs:
+    """Distillation weights and settings (defaults: seq2seq-distillation's ``distillation.py``).
+
+    ``alpha_ce``: weight of the label cross-entropy (their ``alpha_mlm``, 0.2). ``alpha_kl``: weight
+    of the soft-target KL (their ``alpha_ce``, 0.8). ``alpha_hidden``: hidden-state MSE (their
+    ``alpha_hid``, 0.0). ``alpha_attention``: attention-map loss (0.0). ``temperature``: softmax
+    temperature T of the KL (2.0). ``attention_loss``: ``"kl"`` (MiniLM) or ``"mse"`` (TinyBERT) on
+    attention probabilities. ``normalize_hidden``: compare hidden states after a parameter-free
+    layer norm over the hidden dimension (their ``--normalize_hidden``; useful for T5, whose residual
+    stream grows large). ``teacher_dtype``: ``"float32"``, ``"bfloat16"`` (halves the teacher's
+    memory) or ``"auto"`` (bfloat16 when training runs under bf16 autocast, else float32).
+
+    Raises:
+        CompressionError: a negative or non-finite weight, all weights zero, T <= 0, an unknown
+            attention loss or teacher dtype.
+    """
+
+    alpha_ce: float = 0.2
+    alpha_kl: float = 0.8
+    alpha_hidden: float = 0.0
+    alpha_attention: float = 0.0
+    temperature: float = 2.0
+    attention_loss: str = "kl"
+    normalize_hidden: bool = False
+    teacher_dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        weights = {name: getattr(self, f"alpha_{name}") for name in ("ce", "kl", "hidden", "attention")}
+        for name, value in weights.items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise CompressionError(f"KD weight alpha_{name} must be a number >= 0 (got {value!r})")
+        if sum(weights.values()) <= 0:
+            raise CompressionError("all KD weights are 0: give at least one positive weight (defaults: ce 0.2, kl 0.8)")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature > 0):
+            raise CompressionError(
+                f"KD temperature must be positive (2.0 is the usual value), got {self.temperature!r}")
+        if self.attention_loss not in ATTENTION_LOSSES:
+            raise CompressionError(f"attention loss must be 'kl' or 'mse', got {self.attention_loss!r}")
+        if self.teacher_dtype not in ("auto", *TEACHER_DTYPES):
+            raise CompressionError(f"teacher dtype must be 'auto', 'float32' or 'bfloat16', got {self.teacher_dtype!r}")
+
+    def weights(self) -> dict[str, float]:
+        """``{"ce": alpha_ce, "kl": alpha_kl, "hidden": alpha_hidden, "attention": alpha_attention}``."""
+        return {"ce": self.alpha_ce, "kl": self.alpha_kl, "hidden": self.alpha_hidden,
+                "attention": self.alpha_attention}
+
+
+# --------------------------------------------------------------------------------------------
+# Loss functions (pure torch)
+# --------------------------------------------------------------------------------------------
+
+def _zero(like: torch.Tensor) -> torch.Tensor:
+    """A float32 zero that stays in ``like``'s autograd graph (so backward() never fails)."""
+    return like.sum().float() * 0.0
+
+
+def kl_div_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
+                temperature: float = 2.0) -> torch.Tensor:
+    """Soft-target loss: ``T² · mean over masked positions of KL(softmax(t/T) || softmax(s/T))``.
+
+    Hinton et al. 2015, Section 2 (the T² keeps gradient magnitudes comparable across temperatures);
+    averaged per token as seq2seq-distillation's ``calc_ce_loss`` (``KLDivLoss(reduction="batchmean")``
+    over the selected positions). Computed in float32.
+
+    Args:
+        student_logits, teacher_logits: ``[batch, tgt_len, vocab]``.
+        mask: ``[batch, tgt_len]`` bool, True at real target tokens (``labels != -100``).
+        temperature: T > 0.
+
+    Returns:
+        0-dim float32 tensor, nats per token (0 when no position is masked in).
+
+    Raises:
+        CompressionError: shapes differ (e.g. student and teacher with different vocabularies).
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise CompressionError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} "
+            "differ: student and teacher must share the tokenizer and vocabulary"
+        )
+    mask = mask.bool()
+    if not mask.any():
+        return _zero(student_logits)
+    student = student_logits[mask].float() / temperature  # [n_tokens, vocab]
+    teacher = teacher_logits[mask].float() / temperature
+    kl = F.kl_div(F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), reduction="sum",
+                  log_target=True)
+    return kl / mask.sum() * temperature**2
+
+
+def _masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None,
+                normalize: bool = False) -> torch.Tensor:
+    """MSE between ``[batch, len, d]`` states over positions where ``mask`` ``[batch, len]`` is True."""
+    if student.shape != teacher.shape:
+        raise CompressionError(
+            f"hidden states {tuple(student.shape)} and {tuple(teacher.shape)} differ in shape: hidden-state "
+            "distillation needs a student as wide as the teacher (same d_model); set alpha_hidden to 0"
+        )
+    student, teacher = student.float(), teacher.float()
+    if normalize:
+        student = F.layer_norm(student, student.shape[-1:])
+        teacher = F.layer_norm(teacher, teacher.shape[-1:])
+    error = (student - teacher).pow(2)
+    if mask is None:
+        return error.mean()
+    weights = mask.to(error.dtype).unsqueeze(-1)
+    count = weights.sum() * error.shape[-1]
+    if count == 0:
+        return _zero(student)
+    return (error * weights).sum() / count
+
+
+def hidden_mse_loss(student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor],
+                    mapping: Sequence[int], mask: torch.Tensor | None = None,
+                    normalize: bool = False) -> torch.Tensor:
+    """Hidden-state MSE between matched layers, summed over the matched pairs.
+
+    seq2seq-distillation's ``calc_hidden_loss`` (TinyBERT-style intermediate supervision): the
+    embedding outputs (``hidden[0]``) are matched with each other and the output of student layer
+    ``j`` (``student_hidden[j + 1]``) with that of teacher layer ``mapping[j]``
+    (``teacher_hidden[mapping[j] + 1]``). Each pair's MSE is averaged over masked-in positions and the
+    hidden dimension; the pairs are summed (so the term grows with depth, as there).
+
+    Args:
+        student_hidden: ``n_student + 1`` tensors ``[batch, len, d]`` (``output_hidden_states``).
+        teacher_hidden: ``n_teacher + 1`` tensors ``[batch, len, d]``.
+        mapping: ``n_student`` teacher layer indices (see :func:`compression.layers.layers_to_supervise`).
+        mask: ``[batch, len]``, True/1 at real tokens; ``None`` counts every position.
+        normalize: layer-norm both sides over ``d`` first (no learned scale).
+
+    Returns:
+        0-dim float32 tensor.
+
+    Raises:
+        CompressionError: ``mapping`` does not fit the number of states, or widths differ.
+    """
+    if len(student_hidden) != len(mapping) + 1:
+        raise CompressionError(
+            f"{len(student_hidden)} student hidden states but a mapping for {len(mapping)} layers: "
+            "pass embedding output + one state per student layer"
+        )
+    if any(not 0 <= j < len(teacher_hidden) - 1 for j in mapping):
+        raise CompressionError(f"mapping {list(mapping)} names teacher layers outside 0..{len(teacher_hidden) - 2}")
+    pairs = [(0, 0)] + [(j + 1, t + 1) for j, t in enumerate(mapping)]
+    return sum(_masked_mse(student_hidden[s], teacher_hidden[t].to(student_hidden[s].device), mask, normalize)
+               for s, t in pairs)
+
+
+def _attention_map_loss(student: torch.Tensor, teacher: torch.Tensor, query_mask: torch.Tensor | None,
+                        kind: str = "kl") -> torch.Tensor:
+    """Loss between attention probabilities ``[batch, heads, q_len, k_len]``, averaged over heads and
+    masked-in query rows: ``"kl"`` = KL(teacher || student) summed over keys; ``"mse"`` = squared
+    error averaged over keys."""
+    if student.shape != teacher.shape:
+        raise CompressionError(
+            f"attention maps {tuple(student.shape)} and {tuple(teacher.shape)} differ in shape: attention "
+            "distillation needs the same number of heads; set alpha_attention to 0"
+        )
+    student, teacher = student.float(), teacher.float()
+    if kind == "kl":
+        per_row = (torch.xlogy(teacher, teacher) - teacher * torch.log(student.clamp_min(1e-12))).sum(-1)
+    elif kind == "mse":
+        per_row = (student - teacher).pow(2).mean(-1)
+    else:
+        raise CompressionError(f"attention loss must be 'kl' or 'mse', got {kind!r}")
+    per_row = per_row.mean(1)  # [batch, q_len], mean over heads
+    if query_mask is None:
+        return per_row.mean()
+    weights = query_mask.to(per_row.dtype)
+    if weights.sum() == 0:
+        return _zero(student)
+    return (per_row * weights).sum() / weights.sum()
+
+
+def attention_loss(student_attentions: Sequence[torch.Tensor], teacher_attentions: Sequence[torch.Tensor],
+                   mapping: Sequence[int], mask: torch.Tensor | None = None, kind: str = "kl") -> torch.Tensor:
+    """Attention-map distillation between matched layers, summed over the pairs.
+
+    MiniLM (Wang et al. 2020, Section 3.1) transfers self-attention distributions with KL; TinyBERT
+    (Jiao et al. 2020, Section 3.1) uses MSE. Student layer ``j`` is matched with teacher layer
+    ``mapping[j]``. Per pair: ``"kl"`` is KL(teacher || student) over keys, ``"mse"`` the squared
+    error averaged over keys; then averaged over heads and over query positions where ``mask`` is True.
+
+    Args:
+        student_attentions: ``n_student`` tensors ``[batch, heads, q_len, k_len]`` of probabilities.
+        teacher_attentions: ``n_teacher`` tensors of the same shape.
+        mapping: ``n_student`` teacher layer indices.
+        mask: ``[batch, q_len]`` query mask (True/1 at real tokens) or ``None``.
+        kind: ``"kl"`` or ``"mse"``.
+
+    Returns:
+        0-dim float32 tensor (nats for ``"kl"``).
+
+    Raises:
+        CompressionError: lengths or shapes do not match, or an unknown ``kind``.
+    """
+    if len(student_attentions) != len(mapping):
+        raise CompressionError(
+            f"{len(student_attentions)} student attention maps but a mapping for {len(mapping)} layers "
+            "(are attentions returned? they need attn_implementation='eager')"
+        )
+    if any(not 0 <= j < len(teacher_attentions) for j in mapping):
+        raise CompressionError(f"mapping {list(mapping)} names teacher layers outside 0..{len(teacher_attentions) - 1}")
+    return sum(_attention_map_loss(student_attentions[j], teacher_attentions[t].to(student_attentions[j].device),
+                                   mask, kind)
+               for j, t in enumerate(mapping))
+
+
+def _require(outputs: Any, name: str, what: str) -> Sequence[torch.Tensor]:
+    value = getattr(outputs, name, None)
+    if not value or any(item is None for item in value):
+        raise CompressionError(
+            f"the model outputs carry no {name}: call it with output_{what}=True"
+            + (" and attn_implementation='eager'" if what == "attentions" else "")
+        )
+    return value
+
+
+def distillation_loss(student_out: Any, teacher_out: Any, labels: torch.Tensor,
+                      attention_mask: torch.Tensor | None, kd_args: KDArgs,
+                      encoder_mapping: Sequence[int] | None = None,
+                      decoder_mapping: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """Every KD term and their weighted total for one batch.
+
+    Args:
+        student_out, teacher_out: ``Seq2SeqLMOutput`` of student and teacher on the same batch
+            (``logits`` ``[batch, tgt_len, vocab]``; with ``output_hidden_states=True`` when
+            ``alpha_hidden > 0`` and ``output_attentions=True`` when ``alpha_attention > 0``).
+        labels: ``[batch, tgt_len]`` with -100 at padding.
+        attention_mask: ``[batch, src_len]`` source mask (encoder positions), or ``None``.
+        kd_args: weights and settings.
+        encoder_mapping, decoder_mapping: teacher layer matched with each student layer
+            (default: identity, for a student as deep as the teacher).
+
+    Returns:
+        ``{"ce", "kl", "hidden", "attention", "loss"}``: 0-dim float32 tensors. A term whose weight
+        is 0 is not computed and reported as 0. ``loss`` = Σ alpha · term.
+
+    Raises:
+        CompressionError: hidden states or attentions needed but absent, or shapes that do not match.
+    """
+    student_logits = student_out.logits
+    target_mask = labels != LABEL_PAD
+    zero = _zero(student_logits)
+    terms = {name: zero for name in TERMS}
+    if kd_args.alpha_ce > 0:
+        terms["ce"] = F.cross_entropy(student_logits.float().transpose(1, 2), labels, ignore_index=LABEL_PAD)
+    if kd_args.alpha_kl > 0:
+        terms["kl"] = kl_div_loss(student_logits, teacher_out.logits, target_mask, kd_args.temperature)
+    stacks = (("encoder", attention_mask, encoder_mapping), ("decoder", target_mask, decoder_mapping))
+    if kd_args.alpha_hidden > 0:
+        total = zero
+        for stack, mask, mapping in stacks:
+            student_hidden = _require(student_out, f"{stack}_hidden_states", "hidden_states")
+            teacher_hidden = _require(teacher_out, f"{stack}_hidden_states", "hidden_states")
+            mapping = list(range(len(student_hidden) - 1)) if mapping is None else mapping
+            total = total + hidden_mse_loss(student_hidden, teacher_hidden, mapping, mask, kd_args.normalize_hidden)
+        terms["hidden"] = total
+    if kd_args.alpha_attention > 0:
+        total = zero
+        maps = (("encoder_attentions", attention_mask, encoder_mapping),
+                ("decoder_attentions", target_mask, decoder_mapping),
+                ("cross_attentions", target_mask, decoder_mapping))
+        for name, mask, mapping in maps:
+            student_maps = _require(student_out, name, "attentions")
+            teacher_maps = _require(teacher_out, name, "attentions")
+            mapping = list(range(len(student_maps))) if mapping is None else mapping
+            total = total + attention_loss(student_maps, teacher_maps, mapping, mask, kd_args.attention_loss)
+        terms["attention"] = total
+    weights = kd_args.weights()
+    terms["loss"] = sum(weights[name] * terms[name] for name in TERMS)
+    return terms
+
+
+# --------------------------------------------------------------------------------------------
+# Layer matching
+# --------------------------------------------------------------------------------------------
+
+def _stack_mapping(config: Any, stack: str, n_student: int, n_teacher: int) -> list[int]:
+    modular = getattr(config, "modular", None)
+    if isinstance(modular, dict) and modular.get(f"teacher_{stack}_layers") == n_teacher:
+        spans = sorted((r["start"], r["end"]) for r in modular.get("replaced", []) if r["stack"] == stack)
+        mapping, layer = [], 0
+        for start, end in spans + [(n_teacher, n_teacher)]:
+            mapping.extend(range(layer, start))
+            if start < end:
+                mapping.append(end - 1)
+            layer = end
+        if len(mapping) == n_student:
+            return mapping
+    shrink = getattr(config, "shrink", None)
+    if isinstance(shrink, dict) and shrink.get(f"teacher_{stack}_layers") == n_teacher:
+        kept = list(shrink.get(f"{stack}_layers_kept") or [])
+        if len(kept) == n_student:
+            return layers_to_supervise(n_teacher, kept)
+    if n_student == n_teacher:
+        return list(range(n_teacher))
+    if n_student > n_teacher:
+        raise CompressionError(
+            f"the student's {stack} ({n_student} layers) is deeper than the teacher's ({n_teacher}): "
+            "hidden-state and attention distillation need a shallower (or equal) student; set their weights to 0"
+        )
+    return layers_to_supervise(n_teacher, select_layers(n_teacher, n_student, "spread", stack))
+
+
+def layer_mapping(student: PreTrainedModel, teacher: PreTrainedModel) -> tuple[list[int], list[int]]:
+    """The teacher layer each student layer is matched with, for encoder and decoder.
+
+    From the student's ``config.shrink`` kept indices via :func:`compression.layers.layers_to_supervise`
+    (seq2seq-distillation's ``LAYERS_TO_SUPERVISE``); for a Modular Transformers assembly
+    (``config.modular``) a teacher layer is matched with itself and a module with the last layer of
+    the span it replaces; a student as deep as the teacher is matched layer for layer; any other
+    student as if it kept the ``spread`` layers.
+
+    Returns:
+        ``(encoder_mapping, decoder_mapping)``: lists of teacher indices, one per student layer.
+
+    Raises:
+        CompressionError: a student stack deeper than the teacher's.
+    """
+    student_enc, student_dec = get_layer_stacks(student)
+    teacher_enc, teacher_dec = get_layer_stacks(teacher)
+    return (_stack_mapping(student.config, "encoder", len(student_enc), len(teacher_enc)),
+            _stack_mapping(student.config, "decoder", len(student_dec), len(teacher_dec)))
+
+
+# --------------------------------------------------------------------------------------------
+# Trainer and training loop
+# --------------------------------------------------------------------------------------------
+
+class TermsTrainerMixin:
+    """Accumulates per-term losses between logging steps and adds their means to the Trainer's logs.
+
+    Mixed into :class:`compression.train._Trainer` subclasses that set ``term_names``: call
+    :meth:`_record_terms` from ``compute_loss`` with the batch's 0-dim term tensors; the mean over the
+    micro-batches since the last log (averaged over processes) is logged under each term's name next
+    to ``loss``.
+    """
+
+    term_names: tuple[str, ...] = ()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._term_sums: dict[str, torch.Tensor] = {}
+        self._term_count = 0
+
+    def _record_terms(self, terms: dict[str, torch.Tensor]) -> None:
+        for name in self.term_names:
+            value = terms[name].detach().float()
+            self._term_sums[name] = self._term_sums[name] + value if name in self._term_sums else value
+        self._term_count += 1
+
+    def log(self, logs, start_time=None):
+        if "loss" in logs and self._term_count and self.term_names:
+            values = torch.stack([self._term_sums[name] for name in self.term_names]) / self._term_count
+            values = self.accelerator.gather(values.reshape(1, -1)).mean(0)
+            for name, value in zip(self.term_names, values.tolist()):
+                logs[name] = value
+            self._term_sums, self._term_count = {}, 0
+        super().log(logs, start_time)
+
+
+class DistillationTrainer(TermsTrainerMixin, _Trainer):
+    """``Seq2SeqTrainer`` whose training loss is :func:`distillation_loss` against a frozen teacher.
+
+    ``compute_loss`` runs the student (with hidden states/attentions when their weights are > 0),
+    then the teacher under ``torch.no_grad`` on the same batch, and returns the weighted total;
+    each term with a positive weight is logged as its own column (``ce``, ``kl``, ``hidden``,
+    ``attention``). Validation stays the student's token-weighted cross-entropy (as in
+    :func:`compression.train.finetune`), so KD and SFT runs compare on the same figure. The teacher
+    is moved to the training device and kept in eval mode; it is not handed to the optimizer.
+    The loss is a per-micro-batch mean (as in seq2seq-distillation), which the Trainer divides by the
+    gradient-accumulation steps (``loss_is_scaled_for_ga = False``).
+    """
+
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
+
+    def __init__(self, *args, teacher: PreTrainedModel, kd_args: KDArgs,
+                 encoder_mapping: Sequence[int] | None = None, decoder_mapping: Sequence[int] | None = None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher.to(self.args.device).eval()
+        self.kd_args = kd_args
+        self.encoder_mapping = encoder_mapping
+        self.decoder_mapping = decoder_mapping
+        self.term_names = tuple(name for name, weight in kd_args.weights().items() if weight > 0)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        flags = {"output_hidden_states": self.kd_args.alpha_hidden > 0,
+                 "output_attentions": self.kd_args.alpha_attention > 0, "use_cache": False}
+        student_out = model(**inputs, **flags)
+        teacher_inputs = {key: value for key, value in inputs.items() if key != "labels"}
+        if "decoder_input_ids" not in teacher_inputs:
+            teacher_inputs["decoder_input_ids"] = self.teacher.prepare_decoder_input_ids_from_labels(labels=labels)
+        with torch.no_grad():
+            teacher_out = self.teacher(**teacher_inputs, **flags)
+        terms = distillation_loss(student_out, teacher_out, labels, inputs.get("attention_mask"), self.kd_args,
+                                  self.encoder_mapping, self.decoder_mapping)
+        if model.training:
+            self._record_terms(terms)
+        return (terms["loss"], student_out) if return_outputs else terms["loss"]
+
+
+class TermsProgressCallback(ProgressCallback):
+    """:class:`compression.train.ProgressCallback` whose records also carry extra logged columns.
+
+    Every key of ``extra_keys`` present in a Trainer log (e.g. ``kl``, ``hidden``) is added to the
+    record (as a float) before it is appended to ``log_path`` and handed to ``on_progress``.
+    """
+
+    def __init__(self, extra_keys: Sequence[str], on_progress: Callable[[dict], None] | None = None,
+                 cancel: threading.Event | None = None, log_path: str | Path | None = None,
+                 tokens_seen: Callable[[], int] | None = None) -> None:
+        super().__init__(None, cancel, None, tokens_seen)
+        self.extra_keys = tuple(extra_keys)
+        self._sink = on_progress
+        self._path = Path(log_path) if log_path is not None else None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        before = len(self.records)
+        super().on_log(args, state, control, logs=logs, **kwargs)
+        if len(self.records) == before:
+            return
+        logs = logs or {}
+        record = self.records[-1]
+        record.update({key: float(logs[key]) for key in self.extra_keys if key in logs})
+        if not state.is_world_process_zero:
+            return
+        if self._path is not None:
+            with open(self._path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+                handle.flush()
+        if self._sink is not None:
+            self._sink(dict(record))
+
+
+def run_trainer(model: torch.nn.Module, tokenizer: Any, train_dataset, eval_dataset, args: TrainArgs,
+                output_dir: str | Path, trainer_class: type, trainer_kwargs: dict, *,
+                collator_model: PreTrainedModel | None = None, extra_keys: Sequence[str] = (),
+                on_progress: Callable[[dict], None] | None = None, cancel: threading.Event | None = None,
+                progress_bar: bool = True,
+                save_cancelled: Callable[[Any, Path], None] | None = None) -> TrainResult:
+    """Run a :class:`compression.train._Trainer` subclass the way :func:`compression.train.finetune`
+    runs its own: same training arguments, seeding, progress records (``output_dir/loss_log.jsonl``,
+    plus ``extra_keys`` columns), cancel event and out-of-memory handling.
+
+    ``trainer_class(model=..., args=..., ..., **trainer_kwargs)`` is built with the collator of
+    ``collator_model`` (default ``model``). On cancel, ``save_cancelled(trainer, output_dir /
+    "last-checkpoint")`` is called (default: ``trainer.save_model``). The model is left in eval mode.
+
+    Raises:
+        CompressionError: empty training set, unavailable device, settings the Trainer rejects.
+        OutOfMemoryError: the device ran out of memory.
+    """
+    if train_dataset is None or len(train_dataset) == 0:
+        raise CompressionError("the training set is empty: give at least one article/summary pair")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    has_eval = eval_dataset is not None and len(eval_dataset) > 0
+    set_seed(args.seed)
+    training_args = _training_arguments(args, output_dir, device, has_eval, progress_bar)
+    trainer = None
+    callback = TermsProgressCallback(extra_keys, on_progress, cancel, output_dir / LOSS_LOG,
+                                     lambda: trainer.tokens_seen)
+    trainer = trainer_class(
+        model=model,
+        args=training_args,
+        data_collator=make_collator(tokenizer, collator_model if collator_model is not None else model),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset if has_eval else None,
+        processing_class=tokenizer,
+        callbacks=[callback],
+        **trainer_kwargs,
+    )
+    trainer.remove_callback(PrinterCallback)
+    start = time.perf_counter()
+    try:
+        output = trainer.train()
+        seconds = time.perf_counter() - start
+        if callback.cancelled:
+            target = output_dir / LAST_CHECKPOINT
+            if save_cancelled is None:
+                trainer.save_model(str(target))
+            else:
+                save_cancelled(trainer, target)
+    except Exception as err:
+        if _is_oom(err):
+            raise _oom_error(err, args.batch_size) from err
+        raise
+    finally:
+        model.eval()
+    evals = [record["eval_loss"] for record in callback.records if record["kind"] == "eval"]
+    return TrainResult(
+        train_loss=float(output.training_loss),
+        eval_loss=evals[-1] if evals else None,
+        steps=int(trainer.state.global_step),
+        epochs=float(trainer.state.epoch or 0.0),
+        seconds=seconds,
+        tokens_per_s=trainer.tokens_seen / seconds if seconds > 0 else 0.0,
+        cancelled=callback.cancelled,
+        log_history=list(callback.records),
+    )
+
+
+def _teacher_for_training(teacher: PreTrainedModel, kd_args: KDArgs, train_args: TrainArgs) -> PreTrainedModel:
+    """The teacher in the requested dtype: the same object when its dtype already matches, else a
+    converted copy (so the caller's teacher is never rounded to bf16)."""
+    if kd_args.teacher_dtype == "auto":
+        bf16 = bf16_enabled(train_args, resolve_device(train_args.device))
+        dtype = torch.bfloat16 if bf16 else torch.float32
+    else:
+        dtype = TEACHER_DTYPES[kd_args.teacher_dtype]
+    if teacher.dtype == dtype:
+        return teacher
+    return copy.deepcopy(teacher).to(dtype)
+
+
+def distill(student: PreTrainedModel, teacher: PreTrainedModel, tokenizer: Any, train_dataset, eval_dataset,
+            train_args: TrainArgs, kd_args: KDArgs, output_dir: str | Path,
+            on_progress: Callable[[dict], None] | None = None, cancel: threading.Event | None = None,
+            progress_bar: bool = True) -> TrainResult:
+    """Fine-tune ``student`` in place with knowledge distillation from ``teacher`` (Shleifer & Rush 2020 "KD").
+
+    Same recipe and machinery as :func:`compression.train.finetune` (AdamW, schedule, seeding,
+    ``freeze_*`` options, progress records in ``output_dir/loss_log.jsonl``, cancel event, weights
+    saved to ``output_dir/last-checkpoint`` when cancelled), with :class:`DistillationTrainer`'s loss.
+    Progress records carry ``loss`` (the weighted total) and one column per term with a positive
+    weight (``ce``, ``kl``, ``hidden``, ``attention``); ``eval_loss`` is the student's validation
+    cross-entropy (nats per token). Student layers are matched with teacher layers by
+    :func:`layer_mapping`. The teacher is frozen (``no_grad``, eval mode), moved to the training device
+    (and back afterwards), and held in ``kd_args.teacher_dtype`` (a converted copy when that differs
+    from its dtype). With ``alpha_attention > 0`` both models run eager attention during the run.
+
+    Returns:
+        :class:`compression.train.TrainResult` (``train_loss``: mean total KD loss).
+
+    Raises:
+        CompressionError: student and teacher of different families or vocabularies, a hidden-state
+            loss with different widths, every weight frozen, empty data, unavailable device.
+        OutOfMemoryError: the device ran out of memory.
+    """
+    if model_family(student) != model_family(teacher):
+        raise CompressionError(
+            f"the student is a {model_family(student).upper()} model and the teacher a "
+            f"{model_family(teacher).upper()} model: distil within one family and tokenizer"
+        )
+    if student.config.vocab_size != teacher.config.vocab_size:
+        raise CompressionError(
+            f"student vocabulary ({student.config.vocab_size}) and teacher vocabulary "
+            f"({teacher.config.vocab_size}) differ: both must use the same tokenizer"
+        )
+    if kd_args.alpha_hidden > 0 and student.config.d_model != teacher.config.d_model:
+        raise CompressionError(
+            f"hidden-state distillation needs equal widths (student d_model {student.config.d_model}, teacher "
+            f"{teacher.config.d_model}): set alpha_hidden to 0"
+        )
+    encoder_mapping, decoder_mapping = layer_mapping(student, teacher)
+    training_teacher = _teacher_for_training(teacher, kd_args, train_args)
+    teacher_device = next(teacher.parameters()).device
+    implementations = (student.config._attn_implementation, training_teacher.config._attn_implementation)
+    flags = {name: param.requires_grad for name, param in student.named_parameters()}
+    _freeze(student, train_args)
+    if not any(param.requires_grad for param in student.parameters()):
+        for name, param in student.named_parameters():
+            param.requires_grad_(flags[name])
+        raise CompressionError("every weight is frozen: untick 'freeze encoder' or 'freeze embeddings'")
+    if kd_args.alpha_attention > 0:
+        student.set_attn_implementation("eager")
+        training_teacher.set_attn_implementation("eager")
+    extra = tuple(name for name, weight in kd_args.weights().items() if weight > 0)
+    try:
+        return run_trainer(
+            student, tokenizer, train_dataset, eval_dataset, train_args, output_dir, DistillationTrainer,
+            {"teacher": training_teacher, "kd_args": kd_args, "encoder_mapping": encoder_mapping,
+             "decoder_mapping": decoder_mapping},
+            extra_keys=extra, on_progress=on_progress, cancel=cancel, progress_bar=progress_bar,
+        )
+    finally:
+        for name, param in student.named_parameters():
+            param.requires_grad_(flags[name])
+        if kd_args.alpha_attention > 0:
+            student.set_attn_implementation(implementations[0])
+            training_teacher.set_attn_implementation(implementations[1])
+        if training_teacher is teacher:
+            teacher.to(teacher_device)
