@@ -16,7 +16,7 @@ from transformers import PreTrainedModel
 
 from .config import STRATEGIES
 from .errors import LayerSelectionError
-from .load import T5_FAMILY, model_family
+from .load import T5_FAMILY, describe_model, model_family
 
 # teacher depth -> student depth -> teacher layers to copy (seq2seq-distillation, LAYERS_TO_COPY).
 LAYERS_TO_COPY: dict[int, dict[int, list[int]]] = {
@@ -251,3 +251,45 @@ def shrink(model: PreTrainedModel, encoder_layers: int | str | list[int] | None 
         "decoder_layers_kept": kept["decoder"],
     }
     return student
+
+
+def layer_footprint(model) -> dict:
+    """Exact per-layer parameter counts and bytes, for estimating a student before it is built.
+
+    Returns ``{"encoder": [params of layer i], "decoder": [...], "encoder_bytes": [...],
+    "decoder_bytes": [...], "params": total, "bytes": total}``. Totals are those of
+    :func:`compression.load.describe_model` (unique parameters; bytes of parameters and buffers).
+    T5's relative position bias lives in layer 0 but moves to the student's first layer when
+    layer 0 is dropped (:func:`shrink`), so it is counted outside the layers.
+    Everything else a student keeps whole (embeddings, final norms, head) is the total minus the
+    layers.
+    """
+    facts = describe_model(model)
+    out: dict = {"params": facts["params"], "bytes": facts["size_mib"] * 2**20}
+    for name, stack in zip(("encoder", "decoder"), get_layer_stacks(model)):
+        counts, sizes = [], []
+        for layer in stack:
+            params = nbytes = 0
+            for is_param, named in ((True, layer.named_parameters()), (False, layer.named_buffers())):
+                for tensor_name, tensor in named:
+                    if "relative_attention_bias" in tensor_name:
+                        continue
+                    nbytes += tensor.numel() * tensor.element_size()
+                    params += tensor.numel() if is_param else 0
+            counts.append(params)
+            sizes.append(nbytes)
+        out[name] = counts
+        out[f"{name}_bytes"] = sizes
+    return out
+
+
+def estimate_student(footprint: dict, kept_encoder: list[int], kept_decoder: list[int]) -> tuple[int, float]:
+    """``(parameters, size MiB)`` of the student keeping these layers: the teacher's totals minus
+    the dropped layers' (exact; see :func:`layer_footprint`). Size is the fp32 (unquantized) size."""
+    params, nbytes = footprint["params"], footprint["bytes"]
+    for name, kept in (("encoder", kept_encoder), ("decoder", kept_decoder)):
+        for i, (count, size) in enumerate(zip(footprint[name], footprint[f"{name}_bytes"])):
+            if i not in kept:
+                params -= count
+                nbytes -= size
+    return int(params), nbytes / 2**20

@@ -1,0 +1,287 @@
+"""Pure plotly figure builders: plain records in, ``plotly.graph_objects.Figure`` out.
+
+No gradio and no model code here, so every chart can be tested on hand-made records. Every figure
+has a title and axis titles with units, transparent backgrounds and a mid-grey font so it reads in
+both the light and the dark page theme. The same three colours always mean base, student, quantized.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+MODELS = ("base", "student", "quantized")
+LABELS = {"base": "Base (teacher)", "student": "Student", "quantized": "Student, quantized"}
+COLORS = {"base": "#6366f1", "student": "#f97316", "quantized": "#10b981"}
+RUN_COLORS = ("#6366f1", "#f97316", "#10b981", "#ef4444", "#0ea5e9", "#a855f7", "#eab308", "#14b8a6")
+ROUGE = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"))
+FONT_COLOR = "#8b93a1"
+GRID_COLOR = "rgba(139, 147, 161, 0.25)"
+KEPT_COLOR = "#f97316"
+DROPPED_COLOR = "rgba(139, 147, 161, 0.35)"
+
+
+def _style(fig: go.Figure, title: str, x_title: str | None, y_title: str | None, *, height: int = 360) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "xanchor": "left"},
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        font={"color": FONT_COLOR, "size": 13},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0,
+                "bgcolor": "rgba(0,0,0,0)"},
+        margin={"l": 64, "r": 16, "t": 72, "b": 56},
+        height=height,
+        hoverlabel={"namelength": -1},
+    )
+    fig.update_xaxes(gridcolor=GRID_COLOR, zerolinecolor=GRID_COLOR, linecolor=GRID_COLOR)
+    fig.update_yaxes(gridcolor=GRID_COLOR, zerolinecolor=GRID_COLOR, linecolor=GRID_COLOR)
+    if x_title is not None:
+        fig.update_xaxes(title_text=x_title)
+    if y_title is not None:
+        fig.update_yaxes(title_text=y_title)
+    return fig
+
+
+def empty_figure(title: str, message: str, *, x_title: str = "", y_title: str = "", height: int = 360) -> go.Figure:
+    """A figure with no data and ``message`` in its middle (placeholder before a run)."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                       font={"size": 14, "color": FONT_COLOR})
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    return _style(fig, title, x_title, y_title, height=height)
+
+
+def _number(value):
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _present(metrics: dict | None) -> list[str]:
+    metrics = metrics or {}
+    return [name for name in MODELS if isinstance(metrics.get(name), dict)]
+
+
+def loss_curve(records: list[dict], title: str = "Loss during fine-tuning") -> go.Figure:
+    """Training loss per logged step (line) and validation loss per evaluation (markers).
+
+    ``records``: progress dicts of :func:`compression.train.finetune` (``kind`` ``"train"`` with
+    ``loss`` or ``"eval"`` with ``eval_loss``, ``step``); other kinds are ignored. Losses are token
+    cross-entropies in nats. Traces: ``"training loss"``, ``"validation loss"`` (each only when it
+    has points).
+    """
+    train = [r for r in records if r.get("kind") == "train" and _number(r.get("loss")) is not None]
+    evals = [r for r in records if r.get("kind") == "eval" and _number(r.get("eval_loss")) is not None]
+    if not train and not evals:
+        return empty_figure(title, "The loss curve appears here once training logs its first steps",
+                            x_title="optimizer step", y_title="loss (nats/token)")
+    fig = go.Figure()
+    if train:
+        fig.add_trace(go.Scatter(
+            x=[r["step"] for r in train], y=[r["loss"] for r in train], mode="lines+markers",
+            name="training loss", line={"color": COLORS["student"], "width": 2}, marker={"size": 5},
+            hovertemplate="step %{x}<br>training loss %{y:.4f} nats<extra></extra>"))
+    if evals:
+        fig.add_trace(go.Scatter(
+            x=[r["step"] for r in evals], y=[r["eval_loss"] for r in evals], mode="lines+markers",
+            name="validation loss", line={"color": COLORS["base"], "width": 2, "dash": "dash"},
+            marker={"size": 9, "symbol": "diamond"},
+            hovertemplate="step %{x}<br>validation loss %{y:.4f} nats<extra></extra>"))
+    return _style(fig, title, "optimizer step", "loss (nats/token)")
+
+
+def loss_overlay(runs: dict[str, list[dict]], title: str = "Loss curves of the selected runs") -> go.Figure:
+    """Training loss (solid) and validation loss (dashed, diamonds) of several runs on one plot.
+
+    ``runs``: run name -> progress records (as in :func:`loss_curve`). One or two traces per run,
+    named ``"<run> · train"`` and ``"<run> · validation"``; a run's two traces share a colour.
+    """
+    fig = go.Figure()
+    for i, (name, records) in enumerate(runs.items()):
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        train = [r for r in records if r.get("kind") == "train" and _number(r.get("loss")) is not None]
+        evals = [r for r in records if r.get("kind") == "eval" and _number(r.get("eval_loss")) is not None]
+        if train:
+            fig.add_trace(go.Scatter(x=[r["step"] for r in train], y=[r["loss"] for r in train],
+                                     mode="lines", name=f"{name} · train", line={"color": color, "width": 2},
+                                     hovertemplate="step %{x}<br>training loss %{y:.4f} nats<extra>%{fullData.name}</extra>"))
+        if evals:
+            fig.add_trace(go.Scatter(x=[r["step"] for r in evals], y=[r["eval_loss"] for r in evals],
+                                     mode="lines+markers", name=f"{name} · validation",
+                                     line={"color": color, "width": 2, "dash": "dash"},
+                                     marker={"size": 8, "symbol": "diamond"},
+                                     hovertemplate="step %{x}<br>validation loss %{y:.4f} nats<extra>%{fullData.name}</extra>"))
+    if not fig.data:
+        return empty_figure(title, "Pick runs with a loss log to overlay their curves",
+                            x_title="optimizer step", y_title="loss (nats/token)")
+    return _style(fig, title, "optimizer step", "loss (nats/token)", height=400)
+
+
+def _percent_text(entry: dict, key: str) -> str:
+    percent = (entry.get("percent_of_base") or {}).get(key)
+    return f"{percent:.0f}%" if _number(percent) is not None else ""
+
+
+def rouge_bars(metrics: dict | None,
+               title: str = "ROUGE F1 on the validation samples (labels: % of base)") -> go.Figure:
+    """Grouped bars of ROUGE-1/2/L F1 (0-100), one trace per model (base, student, quantized).
+
+    ``metrics``: ``{"base": entry, "student": entry, "quantized": entry | None}`` with entries as in
+    ``metrics.json`` (``rouge1``..., ``rouge`` {metric: {precision, recall, fmeasure}}, optional
+    ``rouge_ci`` {metric: [low, high]} drawn as error bars, ``percent_of_base`` {metric: %} written
+    on the student's and quantized bars as ``"90%"``). Precision and recall are in the hover text.
+    """
+    names = _present(metrics)
+    if not names:
+        return empty_figure(title, "ROUGE scores appear here after a run", x_title="metric",
+                            y_title="F1 (0-100)")
+    fig = go.Figure()
+    for name in names:
+        entry = metrics[name]
+        keys = [key for key, _ in ROUGE]
+        f1 = [_number(entry.get(key)) for key in keys]
+        detail = entry.get("rouge") or {}
+        custom = [[_number((detail.get(key) or {}).get("precision")), _number((detail.get(key) or {}).get("recall"))]
+                  for key in keys]
+        ci = entry.get("rouge_ci") or {}
+        error = None
+        if all(isinstance(ci.get(key), (list, tuple)) and len(ci[key]) == 2 for key in keys) and None not in f1:
+            error = {"type": "data", "symmetric": False, "color": FONT_COLOR, "thickness": 1.2,
+                     "array": [max(ci[key][1] - v, 0.0) for key, v in zip(keys, f1)],
+                     "arrayminus": [max(v - ci[key][0], 0.0) for key, v in zip(keys, f1)]}
+        text = [_percent_text(entry, key) if name != "base" else (f"{v:.1f}" if v is not None else "n/a")
+                for key, v in zip(keys, f1)]
+        fig.add_trace(go.Bar(
+            x=[label for _, label in ROUGE], y=f1, name=LABELS[name], marker_color=COLORS[name],
+            customdata=custom, text=text, textposition="outside", error_y=error, cliponaxis=False,
+            hovertemplate=("%{x} F1 %{y:.2f}<br>precision %{customdata[0]:.2f}<br>"
+                           "recall %{customdata[1]:.2f}<extra>%{fullData.name}</extra>")))
+    fig.update_layout(barmode="group", bargap=0.25)
+    return _style(fig, title, "metric", "F1 (0-100)")
+
+
+def validation_loss_bars(metrics: dict | None,
+                         title: str = "Validation loss (lower is better)") -> go.Figure:
+    """One bar per model: token cross-entropy on the validation samples, nats/token, value on the bar.
+
+    With an untrained or tiny teacher ROUGE is near zero; this is the figure that still separates
+    the models.
+    """
+    names = [n for n in _present(metrics) if _number(metrics[n].get("validation_loss")) is not None]
+    if not names:
+        return empty_figure(title, "Validation losses appear here after a run", x_title="model",
+                            y_title="loss (nats/token)")
+    values = [metrics[n]["validation_loss"] for n in names]
+    fig = go.Figure(go.Bar(
+        x=[LABELS[n] for n in names], y=values, marker_color=[COLORS[n] for n in names],
+        text=[f"{v:.3f}" for v in values], textposition="outside", cliponaxis=False, showlegend=False,
+        hovertemplate="%{x}<br>validation loss %{y:.4f} nats/token<extra></extra>"))
+    return _style(fig, title, "model", "loss (nats/token)")
+
+
+def size_latency_bars(metrics: dict | None, title: str = "Size and speed") -> go.Figure:
+    """Three bar panels side by side: parameters (millions), size on disk (MiB), latency (ms per
+    summary at batch size 1); one bar per model, its value written on it."""
+    names = _present(metrics)
+    panels = (("params", "Parameters (millions)", 1e-6, "{:.2f} M"),
+              ("size_mib", "Size on disk (MiB)", 1.0, "{:.1f}"),
+              ("latency_ms", "Latency (ms / summary)", 1.0, "{:.1f}"))
+    if not names:
+        return empty_figure(title, "Size and latency appear here after a run", height=380)
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[p[1] for p in panels], horizontal_spacing=0.09)
+    for col, (key, label, scale, fmt) in enumerate(panels, start=1):
+        values = [_number(metrics[n].get(key)) for n in names]
+        shown = [v * scale if v is not None else None for v in values]
+        fig.add_trace(go.Bar(
+            x=[LABELS[n] for n in names], y=shown, marker_color=[COLORS[n] for n in names],
+            text=[fmt.format(v) if v is not None else "n/a" for v in shown], textposition="outside",
+            cliponaxis=False, showlegend=False, name=label,
+            hovertemplate="%{x}<br>" + label + ": %{y:.3f}<extra></extra>"), row=1, col=col)
+    _style(fig, title, None, None, height=380)
+    fig.update_yaxes(title_text="millions", row=1, col=1)
+    fig.update_yaxes(title_text="MiB", row=1, col=2)
+    fig.update_yaxes(title_text="ms per summary", row=1, col=3)
+    fig.update_xaxes(tickangle=0, tickfont={"size": 11})
+    fig.update_annotations(font={"color": FONT_COLOR, "size": 13})
+    return fig
+
+
+def layer_plan(n_encoder: int, n_decoder: int, kept_encoder: list[int], kept_decoder: list[int],
+               title: str | None = None) -> go.Figure:
+    """Both teacher stacks as rows of squares: kept layers coloured (labelled with their index in
+    the student), dropped layers grey with a cross.
+
+    x is the teacher layer index (0 = the layer nearest the embeddings); rows are encoder and
+    decoder. Traces: ``"kept"`` and ``"dropped"`` (the latter only when a layer is dropped).
+    """
+    kept_x, kept_y, kept_text, kept_hover = [], [], [], []
+    drop_x, drop_y, drop_hover = [], [], []
+    for stack, depth, kept in (("Encoder", n_encoder, kept_encoder), ("Decoder", n_decoder, kept_decoder)):
+        position = {teacher: student for student, teacher in enumerate(kept)}
+        for layer in range(depth):
+            if layer in position:
+                kept_x.append(layer)
+                kept_y.append(stack)
+                kept_text.append(str(position[layer]))
+                kept_hover.append(f"{stack} layer {layer}: kept as student layer {position[layer]}")
+            else:
+                drop_x.append(layer)
+                drop_y.append(stack)
+                drop_hover.append(f"{stack} layer {layer}: dropped")
+    title = title or (f"Layer plan: encoder {n_encoder} → {len(kept_encoder)}, "
+                      f"decoder {n_decoder} → {len(kept_decoder)}")
+    size = 26 if max(n_encoder, n_decoder) <= 16 else 18
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(
+        x=kept_x, y=kept_y, mode="markers+text", name="kept", text=kept_text, textposition="middle center",
+        textfont={"color": "white", "size": 11},
+        marker={"symbol": "square", "size": size, "color": KEPT_COLOR, "line": {"width": 0}},
+        hovertext=kept_hover, hoverinfo="text"))
+    if drop_x:
+        fig.add_trace(go.Scatter(
+            x=drop_x, y=drop_y, mode="markers", name="dropped",
+            marker={"symbol": "square-x", "size": size, "color": DROPPED_COLOR,
+                    "line": {"width": 1, "color": FONT_COLOR}},
+            hovertext=drop_hover, hoverinfo="text"))
+    _style(fig, title, "teacher layer index (0 = next to the embeddings; numbers: student layer)", None,
+           height=250)
+    depth = max(n_encoder, n_decoder)
+    fig.update_xaxes(range=[-0.7, depth - 0.3], dtick=1 if depth <= 24 else 2, showgrid=False, zeroline=False)
+    fig.update_yaxes(categoryorder="array", categoryarray=["Decoder", "Encoder"], showgrid=False,
+                     range=[-0.6, 1.6])
+    fig.update_layout(margin={"l": 80, "r": 16, "t": 72, "b": 56})
+    return fig
+
+
+def runs_comparison(runs: dict[str, dict], title: str = "Students of the selected runs") -> go.Figure:
+    """Compare runs: left, each run's student ROUGE-1/2/L F1 (0-100) as grouped bars (one trace per
+    run, % of base in the hover); right, each run's student validation loss (nats/token).
+
+    ``runs``: run name -> its ``metrics.json`` dict. Runs without a student entry are left out.
+    """
+    usable = {name: m["student"] for name, m in runs.items() if isinstance((m or {}).get("student"), dict)}
+    if not usable:
+        return empty_figure(title, "Pick finished runs to compare their students", height=400)
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.65, 0.35], horizontal_spacing=0.1,
+                        subplot_titles=("Student ROUGE F1 (0-100)", "Student validation loss (nats/token)"))
+    for i, (name, student) in enumerate(usable.items()):
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        percent = student.get("percent_of_base") or {}
+        fig.add_trace(go.Bar(
+            x=[label for _, label in ROUGE], y=[_number(student.get(k)) for k, _ in ROUGE], name=name,
+            marker_color=color, legendgroup=name,
+            customdata=[[_number(percent.get(k))] for k, _ in ROUGE],
+            hovertemplate="%{x} F1 %{y:.2f}<br>%{customdata[0]:.1f}% of base<extra>%{fullData.name}</extra>"),
+            row=1, col=1)
+        loss = _number(student.get("validation_loss"))
+        fig.add_trace(go.Bar(
+            x=[name], y=[loss], marker_color=color, name=name, legendgroup=name, showlegend=False,
+            text=[f"{loss:.3f}" if loss is not None else "n/a"], textposition="outside", cliponaxis=False,
+            hovertemplate="%{x}<br>validation loss %{y:.4f} nats/token<extra></extra>"), row=1, col=2)
+    fig.update_layout(barmode="group")
+    _style(fig, title, None, None, height=420)
+    fig.update_yaxes(title_text="F1 (0-100)", row=1, col=1)
+    fig.update_yaxes(title_text="nats/token", row=1, col=2)
+    fig.update_xaxes(title_text="metric", row=1, col=1)
+    fig.update_xaxes(title_text="run", showticklabels=False, row=1, col=2)
+    fig.update_annotations(font={"color": FONT_COLOR, "size": 13})
+    return fig

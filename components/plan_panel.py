@@ -1,0 +1,141 @@
+"""Panel 2, shrink plan: how many encoder/decoder layers the student keeps and which.
+
+The picture and the size estimate update live as the sliders move; both come from
+:func:`compression.layers.parse_layers` (the same selection the run uses) and the exact per-layer
+parameter counts recorded when the base model was loaded.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from compression.config import STRATEGIES
+
+from . import charts
+from .feedback import user_errors
+from compression.layers import estimate_student
+from .state import AppSettings, Session
+
+CUSTOM = "custom"
+STRATEGY_CHOICES = [*STRATEGIES, CUSTOM]
+STRATEGY_HELP = ("spread: maximally spaced, first and last kept (SFT) · alternate: every other layer "
+                 "from the first · first / last: the bottom / top layers · custom: type indices")
+
+
+def _custom_spec(text: str | None, depth: int, stack: str) -> str | None:
+    """A custom index list as ``ShrinkArgs`` takes it: ``None`` (keep all) for an empty box, else
+    the comma-separated indices, with a trailing comma for a single index (so ``"2,"`` means layer 2,
+    not a count of 2)."""
+    from compression.layers import parse_layers
+
+    text = (text or "").strip().strip(",")
+    if not text:
+        return None
+    if "," not in text:
+        text += ","
+    indices = parse_layers(text, depth, "spread", stack)
+    return ",".join(str(i) for i in indices) + ("," if len(indices) == 1 else "")
+
+
+def shrink_choice(session: Session, encoder_layers, decoder_layers, strategy: str,
+                  encoder_custom: str | None, decoder_custom: str | None) -> tuple[dict, list[int], list[int]]:
+    """Turn the panel's widgets into ``(ShrinkArgs kwargs, kept encoder indices, kept decoder indices)``.
+
+    Raises:
+        LayerSelectionError: counts out of range, or custom indices that are not numbers, repeat,
+            or lie outside the model.
+        ModelLoadError: no base model loaded yet.
+    """
+    from compression.errors import LayerSelectionError, ModelLoadError
+    from compression.layers import parse_layers
+
+    if session.facts is None:
+        raise ModelLoadError("load a base model first (panel 1)")
+    n_enc, n_dec = session.facts["encoder_layers"], session.facts["decoder_layers"]
+    if strategy == CUSTOM:
+        kwargs = {"encoder_layers": _custom_spec(encoder_custom, n_enc, "encoder"),
+                  "decoder_layers": _custom_spec(decoder_custom, n_dec, "decoder"), "strategy": "spread"}
+    else:
+        if strategy not in STRATEGIES:
+            raise LayerSelectionError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGY_CHOICES)}")
+        try:
+            kwargs = {"encoder_layers": int(encoder_layers), "decoder_layers": int(decoder_layers),
+                      "strategy": strategy}
+        except (TypeError, ValueError):
+            raise LayerSelectionError("the layer counts must be whole numbers") from None
+    kept_enc = parse_layers(kwargs["encoder_layers"], n_enc, kwargs["strategy"], "encoder")
+    kept_dec = parse_layers(kwargs["decoder_layers"], n_dec, kwargs["strategy"], "decoder")
+    return kwargs, kept_enc, kept_dec
+
+
+def estimate_markdown(session: Session, kept_enc: list[int], kept_dec: list[int]) -> str:
+    """The line under the picture: student parameters and fp32 size, and their share of the base's."""
+    params, size = estimate_student(session.footprint, kept_enc, kept_dec)
+    base_params, base_size = session.footprint["params"], session.footprint["bytes"] / 2**20
+    return (f"**Student:** {params / 1e6:.2f} M parameters ({100 * params / base_params:.0f}% of "
+            f"{base_params / 1e6:.2f} M) · **{size:.1f} MiB** in fp32 ({100 * size / base_size:.0f}% of "
+            f"{base_size:.1f} MiB), before quantization · keeps encoder layers {kept_enc}, "
+            f"decoder layers {kept_dec}")
+
+
+@user_errors
+def update_plan(settings: AppSettings, session: Session, encoder_layers, decoder_layers, strategy: str,
+                encoder_custom: str | None, decoder_custom: str | None):
+    """Redraw the layer picture and the estimate for the current choice.
+
+    Returns ``(plotly figure, estimate markdown)``; before a model is loaded, a placeholder figure
+    and a hint (no error, since the sliders fire on their own).
+
+    Raises (as ``gr.Error``): LayerSelectionError for bad counts or custom indices.
+    """
+    if session.facts is None:
+        return (charts.empty_figure("Layer plan", "Load a base model to plan the student", height=250),
+                "Load a base model first.")
+    _, kept_enc, kept_dec = shrink_choice(session, encoder_layers, decoder_layers, strategy,
+                                          encoder_custom, decoder_custom)
+    figure = charts.layer_plan(session.facts["encoder_layers"], session.facts["decoder_layers"],
+                               kept_enc, kept_dec)
+    return figure, estimate_markdown(session, kept_enc, kept_dec)
+
+
+def toggle_custom(strategy: str):
+    """Show the index boxes only for the custom strategy (the sliders then do not apply)."""
+    custom = strategy == CUSTOM
+    return gr.Row(visible=custom), gr.Slider(interactive=not custom), gr.Slider(interactive=not custom)
+
+
+def build_plan_panel(settings: AppSettings, session: gr.State) -> SimpleNamespace:
+    """Lay out panel 2 and wire its live updates (sliders, strategy, custom indices)."""
+    from functools import partial
+
+    with gr.Column(elem_classes=["panel"]):
+        gr.Markdown("### 2 · Shrink plan")
+        with gr.Row():
+            encoder = gr.Slider(1, 12, value=12, step=1, label="Encoder layers to keep", elem_id="encoder-layers",
+                                interactive=False)
+            decoder = gr.Slider(1, 12, value=6, step=1, label="Decoder layers to keep", elem_id="decoder-layers",
+                                interactive=False)
+        strategy = gr.Radio(STRATEGY_CHOICES, value="spread", label="Which layers", info=STRATEGY_HELP,
+                            elem_id="strategy")
+        with gr.Row(visible=False) as custom_row:
+            encoder_custom = gr.Textbox(label="Encoder layer indices", placeholder="e.g. 0,2,5 (empty: keep all)",
+                                        elem_id="encoder-custom")
+            decoder_custom = gr.Textbox(label="Decoder layer indices", placeholder="e.g. 0,5 (empty: keep all)",
+                                        elem_id="decoder-custom")
+        picture = gr.Plot(charts.empty_figure("Layer plan", "Load a base model to plan the student", height=250),
+                          label="Layer plan", show_label=False, elem_id="plan-plot")
+        estimate = gr.Markdown("Load a base model first.", elem_id="plan-estimate")
+
+    inputs = [session, encoder, decoder, strategy, encoder_custom, decoder_custom]
+    handler = partial(update_plan, settings)
+    strategy.change(toggle_custom, strategy, [custom_row, encoder, decoder], api_name="toggle_custom",
+                    show_progress="hidden")
+    gr.on([encoder.input, decoder.input, strategy.change, encoder_custom.submit, encoder_custom.blur,
+           decoder_custom.submit, decoder_custom.blur],
+          handler, inputs, [picture, estimate], api_name="plan", show_progress="hidden",
+          trigger_mode="always_last")
+    return SimpleNamespace(encoder=encoder, decoder=decoder, strategy=strategy, encoder_custom=encoder_custom,
+                           decoder_custom=decoder_custom, picture=picture, estimate=estimate, handler=handler,
+                           inputs=inputs)

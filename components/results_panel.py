@@ -1,0 +1,197 @@
+"""Panel 5, results: base vs student vs quantized on ROUGE, validation loss, size and speed; the
+validation summaries side by side; and any pasted article summarized by the three models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from compression.errors import CompressionError, RunError
+
+from . import charts
+from .feedback import user_errors
+from .state import AppSettings, Session
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+METRIC_COLUMNS = ["model", "parameters (M)", "size (MiB)", "ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum",
+                  "% of base ROUGE-1", "% of base ROUGE-L", "validation loss (nats/token)",
+                  "latency (ms/summary)", "tokens/s"]
+SUMMARY_COLUMNS = ["article", "reference", "base", "student", "quantized"]
+ARTICLE_PREVIEW = 400
+
+
+def _round(value, digits: int):
+    return round(float(value), digits) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def metrics_table(metrics: dict | None) -> pd.DataFrame:
+    """One row per evaluated model with every headline number (units in the column names)."""
+    rows = []
+    for name in charts.MODELS:
+        entry = (metrics or {}).get(name)
+        if not isinstance(entry, dict):
+            continue
+        percent = entry.get("percent_of_base") or {}
+        label = charts.LABELS[name] + (f" ({entry['mode']})" if entry.get("mode") else "")
+        params = entry.get("params")
+        rows.append([label, _round(params / 1e6, 3) if isinstance(params, (int, float)) else None,
+                     _round(entry.get("size_mib"), 2), _round(entry.get("rouge1"), 2), _round(entry.get("rouge2"), 2),
+                     _round(entry.get("rougeL"), 2), _round(entry.get("rougeLsum"), 2),
+                     _round(percent.get("rouge1"), 1) if name != "base" else 100.0,
+                     _round(percent.get("rougeL"), 1) if name != "base" else 100.0,
+                     _round(entry.get("validation_loss"), 4), _round(entry.get("latency_ms"), 1),
+                     _round(entry.get("tokens_per_s"), 0)])
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def summaries_table(rows: list[dict] | None) -> pd.DataFrame:
+    """Validation samples side by side: article (first 400 characters), reference, and the base's,
+    student's and quantized model's summaries (empty where a model was not run)."""
+    out = []
+    for row in rows or []:
+        article = str(row.get("document") or "")
+        if len(article) > ARTICLE_PREVIEW:
+            article = article[:ARTICLE_PREVIEW].rstrip() + " …"
+        out.append([article] + [row.get(key) or "" for key in SUMMARY_COLUMNS[1:]])
+    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+
+
+def headline_markdown(metrics: dict | None, status: str | None = None, run_dir: str | None = None) -> str:
+    """One sentence with the figures that matter: the student's share of the base's ROUGE and
+    parameters, the two validation losses, and the latency gain."""
+    where = f" (`{Path(run_dir).name}`)" if run_dir else ""
+    if status == "cancelled":
+        return f"The run{where} was cancelled before evaluation: only its loss log is kept."
+    base, student = (metrics or {}).get("base"), (metrics or {}).get("student")
+    if not isinstance(base, dict) or not isinstance(student, dict):
+        return "Results appear here after a run, or open a finished run in the runs history below."
+    parts = []
+    kept = (student.get("percent_of_base") or {}).get("rouge1")
+    if isinstance(kept, (int, float)):
+        parts.append(f"keeps **{kept:.0f}%** of the base's ROUGE-1")
+    if base.get("params") and student.get("params"):
+        parts.append(f"with **{100 * student['params'] / base['params']:.0f}%** of its parameters")
+    if base.get("validation_loss") is not None and student.get("validation_loss") is not None:
+        parts.append(f"validation loss **{student['validation_loss']:.3f}** vs **{base['validation_loss']:.3f}** "
+                     "nats/token")
+    if base.get("latency_ms") and student.get("latency_ms"):
+        ratio = base["latency_ms"] / student["latency_ms"]
+        parts.append(f"**{ratio:.1f}×** faster per summary" if ratio >= 1
+                     else f"**{1 / ratio:.1f}×** slower per summary")
+    return f"**Student{where}:** " + ", ".join(parts) + "." if parts else f"Run{where} evaluated."
+
+
+@user_errors
+def show_results(settings: AppSettings, session: Session):
+    """Everything panel 5 shows for the session's latest (or opened) run.
+
+    Returns ``(headline markdown, metrics table, ROUGE figure, validation-loss figure,
+    size/latency figure, summaries table)``; placeholders when there is no result yet.
+    """
+    result = session.result or {}
+    metrics = result.get("metrics")
+    return (headline_markdown(metrics, result.get("status"), session.run_dir),
+            metrics_table(metrics),
+            charts.rouge_bars(metrics),
+            charts.validation_loss_bars(metrics),
+            charts.size_latency_bars(metrics),
+            summaries_table(result.get("summaries")))
+
+
+def _run_models(session: Session) -> dict:
+    from compression import pipeline
+
+    if not session.run_dir or not session.result or session.result.get("status") != "complete":
+        raise RunError("no finished run in this session: run a compression, or open a complete run "
+                       "in the runs history, then summarize")
+    if session.models_run != session.run_dir or session.models is None:
+        session.models, session.models_run = None, None
+        session.models = pipeline.load_run_models(session.run_dir)
+        session.models_run = session.run_dir
+    return session.models
+
+
+@user_errors
+def compare_article(settings: AppSettings, session: Session, article: str | None, beams, max_new_tokens):
+    """Summarize a pasted article with the run's base, student and quantized models.
+
+    Returns three strings (base, student, quantized); the quantized box says so when the run kept
+    no quantized model. Uses the run's prefix and max source length; decoding is greedy or beam
+    search (``beams``), at most ``max_new_tokens`` tokens.
+
+    Raises (as ``gr.Error``): no article, no finished run, bad generation settings, out of memory.
+    """
+    from compression.config import EvalArgs
+    from compression.data import default_prefix
+    from compression.evaluate import generate_summaries
+
+    if not (article or "").strip():
+        raise CompressionError("paste an article into the box first")
+    try:
+        args = EvalArgs(num_beams=int(beams), max_new_tokens=int(max_new_tokens), batch_size=1)
+    except (TypeError, ValueError):
+        raise CompressionError("beams and max new tokens must be whole numbers") from None
+    models = _run_models(session)
+    data = (session.result.get("config") or {}).get("data") or {}
+    outputs = []
+    for name in charts.MODELS:
+        if name not in models:
+            outputs.append("(this run has no quantized model)" if name == "quantized" else "(not available)")
+            continue
+        model, tokenizer = models[name]
+        prefix = data.get("prefix")
+        prefix = default_prefix(model) if prefix is None else prefix
+        summary = generate_summaries(model, tokenizer, [article.strip()], prefix=prefix,
+                                     max_source_length=int(data.get("max_source_length") or 512), args=args)[0]
+        outputs.append(summary or "(empty summary)")
+    return tuple(outputs)
+
+
+def example_articles() -> list[str]:
+    """The example articles in ``assets/examples/*.txt`` (for the comparison box)."""
+    return [p.read_text(encoding="utf-8").strip() for p in sorted((ASSETS / "examples").glob("*.txt"))]
+
+
+def build_results_panel(settings: AppSettings, session: gr.State) -> SimpleNamespace:
+    """Lay out panel 5 and wire the article comparison."""
+    from functools import partial
+
+    with gr.Column(elem_classes=["panel"]):
+        gr.Markdown("### 5 · Results")
+        headline = gr.Markdown(headline_markdown(None), elem_id="results-headline")
+        with gr.Row(equal_height=True):
+            rouge = gr.Plot(charts.rouge_bars(None), show_label=False, label="ROUGE", elem_id="rouge-plot", scale=3)
+            loss = gr.Plot(charts.validation_loss_bars(None), show_label=False, label="Validation loss",
+                           elem_id="val-loss-plot", scale=2)
+        size = gr.Plot(charts.size_latency_bars(None), show_label=False, label="Size and speed", elem_id="size-plot")
+        table = gr.Dataframe(metrics_table(None), label="All figures", interactive=False, wrap=True,
+                             elem_id="metrics-table")
+        summaries = gr.Dataframe(summaries_table(None), label="Validation samples side by side", interactive=False,
+                                 wrap=True, max_height=420, elem_id="summaries-table",
+                                 column_widths=["28%", "18%", "18%", "18%", "18%"])
+        gr.Markdown("#### Summarize any article with the three models")
+        article = gr.Textbox(lines=6, label="Article", placeholder="Paste a news article here…",
+                             elem_id="article-input")
+        examples = example_articles()
+        if examples:
+            gr.Examples([[e] for e in examples], inputs=[article], label="Example articles", cache_examples=False)
+        with gr.Row():
+            beams = gr.Slider(1, 8, value=4, step=1, label="Beams", elem_id="compare-beams")
+            max_new = gr.Slider(8, 256, value=48, step=8, label="Max new tokens", elem_id="compare-max-new")
+            summarize = gr.Button("Summarize with base, student and quantized", variant="primary",
+                                  elem_id="summarize-button")
+        with gr.Row(equal_height=True):
+            out_base = gr.Textbox(label=charts.LABELS["base"], lines=4, interactive=False, elem_id="summary-base")
+            out_student = gr.Textbox(label=charts.LABELS["student"], lines=4, interactive=False,
+                                     elem_id="summary-student")
+            out_quantized = gr.Textbox(label=charts.LABELS["quantized"], lines=4, interactive=False,
+                                       elem_id="summary-quantized")
+    summarize.click(partial(compare_article, settings), [session, article, beams, max_new],
+                    [out_base, out_student, out_quantized], api_name="summarize", concurrency_limit=1,
+                    concurrency_id="generate")
+    return SimpleNamespace(headline=headline, rouge=rouge, loss=loss, size=size, table=table, summaries=summaries,
+                           article=article, outputs=[headline, table, rouge, loss, size, summaries])

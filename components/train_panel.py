@@ -1,0 +1,461 @@
+"""Panels 3 and 4, data and training, then live training.
+
+The Run handler is a generator: it starts :func:`compression.pipeline.run_sft` in a worker thread
+whose ``on_progress`` callback pushes records into a ``queue.Queue``, keeps the run's
+``threading.Event`` in the visitor's session (the Cancel button sets it), and yields a progress
+line and the loss curve about once a second until the run ends. If the visitor goes away, the
+generator is closed and the run is cancelled.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import queue
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from compression.errors import CompressionError, DatasetError
+
+from . import charts
+from .feedback import user_errors
+from .plan_panel import shrink_choice
+from .state import AppSettings, Session
+
+logger = logging.getLogger("dashboard")
+
+UPLOAD = "Upload JSONL/CSV files"
+XSUM = "XSum sample (offline)"
+#: label -> (hub dataset id, config, text column, summary column)
+HUB_DATASETS = {
+    "EdinburghNLP/xsum (hub): document → summary": ("EdinburghNLP/xsum", None, "document", "summary"),
+    "abisee/cnn_dailymail 3.0.0 (hub): article → highlights": ("abisee/cnn_dailymail", "3.0.0", "article", "highlights"),
+}
+TEXT_GUESSES = ("document", "article", "text", "content", "source", "body")
+SUMMARY_GUESSES = ("summary", "highlights", "headline", "title", "target", "abstract")
+QUANT_CHOICES = ("none", "8bit", "4bit", "fp4", "fp16", "bf16")
+POLL_SECONDS = 1.0
+
+
+def data_choices(settings: AppSettings) -> list[str]:
+    """Dataset sources offered: uploads, the shared XSum sample when ``../shared`` exists, and hub
+    datasets unless offline."""
+    choices = [UPLOAD]
+    if settings.shared_dir is not None and (settings.shared_dir / "data" / "xsum" / "train.jsonl").is_file():
+        choices.append(XSUM)
+    if not settings.is_offline():
+        choices += list(HUB_DATASETS)
+    return choices
+
+
+def file_columns(path: str | Path) -> list[str]:
+    """Column names of a JSONL/JSON/CSV/Parquet file, read from its first record or header only.
+
+    Raises:
+        DatasetError: unsupported extension, unreadable file, or no columns found.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl" or suffix == ".json":
+            with open(path, encoding="utf-8") as handle:
+                first = handle.read(1 << 20).lstrip()
+            if first.startswith("["):  # a JSON array of records
+                records = json.loads(Path(path).read_text(encoding="utf-8"))
+                row = records[0] if records else {}
+            else:
+                row = json.loads(first.splitlines()[0]) if first else {}
+            columns = list(row) if isinstance(row, dict) else []
+        elif suffix == ".csv":
+            with open(path, encoding="utf-8", newline="") as handle:
+                columns = next(csv.reader(handle), [])
+        elif suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            columns = list(pq.read_schema(path).names)
+        else:
+            raise DatasetError(f"{path.name}: unsupported file type {suffix or '(none)'!r}; upload .jsonl, .json, .csv or .parquet")
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path.name} could not be read ({type(error).__name__}: {error}); upload a valid "
+                           "JSONL or CSV file with one article/summary pair per row") from None
+    if not columns:
+        raise DatasetError(f"{path.name} has no columns: each row needs a text field and a summary field")
+    return [str(c) for c in columns]
+
+
+def count_rows(path: str | Path) -> int | None:
+    """Rows in a local JSONL/JSON/CSV/Parquet file (before blank rows are dropped), or ``None`` when
+    it cannot be told cheaply; used only to pick how often training logs its loss."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            with open(path, encoding="utf-8") as handle:
+                return sum(1 for line in handle if line.strip())
+        if suffix == ".json":
+            records = json.loads(path.read_text(encoding="utf-8"))
+            return len(records) if isinstance(records, list) else None
+        if suffix == ".csv":
+            with open(path, encoding="utf-8", newline="") as handle:
+                return max(0, sum(1 for _ in csv.reader(handle)) - 1)
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error):
+        return None
+    return None
+
+
+def _guess(columns: list[str], guesses: tuple[str, ...], fallback: int) -> str | None:
+    lowered = {c.lower(): c for c in columns}
+    for guess in guesses:
+        if guess in lowered:
+            return lowered[guess]
+    return columns[min(fallback, len(columns) - 1)] if columns else None
+
+
+@user_errors
+def columns_for_file(settings: AppSettings, train_file: str | None):
+    """Fill the two column dropdowns from an uploaded training file's columns (guessing which holds
+    the article and which the summary). Returns ``(text dropdown, summary dropdown)``."""
+    if not train_file:
+        return gr.Dropdown(), gr.Dropdown()
+    columns = file_columns(train_file)
+    return (gr.Dropdown(choices=columns, value=_guess(columns, TEXT_GUESSES, 0)),
+            gr.Dropdown(choices=columns, value=_guess(columns, SUMMARY_GUESSES, 1)))
+
+
+def on_source(source: str):
+    """Show the upload widgets only for uploads; set fixed column names for the other sources.
+    Returns ``(upload group, text dropdown, summary dropdown)``."""
+    if source in HUB_DATASETS:
+        _, _, text, summary = HUB_DATASETS[source]
+        return (gr.Group(visible=False), gr.Dropdown(choices=[text], value=text),
+                gr.Dropdown(choices=[summary], value=summary))
+    if source == XSUM:
+        return (gr.Group(visible=False), gr.Dropdown(choices=["document"], value="document"),
+                gr.Dropdown(choices=["summary"], value="summary"))
+    return gr.Group(visible=True), gr.Dropdown(), gr.Dropdown()
+
+
+def device_summary() -> str:
+    """Which device a run will use: the CUDA GPU's name and memory, Apple MPS, or a CPU warning."""
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return f"**Device:** {props.name}, {props.total_memory / 2**30:.1f} GiB (CUDA)"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "**Device:** Apple GPU (MPS)"
+    return ("⚠ **Device: CPU** — training will be slow; keep the model, the samples and the max lengths "
+            "small (e.g. a tiny preset, a few hundred pairs, 256 source tokens)")
+
+
+def _positive_int(value, what: str, *, allow_none: bool = False) -> int | None:
+    if value is None or value == "":
+        if allow_none:
+            return None
+        raise CompressionError(f"{what} is empty: give a positive whole number")
+    number = float(value)
+    if not number.is_integer() or number <= 0:
+        raise CompressionError(f"{what} must be a positive whole number (got {value})")
+    return int(number)
+
+
+def data_args(settings: AppSettings, source: str, train_file: str | None, validation_file: str | None,
+              text_column: str | None, summary_column: str | None, train_samples, eval_samples,
+              max_source_length, max_target_length):
+    """The :class:`compression.config.DataArgs` for the panel's data choice.
+
+    Raises:
+        DatasetError: no file uploaded, no columns chosen, a hub dataset while offline, bad numbers.
+    """
+    from compression.config import DataArgs
+
+    limits = dict(max_train_samples=_positive_int(train_samples, "samples to train on", allow_none=True),
+                  max_eval_samples=_positive_int(eval_samples, "validation samples", allow_none=True),
+                  max_source_length=_positive_int(max_source_length, "max source length"),
+                  max_target_length=_positive_int(max_target_length, "max target length"))
+    if source == XSUM:
+        if settings.shared_dir is None:
+            raise DatasetError("the shared XSum sample (../shared) is not on this machine: upload files instead")
+        xsum = settings.shared_dir / "data" / "xsum"
+        return DataArgs(train_file=str(xsum / "train.jsonl"), validation_file=str(xsum / "validation.jsonl"),
+                        text_column="document", summary_column="summary", **limits)
+    if source in HUB_DATASETS:
+        if settings.is_offline():
+            raise DatasetError("hub datasets need the network, and the dashboard runs offline: upload files")
+        name, config, text, summary = HUB_DATASETS[source]
+        return DataArgs(dataset=name, dataset_config=config, text_column=text, summary_column=summary, **limits)
+    if source != UPLOAD:
+        raise DatasetError(f"unknown dataset choice {source!r}: pick one in the list")
+    if not train_file:
+        raise DatasetError("upload a training file (JSONL or CSV with an article and a summary column)")
+    if not text_column or not summary_column:
+        raise DatasetError("choose which column holds the article text and which the summary")
+    return DataArgs(train_file=str(train_file), validation_file=str(validation_file) if validation_file else None,
+                    text_column=text_column, summary_column=summary_column, **limits)
+
+
+def run_folder_name(settings: AppSettings, session: Session, shrink: dict, run_name: str | None) -> Path:
+    """``<runs>/<YYYYmmdd-HHMMSS>-<name>`` (:meth:`compression.runs.RunFolder.default_path`), the
+    name being the visitor's or ``<model>-e<N>d<M>``."""
+    from compression.runs import RunFolder
+
+    if not (run_name or "").strip():
+        model = Path(session.model_source or "model").name
+        enc = shrink["encoder_layers"] if isinstance(shrink["encoder_layers"], int) else "c"
+        dec = shrink["decoder_layers"] if isinstance(shrink["decoder_layers"], int) else "c"
+        run_name = f"{model}-e{enc}d{dec}"
+    return RunFolder.default_path(settings.runs_dir, run_name)
+
+
+def build_run_config(settings: AppSettings, session: Session, encoder_layers, decoder_layers, strategy,
+                     encoder_custom, decoder_custom, source, train_file, validation_file, text_column,
+                     summary_column, train_samples, eval_samples, epochs, batch_size, learning_rate,
+                     max_source_length, max_target_length, freeze_embeddings, freeze_encoder, quantize,
+                     eval_beams, eval_max_new_tokens, run_name):
+    """Every panel value turned into a validated :class:`compression.config.RunConfig`.
+
+    ``logging_steps`` is chosen so a run logs about 100 points of the loss curve (at least every
+    5 steps when the number of pairs is unknown).
+
+    Raises:
+        CompressionError and subclasses: whatever is wrong, with what to change.
+    """
+    from compression.config import EvalArgs, RunConfig, ShrinkArgs, TrainArgs
+
+    if session.model_source is None:
+        raise CompressionError("load a base model first (panel 1)")
+    shrink, _, _ = shrink_choice(session, encoder_layers, decoder_layers, strategy, encoder_custom, decoder_custom)
+    data = data_args(settings, source, train_file, validation_file, text_column, summary_column, train_samples,
+                     eval_samples, max_source_length, max_target_length)
+    batch = _positive_int(batch_size, "batch size")
+    try:
+        epochs, learning_rate = float(epochs), float(learning_rate)
+    except (TypeError, ValueError):
+        raise CompressionError("epochs and learning rate must be numbers (e.g. 1 and 3e-4)") from None
+    pairs = [n for n in (data.max_train_samples, count_rows(data.train_file) if data.train_file else None) if n]
+    logging_steps = 5
+    if pairs and math.isfinite(epochs):
+        steps = math.ceil(min(pairs) / batch) * max(epochs, 0)
+        logging_steps = max(1, min(50, int(steps // 100)))
+    train = TrainArgs(epochs=epochs, batch_size=batch, learning_rate=learning_rate,
+                      freeze_embeddings=bool(freeze_embeddings), freeze_encoder=bool(freeze_encoder),
+                      logging_steps=logging_steps)
+    evaluation = EvalArgs(num_beams=_positive_int(eval_beams, "beams"),
+                          max_new_tokens=_positive_int(eval_max_new_tokens, "max new tokens"))
+    if quantize not in QUANT_CHOICES:
+        raise CompressionError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANT_CHOICES)}")
+    output = run_folder_name(settings, session, shrink, run_name)
+    return RunConfig(model=session.model_source, output_dir=str(output), shrink=ShrinkArgs(**shrink), data=data,
+                     train=train, eval=evaluation, quantize=quantize, name=(run_name or "").strip() or output.name)
+
+
+def _clock(seconds) -> str:
+    if seconds is None or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        return "–"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def progress_markdown(stages: list[dict], records: list[dict], final: str | None = None) -> str:
+    """The live status: stages passed and current, then step/total with a bar, epoch, loss, learning
+    rate, tokens/s, elapsed time and ETA from the latest training record."""
+    lines = []
+    if final:
+        lines.append(final)
+    if stages:
+        done = [s["stage"] for s in stages[:-1]]
+        current = stages[-1]
+        if current["stage"] == "done":
+            lines.append(" · ".join(f"✓ {name}" for name in done))
+        else:
+            trail = " · ".join([f"✓ {name}" for name in done] + [f"**▶ {current['stage']}**"])
+            lines.append(f"{trail} — {current.get('message', '')}")
+    train = [r for r in records if r.get("kind") in ("train", "eval")]
+    if train:
+        last = train[-1]
+        step, total = int(last.get("step") or 0), int(last.get("total_steps") or 0)
+        fraction = step / total if total else 0.0
+        filled = int(round(20 * fraction))
+        losses = [r for r in train if r.get("kind") == "train" and r.get("loss") is not None]
+        evals = [r for r in train if r.get("kind") == "eval" and r.get("eval_loss") is not None]
+        parts = [f"`{'█' * filled}{'░' * (20 - filled)}` step **{step} / {total}** ({100 * fraction:.0f}%)",
+                 f"epoch {float(last.get('epoch') or 0):.2f}"]
+        if losses:
+            parts.append(f"loss {losses[-1]['loss']:.4f} nats")
+        if evals:
+            parts.append(f"validation loss {evals[-1]['eval_loss']:.4f} nats")
+        if last.get("learning_rate") is not None:
+            parts.append(f"lr {last['learning_rate']:.2e}")
+        if last.get("tokens_per_s") is not None:
+            parts.append(f"{last['tokens_per_s']:,.0f} tokens/s")
+        parts.append(f"elapsed {_clock(last.get('elapsed_s'))}")
+        parts.append(f"ETA {_clock(last.get('eta_s'))}")
+        lines.append(" · ".join(parts))
+    return "\n\n".join(lines) or "Starting…"
+
+
+def _drain(events: queue.Queue, stages: list[dict], records: list[dict]) -> bool:
+    changed = False
+    while True:
+        try:
+            event = events.get_nowait()
+        except queue.Empty:
+            return changed
+        changed = True
+        if event.get("kind") == "stage":
+            stages.append(event)
+        else:
+            records.append(event)
+
+
+@user_errors
+def run_training(settings: AppSettings, session: Session, *values):
+    """Generator behind Run: validate the settings, start the pipeline in a worker thread, and yield
+    ``(progress markdown, loss figure)`` about once a second until it ends.
+
+    ``values`` are :func:`build_run_config`'s arguments after ``session``. When the run ends the
+    session holds ``run_dir`` and ``result`` (``{"status", "metrics", "summaries", "config"}``) for
+    the results panel.
+
+    Raises (as ``gr.Error``): any CompressionError from the settings or the run (bad data, out of
+    memory...). A run already going on in this session is refused.
+    """
+    from compression import pipeline
+
+    if session.cancel is not None and not session.cancel.is_set():
+        raise CompressionError("a run is already going on in this session: wait for it or cancel it")
+    config = build_run_config(settings, session, *values)
+    events: queue.Queue = queue.Queue()
+    cancel = threading.Event()
+    outcome: dict = {}
+    stages: list[dict] = []
+    records: list[dict] = []
+    session.cancel, session.records, session.result, session.run_dir = cancel, records, None, config.output_dir
+
+    def work() -> None:
+        try:
+            outcome["result"] = pipeline.run_sft(config, on_progress=events.put, cancel=cancel, progress_bar=False)
+        except BaseException as error:  # noqa: BLE001 - handed to the generator, which reports it
+            outcome["error"] = error
+
+    thread = threading.Thread(target=work, name="sft-run", daemon=True)
+    thread.start()
+    try:
+        yield progress_markdown(stages, records, f"Run started: `{config.output_dir}`"), charts.loss_curve(records)
+        while thread.is_alive():
+            thread.join(timeout=POLL_SECONDS)
+            if _drain(events, stages, records) and thread.is_alive():
+                yield progress_markdown(stages, records), charts.loss_curve(records)
+        _drain(events, stages, records)
+    finally:
+        if thread.is_alive():  # the visitor left or the event was cancelled: stop the run too
+            cancel.set()
+            logger.info("run generator closed: cancelling %s", config.output_dir)
+        session.cancel = None
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome["result"]
+    session.run_dir = result["run_dir"]
+    session.result = {"status": result["status"], "metrics": result.get("metrics"),
+                      "summaries": result.get("summaries") or [], "config": config.to_dict()}
+    if result["status"] == "cancelled":
+        final = f"■ **Cancelled.** The loss log so far is kept in `{result['run_dir']}`."
+    else:
+        final = f"✓ **Run complete:** `{result['run_dir']}`"
+    yield progress_markdown(stages, records, final), charts.loss_curve(records)
+
+
+def cancel_training(settings: AppSettings, session: Session) -> str:
+    """Set the running job's cancel event; training stops after the current step, keeping its log."""
+    if session.cancel is None or session.cancel.is_set():
+        gr.Warning("No run is going on in this session.")
+        return "Nothing to cancel."
+    session.cancel.set()
+    gr.Info("Cancelling: training stops after the current step.")
+    return "■ Cancelling after the current step…"
+
+
+def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespace:
+    """Lay out panel 3 (data and training settings, Run and Cancel) and wire its own events; the
+    Run click is wired in :mod:`app` (it reads panels 1-2 and feeds panels 5-6)."""
+    from functools import partial
+
+    choices = data_choices(settings)
+    default = XSUM if XSUM in choices else UPLOAD
+    with gr.Column(elem_classes=["panel"]):
+        gr.Markdown("### 3 · Data and training")
+        source = gr.Dropdown(choices, value=default, label="Dataset", elem_id="data-source",
+                             info="Article/summary pairs; uploads stay on this server's temporary folder")
+        with gr.Group(visible=default == UPLOAD) as upload_group:
+            with gr.Row():
+                train_file = gr.File(label="Training pairs (JSONL / JSON / CSV / Parquet)",
+                                     file_types=[".jsonl", ".json", ".csv", ".parquet"], elem_id="train-file",
+                                     height=120)
+                validation_file = gr.File(label="Validation pairs (optional)", elem_id="validation-file",
+                                          file_types=[".jsonl", ".json", ".csv", ".parquet"], height=120)
+        with gr.Row():
+            text_column = gr.Dropdown(["document"], value="document", label="Article column",
+                                      allow_custom_value=True, elem_id="text-column")
+            summary_column = gr.Dropdown(["summary"], value="summary", label="Summary column",
+                                         allow_custom_value=True, elem_id="summary-column")
+        with gr.Row():
+            train_samples = gr.Number(1000, label="Pairs to train on", precision=0, minimum=1, elem_id="train-samples")
+            eval_samples = gr.Number(50, label="Validation pairs", precision=0, minimum=1, elem_id="eval-samples")
+            epochs = gr.Number(1, label="Epochs", minimum=0.01, elem_id="epochs")
+        with gr.Row():
+            batch_size = gr.Slider(1, 64, value=8, step=1, label="Batch size", elem_id="batch-size")
+            learning_rate = gr.Number(3e-4, label="Learning rate", elem_id="learning-rate")
+        with gr.Row():
+            max_source = gr.Slider(16, 1024, value=512, step=16, label="Max source length (tokens)",
+                                   elem_id="max-source")
+            max_target = gr.Slider(8, 256, value=64, step=8, label="Max summary length (tokens)", elem_id="max-target")
+        with gr.Row():
+            freeze_embeddings = gr.Checkbox(False, label="Freeze embeddings", elem_id="freeze-embeddings")
+            freeze_encoder = gr.Checkbox(False, label="Freeze encoder", elem_id="freeze-encoder")
+        with gr.Accordion("Evaluation and quantization", open=False):
+            with gr.Row():
+                quantize = gr.Dropdown(list(QUANT_CHOICES), value="8bit", label="Quantize the student",
+                                       info="8bit/4bit/fp4: bitsandbytes; fp16/bf16: half precision",
+                                       elem_id="quantize")
+                eval_beams = gr.Slider(1, 8, value=1, step=1, label="Beams", elem_id="eval-beams")
+                eval_max_new = gr.Slider(8, 256, value=64, step=8, label="Max new tokens", elem_id="eval-max-new")
+        run_name = gr.Textbox(label="Run name (optional)", placeholder="e.g. t5-small-e6d3", elem_id="run-name")
+        gr.Markdown(device_summary(), elem_id="device-line")
+        with gr.Row():
+            run = gr.Button("Run", variant="primary", elem_id="run-button")
+            cancel = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
+
+    source.change(on_source, source, [upload_group, text_column, summary_column], api_name="data_source",
+                  show_progress="hidden")
+    train_file.upload(partial(columns_for_file, settings), train_file, [text_column, summary_column],
+                      api_name="file_columns")
+    values = [source, train_file, validation_file, text_column, summary_column, train_samples, eval_samples,
+              epochs, batch_size, learning_rate, max_source, max_target, freeze_embeddings, freeze_encoder,
+              quantize, eval_beams, eval_max_new, run_name]
+    return SimpleNamespace(source=source, train_file=train_file, validation_file=validation_file,
+                           text_column=text_column, summary_column=summary_column, train_samples=train_samples,
+                           eval_samples=eval_samples, epochs=epochs, batch_size=batch_size,
+                           learning_rate=learning_rate, max_source=max_source, max_target=max_target,
+                           freeze_embeddings=freeze_embeddings, freeze_encoder=freeze_encoder, quantize=quantize,
+                           eval_beams=eval_beams, eval_max_new=eval_max_new, run_name=run_name, run=run,
+                           cancel=cancel, values=values)
+
+
+def build_live_panel() -> SimpleNamespace:
+    """Lay out panel 4: the progress line and the live loss curve."""
+    with gr.Column(elem_classes=["panel"]):
+        gr.Markdown("### 4 · Live training")
+        progress = gr.Markdown("Press **Run** to shrink, fine-tune, evaluate and export a student.",
+                               elem_id="run-progress")
+        loss = gr.Plot(charts.loss_curve([]), show_label=False, label="Loss curve", elem_id="loss-plot")
+    return SimpleNamespace(progress=progress, loss=loss)

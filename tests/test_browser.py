@@ -1,0 +1,129 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright (sync API).
+
+Opens the page, loads a local tiny model folder, moves the sliders, runs a compression, waits for
+the loss curve and the ROUGE bars, summarizes a typed article with the three models, and saves a
+full-page screenshot to docs/screenshot.png (used in the README). Skipped when chromium or
+playwright is absent. The teacher is the tiny T5 of conftest, first fitted for a few seconds on the
+eight tiny pairs so that its summaries (and the screenshot) show words rather than nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ARTICLES, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+ARTICLE = ("The town council approved a new budget for the public library on Monday evening after a debate that "
+           "lasted more than three hours, and the library will now open on Sundays.")
+
+
+def _fit_teacher(model, tokenizer, steps: int = 100):
+    """A few full-batch AdamW steps on the tiny pairs (the teacher memorizes them, nothing more)."""
+    torch.manual_seed(0)
+    sources = tokenizer(["summarize: " + a for a, _ in ARTICLES], padding=True, return_tensors="pt")
+    labels = tokenizer(text_target=[s for _, s in ARTICLES], padding=True, return_tensors="pt")["input_ids"]
+    labels[labels == tokenizer.pad_token_id] = -100
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        model(**sources, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
+@pytest.fixture
+def page_url(tmp_path, tiny_t5, byt5_tokenizer):
+    pytest.importorskip("playwright.sync_api")
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    import app
+    from components.state import AppSettings
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model trains faster on one thread than on contended ones
+    teacher = tmp_path / "tiny-teacher"
+    _fit_teacher(tiny_t5, byt5_tokenizer).save_pretrained(teacher)
+    byt5_tokenizer.save_pretrained(teacher)
+    settings = AppSettings(runs_dir=tmp_path / "runs", allowed_dirs=(tmp_path,), offline=True, shared_dir=None)
+    demo = app.build_demo(settings)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.queue(default_concurrency_limit=2).launch(server_name="127.0.0.1", server_port=port,
+                                                   prevent_thread_lock=True, quiet=True,
+                                                   **app.launch_options(settings))
+    try:
+        yield f"http://127.0.0.1:{port}/", teacher
+    finally:
+        demo.close()
+        torch.set_num_threads(threads)
+
+
+def _slider(page, elem_id: str, value: int) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_dashboard_in_chromium(page_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, teacher = page_url
+    train = write_jsonl(tmp_path / "train.jsonl", ARTICLES)
+    validation = write_jsonl(tmp_path / "validation.jsonl", ARTICLES[:4])
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
+                                             args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(url)
+            page.locator("#model-custom textarea, #model-custom input").first.fill(str(teacher))
+            page.locator("#load-button").click()
+            expect(page.locator("#model-info")).to_contain_text("d_model 32", timeout=60_000)
+            expect(page.locator("#plan-estimate")).to_contain_text("keeps encoder layers [0, 1, 2, 3], decoder "
+                                                                   "layers [0, 3]", timeout=30_000)
+
+            _slider(page, "encoder-layers", 3)
+            _slider(page, "decoder-layers", 1)
+            expect(page.locator("#plan-estimate")).to_contain_text("encoder layers [0, 2, 3], decoder layers [0]",
+                                                                   timeout=30_000)
+
+            page.locator("#train-file input[type=file]").set_input_files(str(train))
+            page.locator("#validation-file input[type=file]").set_input_files(str(validation))
+            expect(page.locator("#train-file table")).to_contain_text("train", timeout=30_000)
+            expect(page.locator("#validation-file table")).to_contain_text("validation", timeout=30_000)
+            page.locator("#epochs input").fill("10")
+            page.locator("#learning-rate input").fill("0.003")
+            _slider(page, "batch-size", 4)
+            page.locator("#run-name textarea, #run-name input").first.fill("browser demo")
+            page.locator("#run-button").click()
+
+            expect(page.locator("#run-progress")).to_contain_text("Run complete", timeout=150_000)
+            expect(page.locator("#loss-plot .scatterlayer .trace").first).to_be_visible(timeout=30_000)
+            expect(page.locator("#results-headline")).to_contain_text("Student", timeout=60_000)
+            expect(page.locator("#rouge-plot .barlayer .trace")).to_have_count(3, timeout=30_000)
+            expect(page.locator("#summaries-table")).to_contain_text("Council approves library budget.")
+
+            page.locator("#article-input textarea").fill(ARTICLE)
+            page.locator("#summarize-button").click()
+            for box in ("summary-base", "summary-student", "summary-quantized"):
+                expect(page.locator(f"#{box} textarea")).not_to_have_value("", timeout=60_000)
+            texts = [page.locator(f"#{box} textarea").input_value()
+                     for box in ("summary-base", "summary-student", "summary-quantized")]
+            assert all(text.strip() for text in texts)
+            page.wait_for_timeout(500)  # let the plots finish their transitions
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
+    assert SCREENSHOT.stat().st_size > 50_000
