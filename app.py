@@ -48,7 +48,7 @@ def build_demo(settings=None):
     :class:`components.state.AppSettings` (default: runs folder ``runs``, online)."""
     import gradio as gr
 
-    from components import model_panel, plan_panel, results_panel, runs_panel, train_panel
+    from components import modular_panel, model_panel, plan_panel, results_panel, runs_panel, train_panel
     from components.state import AppSettings, session_state
 
     settings = settings or AppSettings.create()
@@ -57,18 +57,21 @@ def build_demo(settings=None):
     with gr.Blocks(title="Summarizer compression (SFT)", analytics_enabled=False) as demo:
         session = session_state()
         gr.Markdown(f"# Summarizer compression · Shrink and Fine-Tune\n{DESCRIPTION}", elem_id="intro")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=320):
-                model = model_panel.build_model_panel(settings, session)
-            with gr.Column(scale=3, min_width=420):
-                plan = plan_panel.build_plan_panel(settings, session)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=320):
-                train = train_panel.build_train_panel(settings, session)
-            with gr.Column(scale=3, min_width=420):
-                live = train_panel.build_live_panel()
-        results = results_panel.build_results_panel(settings, session)
-        runs = runs_panel.build_runs_panel(settings, session)
+        with gr.Tab("Shrink and fine-tune (SFT)"):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2, min_width=320):
+                    model = model_panel.build_model_panel(settings, session)
+                with gr.Column(scale=3, min_width=420):
+                    plan = plan_panel.build_plan_panel(settings, session)
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2, min_width=320):
+                    train = train_panel.build_train_panel(settings, session)
+                with gr.Column(scale=3, min_width=420):
+                    live = train_panel.build_live_panel()
+            results = results_panel.build_results_panel(settings, session)
+            runs = runs_panel.build_runs_panel(settings, session)
+        with gr.Tab(modular_panel.TAB_TITLE):  # Modular Transformers: its events are wired inside
+            modular_panel.build_modular_tab(settings, session)
 
         # Panel 1 -> 2: loading sets the slider bounds, then redraws the plan.
         model.load.click(partial(model_panel.load_base, settings), [session, model.choice, model.custom,

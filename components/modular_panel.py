@@ -1,0 +1,634 @@
+"""Tab "Train once, assemble many": Modular Transformers (Zhou, Le Bras & Choi 2023) in the dashboard.
+
+Train layer modules against a frozen teacher *once* (:func:`compression.modular.train_modules`,
+live loss curve with one line per loss term, cancel), then pick any compression ratio and a
+size-first or speed-first priority: the student is assembled instantly from the modules
+(:func:`compression.modular.assemble`, no training), scored on a few validation pairs (validation
+loss, ROUGE, latency at batch 1) and added as a point to a ROUGE-vs-speedup and
+validation-loss-vs-size chart, next to the teacher and to the SFT/KD students of the same teacher
+found in the runs folder.
+
+The teacher is the base model loaded in panel 1 (:class:`components.state.Session`) unless a local
+folder is typed. Modules are written to ``<runs>/.modular/<timestamp>-<teacher>`` (hidden from the
+runs list) and can be loaded again later. The tab's own state (modules, points) is a
+:class:`ModularState` in a ``gr.State`` per browser session. Long work follows
+:mod:`components.train_panel`: training runs in a worker thread that pushes progress records into a
+``queue.Queue``; the generator yields the progress line and the curve about once a second; Cancel
+sets a ``threading.Event``; closing the page cancels too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import statistics
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from compression.errors import CompressionError, ModularError
+
+from . import modular_charts, train_panel
+from .feedback import user_errors
+from .state import AppSettings, Session
+
+logger = logging.getLogger("dashboard")
+
+TAB_TITLE = "Train once, assemble many"
+#: Sub-folder of the runs folder where module trainings are written (dot: not listed as runs).
+MODULAR_DIR = ".modular"
+PRIORITY_CHOICES = [("size-first (fewest parameters)", "size"), ("speed-first (shallowest decoder)", "speed")]
+GRANULARITY_CHOICES = [2, 3, 4, 6]
+POLL_SECONDS = 1.0
+#: Speed measurement of an assembled student: forced new tokens, articles, teacher/student alternations.
+LATENCY_TOKENS = 32
+LATENCY_DOCS = 2
+LATENCY_REPEATS = 3
+TABLE_COLUMNS = ["method", "layers (enc/dec)", "ratio (×)", "parameters (M)", "size (MiB)", "ROUGE-1", "ROUGE-2",
+                 "ROUGE-L", "validation loss (nats/token)", "latency (ms/summary)", "speedup (×)", "modules used"]
+METHOD_OF_PRIORITY = {"size": "modular (size-first)", "speed": "modular (speed-first)"}
+
+
+@dataclass
+class ModularState:
+    """One visitor's modules and evaluated points (kept in a ``gr.State``; handlers mutate it).
+
+    ``teacher_source``: what the modules' teacher was loaded from (hub id or resolved folder);
+    ``modular``: the :class:`compression.modular.ModularModel` (teacher + modules); ``tokenizer``: its
+    tokenizer; ``modular_dir``: the folder the modules were saved to or loaded from; ``records``: the
+    latest training's progress records; ``cancel``: the running training's cancel event;
+    ``eval_key``/``eval_pairs``: the validation pairs ``(documents, references, prefix, max source
+    length, max target length)`` the points were scored on; ``teacher_point``: the teacher scored on
+    them; ``points``: the assembled students scored so far.
+    """
+
+    teacher_source: str | None = None
+    teacher_label: str | None = None
+    modular: Any = None
+    tokenizer: Any = None
+    modular_dir: str | None = None
+    records: list = field(default_factory=list)
+    cancel: threading.Event | None = None
+    eval_key: str | None = None
+    eval_pairs: tuple | None = None
+    teacher_point: dict | None = None
+    points: list = field(default_factory=list)
+
+    def use_modules(self, modular, tokenizer, folder: str, source: str | None, label: str | None) -> None:
+        """Adopt new modules; the points of the previous ones no longer apply and are dropped."""
+        self.modular, self.tokenizer, self.modular_dir = modular, tokenizer, folder
+        self.teacher_source, self.teacher_label = source, label
+        self.eval_key = self.eval_pairs = self.teacher_point = None
+        self.points = []
+
+
+def modular_state() -> gr.State:
+    """A ``gr.State`` holding a fresh :class:`ModularState` per browser session."""
+    return gr.State(ModularState())
+
+
+# ------------------------------------------------------------------------------ training
+
+def resolve_teacher(settings: AppSettings, session: Session, teacher_folder: str | None) -> tuple[str, str]:
+    """``(source, label)`` of the teacher: the typed folder (inside the allowed folders) when given,
+    else the base model loaded in panel 1.
+
+    Raises:
+        CompressionError: nothing typed and no base model loaded.
+        PathNotAllowedError: the folder lies outside the allowed folders.
+    """
+    from compression.runs import resolve_inside
+
+    text = (teacher_folder or "").strip()
+    if text:
+        path = resolve_inside(text, list(settings.allowed_dirs))
+        return str(path), path.name
+    if session.model_source is None:
+        raise CompressionError("load a base model in panel 1 (it becomes the teacher), or type a teacher folder")
+    return session.model_source, session.model_label or session.model_source
+
+
+def _granularities(values) -> tuple[int, ...]:
+    if not values:
+        raise ModularError("tick at least one granularity (teacher layers per module), e.g. 2, 3 and 4")
+    try:
+        return tuple(sorted(int(value) for value in values))
+    except (TypeError, ValueError):
+        raise ModularError(f"granularities {values!r} must be whole numbers such as 2, 3, 4") from None
+
+
+def _train_args(data, epochs, batch_size, learning_rate):
+    from compression.config import TrainArgs
+
+    batch = train_panel._positive_int(batch_size, "batch size")
+    try:
+        epochs, learning_rate = float(epochs), float(learning_rate)
+    except (TypeError, ValueError):
+        raise CompressionError("epochs and learning rate must be numbers (e.g. 1 and 3e-4)") from None
+    pairs = [n for n in (data.max_train_samples, train_panel.count_rows(data.train_file) if data.train_file else None)
+             if n]
+    logging_steps = 5
+    if pairs and math.isfinite(epochs):
+        logging_steps = max(1, min(50, int(math.ceil(min(pairs) / batch) * max(epochs, 0) // 100)))
+    return TrainArgs(epochs=epochs, batch_size=batch, learning_rate=learning_rate, logging_steps=logging_steps)
+
+
+def _ratio_slider(modular) -> dict:
+    from compression.modular import available_ratios, max_ratio
+
+    highest = math.floor(max_ratio(modular) * 100) / 100  # rounded down: the top stays reachable
+    reachable = ", ".join(f"{r:.2f}" for r in available_ratios(modular))
+    return gr.Slider(minimum=1.0, maximum=highest, value=min(2.0, highest), step=0.01,
+                     interactive=True, info=f"1 = the teacher; reachable exactly: {reachable}. Other values take "
+                                            "the least compression that meets them")
+
+
+def modules_markdown(state: ModularState) -> str:
+    """What the loaded modules are: teacher, granularities, modules, folder, training summary and
+    the ratios each priority can reach."""
+    from compression.modular import available_ratios, max_ratio
+
+    modular = state.modular
+    if modular is None:
+        return "No modules yet: train them, or load a modules folder."
+    training = (modular.info or {}).get("training") or {}
+    lines = [f"**Modules of `{state.teacher_label or state.teacher_source or 'teacher'}`** "
+             f"({modular.depths['encoder']}/{modular.depths['decoder']} layers), granularities "
+             f"{', '.join(map(str, modular.granularities))}: {len(modular.module_names())} modules "
+             f"({', '.join(f'`{name}`' for name in modular.module_names())})."]
+    if training:
+        done = "cancelled, partly trained" if training.get("cancelled") else "trained"
+        loss = training.get("eval_loss")
+        detail = f", validation loss {loss:.4f} nats/token (mean over granularities)" if loss is not None else ""
+        lines.append(f"{done.capitalize()}: {training.get('steps')} steps in {training.get('seconds', 0):.0f} s{detail}.")
+    lines.append(f"Ratios from 1× to **{max_ratio(modular):.2f}×**; size-first and speed-first reach "
+                 f"{len(available_ratios(modular))} distinct ones. Folder: `{state.modular_dir}`.")
+    return "\n\n".join(lines)
+
+
+@user_errors
+def train_modules_job(settings: AppSettings, session: Session, state: ModularState, teacher_folder, granularities,
+                      source, train_file, validation_file, text_column, summary_column, train_samples, eval_samples,
+                      epochs, batch_size, learning_rate, max_source_length, max_target_length):
+    """Generator behind "Train modules": load the teacher, train the modules in a worker thread and
+    yield ``(progress markdown, loss figure, ratio slider, modules markdown)`` about once a second.
+
+    The data arguments are those of :func:`components.train_panel.data_args`; training uses
+    AdamW at ``learning_rate`` for ``epochs`` (:class:`compression.config.TrainArgs`) with the
+    default :class:`compression.modular.ModularArgs` weights. When it ends (or is cancelled: the
+    modules trained so far are kept), the state holds the modules and the ratio slider is enabled
+    up to :func:`compression.modular.max_ratio`.
+
+    Raises (as ``gr.Error``): a training already going on in this tab, no teacher, bad data or
+    settings, out of memory.
+    """
+    from compression.modular import ModularArgs
+    from compression.runs import RunFolder
+
+    if state.cancel is not None and not state.cancel.is_set():
+        raise CompressionError("modules are already training in this tab: wait for them or cancel")
+    source_model, label = resolve_teacher(settings, session, teacher_folder)
+    modular_args = ModularArgs(granularities=_granularities(granularities))
+    data = train_panel.data_args(settings, source, train_file, validation_file, text_column, summary_column,
+                                 train_samples, eval_samples, max_source_length, max_target_length)
+    train_args = _train_args(data, epochs, batch_size, learning_rate)
+    output = RunFolder.default_path(settings.runs_dir / MODULAR_DIR, Path(source_model).name or "teacher")
+    events: queue.Queue = queue.Queue()
+    cancel = threading.Event()
+    outcome: dict = {}
+    stages: list[dict] = []
+    records: list[dict] = []
+    state.cancel, state.records = cancel, records
+
+    def work() -> None:
+        from compression.data import load_pairs, resolve_prefix, tokenize_pairs
+        from compression.load import load_model
+        from compression.modular import train_modules
+
+        try:
+            events.put({"kind": "stage", "stage": "load", "message": f"loading {label} and the data"})
+            teacher, tokenizer = load_model(source_model)
+            pairs = load_pairs(data)
+            if "validation" not in pairs:
+                pairs["validation"] = pairs["train"].select(range(min(len(pairs["train"]), 100)))
+            lengths = dict(prefix=resolve_prefix(data, teacher), max_source_length=data.max_source_length,
+                           max_target_length=data.max_target_length)
+            train_set = tokenize_pairs(pairs["train"], tokenizer, **lengths)
+            validation_set = tokenize_pairs(pairs["validation"], tokenizer, **lengths)
+            events.put({"kind": "stage", "stage": "train",
+                        "message": f"training granularities {', '.join(map(str, modular_args.granularities))} on "
+                                   f"{len(train_set)} pairs for {train_args.epochs:g} epoch(s)"})
+            outcome["modular"] = train_modules(teacher, tokenizer, train_set, validation_set, train_args,
+                                               modular_args, output, on_progress=events.put, cancel=cancel,
+                                               progress_bar=False)
+            outcome["tokenizer"] = tokenizer
+            events.put({"kind": "stage", "stage": "done", "message": f"modules saved to {output}"})
+        except BaseException as error:  # noqa: BLE001 - handed to the generator, which reports it
+            outcome["error"] = error
+
+    thread = threading.Thread(target=work, name="modular-train", daemon=True)
+    thread.start()
+    try:
+        yield (train_panel.progress_markdown(stages, records, f"Module training started: `{output}`"),
+               modular_charts.modules_loss_curve(records), gr.skip(), gr.skip())
+        while thread.is_alive():
+            thread.join(timeout=POLL_SECONDS)
+            if _drain(events, stages, records) and thread.is_alive():
+                yield (train_panel.progress_markdown(stages, records), modular_charts.modules_loss_curve(records),
+                       gr.skip(), gr.skip())
+        _drain(events, stages, records)
+    finally:
+        if thread.is_alive():  # the visitor left or the event was cancelled: stop training too
+            cancel.set()
+            logger.info("modular training generator closed: cancelling %s", output)
+        state.cancel = None
+    if "error" in outcome:
+        raise outcome["error"]
+    modular = outcome["modular"]
+    state.use_modules(modular, outcome["tokenizer"], str(output), source_model, label)
+    if modular.info.get("training", {}).get("cancelled"):
+        final = (f"■ **Cancelled.** The modules trained so far are saved in `{output}`; they can be assembled, "
+                 "but expect them to be worse than fully trained ones.")
+    else:
+        final = f"✓ **Modules trained:** `{output}`. Pick a ratio and a priority below to assemble students."
+    yield (train_panel.progress_markdown(stages, records, final), modular_charts.modules_loss_curve(records),
+           _ratio_slider(modular), modules_markdown(state))
+
+
+def _drain(events: queue.Queue, stages: list[dict], records: list[dict]) -> bool:
+    changed = False
+    while True:
+        try:
+            event = events.get_nowait()
+        except queue.Empty:
+            return changed
+        changed = True
+        (stages if event.get("kind") == "stage" else records).append(event)
+
+
+def cancel_modules(settings: AppSettings, state: ModularState) -> str:
+    """Set the running module training's cancel event; it stops after the current step and keeps
+    what it trained."""
+    if state.cancel is None or state.cancel.is_set():
+        gr.Warning("No module training is going on in this tab.")
+        return "Nothing to cancel."
+    state.cancel.set()
+    gr.Info("Cancelling: module training stops after the current step.")
+    return "■ Cancelling after the current step…"
+
+
+@user_errors
+def load_modules(settings: AppSettings, state: ModularState, folder: str | None):
+    """Load modules trained before (a folder written by module training or ``python -m compression
+    modular-train``). Returns ``(modules markdown, ratio slider)``.
+
+    Raises (as ``gr.Error``): no folder typed, a folder outside the allowed folders, not a modular
+    checkpoint or an incomplete one (:class:`compression.errors.ModularError`), no tokenizer saved
+    with its teacher.
+    """
+    from compression.errors import ModelLoadError
+    from compression.load import load_tokenizer
+    from compression.modular import TEACHER_DIR, load_modular
+    from compression.runs import resolve_inside
+
+    text = (folder or "").strip()
+    if not text:
+        raise ModularError(f"type the modules folder (e.g. {settings.runs_dir / MODULAR_DIR}/<name>)")
+    path = resolve_inside(text, list(settings.allowed_dirs))
+    modular = load_modular(path)
+    try:
+        tokenizer = load_tokenizer(path / TEACHER_DIR)
+    except ModelLoadError:
+        raise ModularError(f"{path / TEACHER_DIR} holds no tokenizer: retrain the modules from the dashboard or "
+                           "with `python -m compression modular-train`, which save it") from None
+    state.use_modules(modular, tokenizer, str(path), str(path / TEACHER_DIR),
+                      getattr(modular.teacher.config, "_name_or_path", None) or path.name)
+    return modules_markdown(state), _ratio_slider(modular)
+
+
+# ------------------------------------------------------------------------------ assembling
+
+def _eval_pairs(settings: AppSettings, state: ModularState, source, train_file, validation_file, text_column,
+                summary_column, eval_samples, max_source_length, max_target_length) -> tuple:
+    """``(documents, references, prefix, max source, max target)`` of the validation pairs to score
+    on (the validation split, else the first training pairs), cached per data choice; a new
+    choice drops the points scored on the old one."""
+    from compression.data import load_pairs, resolve_prefix
+
+    data = train_panel.data_args(settings, source, train_file, validation_file, text_column, summary_column,
+                                 None, eval_samples, max_source_length, max_target_length)
+    key = json.dumps([data.train_file, data.validation_file, data.dataset, data.text_column, data.summary_column,
+                      data.max_eval_samples, data.max_source_length, data.max_target_length])
+    if state.eval_key != key or state.eval_pairs is None:
+        pairs = load_pairs(data)
+        split = pairs["validation"] if "validation" in pairs else pairs["train"]
+        if "validation" not in pairs and data.max_eval_samples:
+            split = split.select(range(min(len(split), data.max_eval_samples)))
+        prefix = resolve_prefix(data, state.modular.teacher)
+        state.eval_pairs = (list(split["document"]), list(split["summary"]), prefix, data.max_source_length,
+                            data.max_target_length)
+        state.eval_key, state.teacher_point, state.points = key, None, []
+    return state.eval_pairs
+
+
+def score_model(model, tokenizer, pairs: tuple, max_new_tokens: int) -> dict:
+    """Quality and size of ``model`` on ``pairs`` (see :func:`_eval_pairs`): ``params``, ``size_mib``
+    (MiB on disk), ``rouge1``/``rouge2``/``rougeL`` (F1, 0-100, greedy summaries of at most
+    ``max_new_tokens`` tokens) and ``validation_loss`` (nats/token), from :mod:`compression.evaluate`."""
+    from compression.config import EvalArgs
+    from compression.evaluate import (compute_validation_loss, count_parameters, generate_summaries,
+                                      rouge_scores, size_on_disk_mib)
+
+    documents, references, prefix, max_source, max_target = pairs
+    args = EvalArgs(max_new_tokens=max_new_tokens, num_beams=1, batch_size=8, latency_samples=0)
+    predictions = generate_summaries(model, tokenizer, documents, prefix=prefix, max_source_length=max_source,
+                                     args=args)
+    rouge = rouge_scores(predictions, references)
+    return {"params": count_parameters(model), "size_mib": size_on_disk_mib(model),
+            **{key: rouge[key]["fmeasure"] for key in ("rouge1", "rouge2", "rougeL")},
+            "validation_loss": compute_validation_loss(model, tokenizer, documents, references, prefix=prefix,
+                                                       max_source_length=max_source, max_target_length=max_target,
+                                                       batch_size=8)}
+
+
+def paired_speedup(teacher, student, tokenizer, pairs: tuple, *, tokens: int = LATENCY_TOKENS,
+                   docs: int = LATENCY_DOCS, repeats: int = LATENCY_REPEATS) -> dict:
+    """Generation speedup of ``student`` over ``teacher``: greedy, batch 1, exactly ``tokens`` new
+    tokens on the first ``docs`` articles (:func:`compression.evaluate.measure_latency`), teacher and
+    student timed alternately ``repeats`` times so machine load hits both alike.
+
+    Returns ``{"speedup": median of teacher/student time ratios (×), "latency_ms": student's median
+    ms per summary, "teacher_latency_ms": teacher's}``.
+    """
+    from compression.evaluate import measure_latency
+
+    documents, _, prefix, max_source, _ = pairs
+    common = dict(prefix=prefix, max_source_length=max_source, max_new_tokens=tokens, batch_size=1)
+    teacher_ms, student_ms = [], []
+    for _ in range(max(1, repeats)):
+        teacher_ms.append(measure_latency(teacher, tokenizer, documents[:docs], **common)["ms_per_sample"])
+        student_ms.append(measure_latency(student, tokenizer, documents[:docs], **common)["ms_per_sample"])
+    return {"speedup": statistics.median(t / s for t, s in zip(teacher_ms, student_ms)),
+            "latency_ms": statistics.median(student_ms), "teacher_latency_ms": statistics.median(teacher_ms)}
+
+
+def _same_model(a: str | None, b: str | None) -> bool:
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except OSError:
+        return False
+
+
+def _run_method(config: dict) -> str:
+    method = str(config.get("method") or "").lower()
+    return "KD" if method in ("kd", "distill", "distillation") or isinstance(config.get("kd"), dict) else "SFT"
+
+
+def run_points(settings: AppSettings, teacher_source: str | None) -> list[dict]:
+    """Students of complete runs in the runs folder whose base model is ``teacher_source``, as chart
+    points: ``method`` ``"KD"`` when the run's ``config.json`` says ``"method": "kd"`` (or holds a
+    ``kd`` section), else ``"SFT"``; layers from ``architecture.json``; ROUGE, validation loss and
+    size from ``metrics.json``; speedup = base latency / student latency as the run measured them.
+    Those runs scored their own validation pairs, which the hover text says."""
+    from compression.runs import list_runs, load_run
+
+    points = []
+    for row in list_runs(settings.runs_dir):
+        if row.get("status") != "complete" or not _same_model(row.get("model"), teacher_source):
+            continue
+        try:
+            run = load_run(row["path"])
+        except CompressionError:
+            continue
+        try:
+            architecture = json.loads((Path(row["path"]) / "architecture.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            architecture = {}
+        base, student = run["metrics"].get("base") or {}, run["metrics"].get("student") or {}
+        layers = architecture.get("student") or {}
+        speedup = None
+        if isinstance(base.get("latency_ms"), (int, float)) and isinstance(student.get("latency_ms"), (int, float)) \
+                and student["latency_ms"] > 0:
+            speedup = base["latency_ms"] / student["latency_ms"]
+        e, d = layers.get("encoder_layers"), layers.get("decoder_layers")
+        points.append({"method": _run_method(run["config"]), "label": f"{e}/{d}" if None not in (e, d) else row["name"],
+                       "encoder_layers": e, "decoder_layers": d, "params": student.get("params"),
+                       "size_mib": student.get("size_mib"), "rouge1": student.get("rouge1"),
+                       "rouge2": student.get("rouge2"), "rougeL": student.get("rougeL"),
+                       "validation_loss": student.get("validation_loss"), "speedup": speedup,
+                       "note": f"run {row['name']} (scored on its own validation pairs)"})
+    return points
+
+
+def points_table(points: list[dict]) -> pd.DataFrame:
+    """One row per point (teacher, assembled students, runs), units in the column names."""
+    def number(value, digits):
+        return round(float(value), digits) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    rows = []
+    for p in points:
+        layers = (f"{p['encoder_layers']}/{p['decoder_layers']}"
+                  if p.get("encoder_layers") is not None and p.get("decoder_layers") is not None else p.get("label"))
+        params = p.get("params")
+        rows.append([modular_charts.METHOD_STYLES.get(p["method"], {}).get("name", p["method"]), layers,
+                     number(p.get("ratio"), 2), number(params / 1e6 if isinstance(params, (int, float)) else None, 3),
+                     number(p.get("size_mib"), 2), number(p.get("rouge1"), 2), number(p.get("rouge2"), 2),
+                     number(p.get("rougeL"), 2), number(p.get("validation_loss"), 4), number(p.get("latency_ms"), 1),
+                     number(p.get("speedup"), 2), ", ".join(p.get("replaced") or []) or None])
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def _all_points(settings: AppSettings, state: ModularState) -> list[dict]:
+    teacher = [state.teacher_point] if state.teacher_point else []
+    return teacher + list(state.points) + run_points(settings, state.teacher_source)
+
+
+@user_errors
+def assemble_and_evaluate(settings: AppSettings, state: ModularState, ratio, priority, max_new_tokens, source,
+                          train_file, validation_file, text_column, summary_column, eval_samples, max_source_length,
+                          max_target_length):
+    """Assemble the student at ``ratio`` with ``priority`` (no training), score it and add its point.
+
+    Scores teacher (once per data choice) and student with :func:`score_model` on the validation
+    pairs of the data settings, and times them with :func:`paired_speedup`. Re-assembling the same
+    modules replaces that point. Returns ``(assembly markdown, assembly plan figure, points table,
+    trade-off figure)``.
+
+    Raises (as ``gr.Error``): no modules yet, a ratio outside 1..max_ratio or an unknown priority
+    (:class:`compression.errors.ModularError`), bad data settings.
+    """
+    from compression.modular import assemble
+
+    if state.modular is None:
+        raise ModularError("no modules yet: train them (Train modules) or load a modules folder first")
+    try:
+        ratio = float(ratio)
+    except (TypeError, ValueError):
+        raise ModularError(f"the compression ratio must be a number (got {ratio!r})") from None
+    new_tokens = train_panel._positive_int(max_new_tokens, "max new tokens")
+    pairs = _eval_pairs(settings, state, source, train_file, validation_file, text_column, summary_column,
+                        eval_samples, max_source_length, max_target_length)
+    student = assemble(state.modular, ratio, priority)
+    teacher = state.modular.teacher
+    record = student.config.modular
+    if state.teacher_point is None:
+        state.teacher_point = {"method": "teacher", "label": "teacher", "ratio": 1.0, "speedup": 1.0,
+                               "encoder_layers": record["teacher_encoder_layers"],
+                               "decoder_layers": record["teacher_decoder_layers"],
+                               **score_model(teacher, state.tokenizer, pairs, new_tokens)}
+    replaced = [span["module"] for span in record["replaced"]]
+    point = {"method": METHOD_OF_PRIORITY[priority], "label": f"{record['encoder_layers']}/{record['decoder_layers']}",
+             "encoder_layers": record["encoder_layers"], "decoder_layers": record["decoder_layers"],
+             "ratio": record["ratio"], "replaced": replaced, "note": f"ratio {record['ratio']:.2f}×",
+             **score_model(student, state.tokenizer, pairs, new_tokens),
+             **paired_speedup(teacher, student, state.tokenizer, pairs)}
+    state.points = [p for p in state.points if (p["method"], p.get("replaced")) != (point["method"], replaced)]
+    state.points.append(point)
+    text = (f"**{point['method']}** at **{record['ratio']:.2f}×** (asked {ratio:.2f}×): encoder "
+            f"{record['teacher_encoder_layers']} → **{record['encoder_layers']}**, decoder "
+            f"{record['teacher_decoder_layers']} → **{record['decoder_layers']}** layers, "
+            f"{point['params'] / 1e6:.2f} M parameters ({100 * point['params'] / state.teacher_point['params']:.0f}% "
+            f"of the teacher). Modules: {', '.join(f'`{m}`' for m in replaced) or 'none (the teacher)'}. "
+            f"On {len(pairs[0])} validation pairs: validation loss **{point['validation_loss']:.4f}** nats/token "
+            f"(teacher {state.teacher_point['validation_loss']:.4f}), ROUGE-1 {point['rouge1']:.2f}, "
+            f"**{point['speedup']:.2f}×** the teacher's generation speed.")
+    depths = {"encoder": record["teacher_encoder_layers"], "decoder": record["teacher_decoder_layers"]}
+    return (text, modular_charts.assembly_plan(depths, record["replaced"]), points_table(_all_points(settings, state)),
+            modular_charts.tradeoff_figure(_all_points(settings, state), pareto=True))
+
+
+def assemble_if_ready(settings: AppSettings, state: ModularState, *values):
+    """:func:`assemble_and_evaluate` for the slider and priority events: before any modules exist it
+    changes nothing (``gr.skip()``) instead of showing an error."""
+    if state.modular is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return assemble_and_evaluate(settings, state, *values)
+
+
+# ------------------------------------------------------------------------------ layout
+
+def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespace:
+    """Lay out the tab's content (call it inside ``with gr.Tab(TAB_TITLE):``) and wire its events.
+
+    Reads ``session`` (the base model of panel 1, the default teacher) and keeps its own
+    :func:`modular_state`. Module training shares ``concurrency_id="gpu"`` (limit 1) with the main
+    Run, so one training job at a time runs on the machine; assembling and scoring runs under
+    ``concurrency_id="assemble"`` (limit 1). API names: ``modular_train``, ``modular_cancel``,
+    ``modular_load``, ``modular_assemble`` (plus ``modular_data_source``, ``modular_file_columns``).
+    """
+    from functools import partial
+
+    state = modular_state()
+    choices = train_panel.data_choices(settings)
+    default = train_panel.XSUM if train_panel.XSUM in choices else train_panel.UPLOAD
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320, elem_classes=["panel"]):
+            gr.Markdown("### Train the modules once\nModular Transformers (Zhou, Le Bras & Choi 2023): each module "
+                        "is one layer trained to replace 2 or more consecutive teacher layers. Trained once, they "
+                        "assemble students of many sizes without retraining.")
+            teacher_folder = gr.Textbox(label="Teacher", elem_id="modular-teacher",
+                                        placeholder="empty: the base model loaded in panel 1; or a local model folder",
+                                        info="Best a fine-tuned summarizer: the modules learn to imitate it")
+            granularities = gr.CheckboxGroup(GRANULARITY_CHOICES, value=[2, 3, 4], elem_id="modular-granularities",
+                                             label="Granularities (teacher layers per module)",
+                                             info="The paper found 2-4 (and 6) fine and 12 harmful")
+            data_source = gr.Dropdown(choices, value=default, label="Dataset", elem_id="modular-data-source")
+            with gr.Group(visible=default == train_panel.UPLOAD) as upload_group:
+                with gr.Row():
+                    train_file = gr.File(label="Training pairs", file_types=[".jsonl", ".json", ".csv", ".parquet"],
+                                         elem_id="modular-train-file", height=120)
+                    validation_file = gr.File(label="Validation pairs (optional)", elem_id="modular-validation-file",
+                                              file_types=[".jsonl", ".json", ".csv", ".parquet"], height=120)
+            with gr.Row():
+                text_column = gr.Dropdown(["document"], value="document", label="Article column",
+                                          allow_custom_value=True, elem_id="modular-text-column")
+                summary_column = gr.Dropdown(["summary"], value="summary", label="Summary column",
+                                             allow_custom_value=True, elem_id="modular-summary-column")
+            with gr.Row():
+                train_samples = gr.Number(1000, label="Pairs to train on", precision=0, minimum=1,
+                                          elem_id="modular-train-samples")
+                eval_samples = gr.Number(8, label="Validation pairs", precision=0, minimum=1,
+                                         elem_id="modular-eval-samples",
+                                         info="Also scores each assembled student: keep it small on a CPU")
+                epochs = gr.Number(1, label="Epochs", minimum=0.01, elem_id="modular-epochs")
+            with gr.Row():
+                batch_size = gr.Slider(1, 64, value=8, step=1, label="Batch size", elem_id="modular-batch-size")
+                learning_rate = gr.Number(3e-4, label="Learning rate", elem_id="modular-learning-rate")
+            with gr.Row():
+                max_source = gr.Slider(16, 1024, value=512, step=16, label="Max source length (tokens)",
+                                       elem_id="modular-max-source")
+                max_target = gr.Slider(8, 256, value=64, step=8, label="Max summary length (tokens)",
+                                       elem_id="modular-max-target")
+            with gr.Row():
+                train = gr.Button("Train modules", variant="primary", elem_id="modular-train-button")
+                cancel = gr.Button("Cancel", variant="stop", elem_id="modular-cancel-button")
+            with gr.Accordion("…or load modules trained before", open=False):
+                modules_folder = gr.Textbox(label="Modules folder", elem_id="modular-folder",
+                                            placeholder=f"{settings.runs_dir / MODULAR_DIR}/<timestamp>-<teacher>")
+                load = gr.Button("Load modules", elem_id="modular-load-button")
+        with gr.Column(scale=3, min_width=420, elem_classes=["panel"]):
+            gr.Markdown("### Live module training")
+            progress = gr.Markdown("Press **Train modules** to train them against the teacher.",
+                                   elem_id="modular-progress")
+            loss = gr.Plot(modular_charts.modules_loss_curve([]), show_label=False, label="Module loss curve",
+                           elem_id="modular-loss-plot")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320, elem_classes=["panel"]):
+            gr.Markdown("### Assemble a student (no training)")
+            modules_info = gr.Markdown("No modules yet: train them, or load a modules folder.",
+                                       elem_id="modular-modules-info")
+            ratio = gr.Slider(1.0, 4.0, value=2.0, step=0.01, interactive=False, elem_id="modular-ratio",
+                              label="Compression ratio (teacher layers / student layers)",
+                              info="Enabled once modules exist")
+            priority = gr.Radio(PRIORITY_CHOICES, value="size", label="Priority", elem_id="modular-priority",
+                                info="Speed-first shortens the decoder first: it runs once per generated token")
+            max_new = gr.Slider(8, 128, value=32, step=8, label="Max new tokens of the scored summaries",
+                                elem_id="modular-max-new")
+            assemble_button = gr.Button("Assemble and evaluate", variant="primary", elem_id="modular-assemble-button")
+            assembly = gr.Markdown(elem_id="modular-assembly")
+            plan = gr.Plot(modular_charts.assembly_plan({"encoder": 0, "decoder": 0}, [], "Assembly: none yet"),
+                           show_label=False, label="Assembly plan", elem_id="modular-plan")
+        with gr.Column(scale=3, min_width=420, elem_classes=["panel"]):
+            tradeoff = gr.Plot(modular_charts.tradeoff_figure([]), show_label=False, label="Trade-off chart",
+                               elem_id="modular-tradeoff")
+            table = gr.Dataframe(pd.DataFrame(columns=TABLE_COLUMNS), label="Scored models", interactive=False,
+                                 wrap=True, elem_id="modular-table")
+
+    data_source.change(train_panel.on_source, data_source, [upload_group, text_column, summary_column],
+                       api_name="modular_data_source", show_progress="hidden")
+    train_file.upload(partial(train_panel.columns_for_file, settings), train_file, [text_column, summary_column],
+                      api_name="modular_file_columns")
+    data_values = [data_source, train_file, validation_file, text_column, summary_column]
+    train.click(partial(train_modules_job, settings),
+                [session, state, teacher_folder, granularities, *data_values, train_samples, eval_samples, epochs,
+                 batch_size, learning_rate, max_source, max_target],
+                [progress, loss, ratio, modules_info], api_name="modular_train", concurrency_limit=1,
+                concurrency_id="gpu")
+    cancel.click(partial(cancel_modules, settings), state, progress, api_name="modular_cancel",
+                 concurrency_limit=None)
+    load.click(partial(load_modules, settings), [state, modules_folder], [modules_info, ratio], api_name="modular_load")
+    assemble_inputs = [state, ratio, priority, max_new, *data_values, eval_samples, max_source, max_target]
+    assemble_outputs = [assembly, plan, table, tradeoff]
+    assemble_button.click(partial(assemble_and_evaluate, settings), assemble_inputs, assemble_outputs,
+                          api_name="modular_assemble", concurrency_limit=1, concurrency_id="assemble")
+    gr.on([ratio.release, priority.change], partial(assemble_if_ready, settings), assemble_inputs, assemble_outputs,
+          api_visibility="private", trigger_mode="always_last", concurrency_limit=1, concurrency_id="assemble")
+    return SimpleNamespace(state=state, teacher_folder=teacher_folder, granularities=granularities,
+                           data_source=data_source, train_file=train_file, validation_file=validation_file,
+                           text_column=text_column, summary_column=summary_column, train_samples=train_samples,
+                           eval_samples=eval_samples, epochs=epochs, batch_size=batch_size,
+                           learning_rate=learning_rate, max_source=max_source, max_target=max_target, train=train,
+                           cancel=cancel, modules_folder=modules_folder, load=load, progress=progress, loss=loss,
+                           modules_info=modules_info, ratio=ratio, priority=priority, max_new=max_new,
+                           assemble=assemble_button, assembly=assembly, plan=plan, tradeoff=tradeoff, table=table)
