@@ -22,6 +22,8 @@ import torch
 
 from .config import EvalArgs
 from .errors import OutOfMemoryError
+from .generation import generate as fast_generate
+from .vocab import to_model_ids
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
@@ -67,8 +69,10 @@ def _encode(tokenizer, texts: list[str], *, prefix: str, max_source_length: int,
 
 
 def _generate(model, batch: dict, **generate_kwargs) -> torch.Tensor:
+    """:func:`compression.generation.generate` (fast greedy path, else ``model.generate``) on a
+    tokenized batch; tokenizer ids in and out, also for a vocabulary-pruned model."""
     try:
-        return model.generate(**batch, do_sample=False, **generate_kwargs)
+        return fast_generate(model, batch["input_ids"], batch.get("attention_mask"), **generate_kwargs)
     except torch.OutOfMemoryError as exc:
         raise _oom_error("generating summaries") from exc
 
@@ -94,7 +98,10 @@ def generate_summaries(model, tokenizer, documents: list[str], *, prefix: str, m
     padding; the outputs are put back in the original order. Decoding is greedy
     (``args.num_beams == 1``) or beam search, never sampling, for at most ``args.max_new_tokens``
     tokens, with special tokens dropped. Runs under ``model.eval()`` and ``torch.inference_mode()``
-    on the model's own device (``transformers`` ``GenerationMixin.generate``).
+    on the model's own device through :func:`compression.generation.generate`: the fast greedy loop,
+    token for token what ``transformers``' ``GenerationMixin.generate`` returns, or ``generate``
+    itself for beam search. A vocabulary-pruned model (:mod:`compression.vocab`) is handled: ids are
+    mapped in and out, so the tokenizer decodes the result as usual.
 
     Raises:
         OutOfMemoryError: the device ran out of memory (lower the batch size or lengths).
@@ -248,6 +255,8 @@ def measure_latency(model, tokenizer, documents: list[str], *, prefix: str, max_
     (``min_new_tokens = max_new_tokens``) so models of different depth or quality are timed on the
     same amount of work. One warm-up batch runs first (untimed); then ``repeats`` passes over all
     documents in batches of ``batch_size`` are timed with ``time.perf_counter`` (CUDA synchronized).
+    Generation goes through :func:`compression.generation.generate` (the fast greedy loop; beam
+    search via ``model.generate``), as :func:`generate_summaries` does.
 
     Returns ``{"ms_per_sample": milliseconds per document, "tokens_per_s": generated tokens per
     second (new tokens of all documents / total time), "batch_size": int}``.
@@ -295,7 +304,10 @@ def compute_validation_loss(model, tokenizer, documents: list[str], references: 
     Sources are ``prefix + document`` truncated to ``max_source_length`` tokens, targets are the
     references truncated to ``max_target_length`` tokens (with EOS); padded label positions are
     -100 and ignored. Sums ``cross_entropy(reduction="sum")`` over all batches and divides by the
-    number of target tokens, so long and short targets weigh by their length.
+    number of target tokens, so long and short targets weigh by their length. For a
+    vocabulary-pruned model (:mod:`compression.vocab`) sources and labels are mapped to its ids
+    first (a target piece outside the kept vocabulary counts as the unknown token), so the loss is
+    over its own, smaller vocabulary.
 
     Raises:
         ValueError: lists differ in length or are empty.
@@ -316,6 +328,8 @@ def compute_validation_loss(model, tokenizer, documents: list[str], references: 
                                max_length=max_target_length, truncation=True, padding=True,
                                return_tensors="pt")
             label_ids = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100).to(device)
+            label_ids = to_model_ids(model, label_ids)
+            batch["input_ids"] = to_model_ids(model, batch["input_ids"])
             try:
                 logits = model(**batch, labels=label_ids).logits
             except torch.OutOfMemoryError as exc:

@@ -9,6 +9,24 @@
 
 Loading goes through transformers' ``BitsAndBytesConfig`` integration, so the result saves with
 ``save_pretrained`` and reloads with ``from_pretrained``. bitsandbytes >= 0.45 also runs on CPU.
+
+What bitsandbytes leaves alone, and the two options that deal with it. bitsandbytes quantizes the
+``nn.Linear`` layers only: the shared embedding (tied to ``lm_head``, which transformers also skips)
+and T5's feed-forward output layers ``wo`` (``T5PreTrainedModel._keep_in_fp32_modules``) stay in
+the dtype they are loaded in. At t5-small's shape the 32,128 x 512 embedding alone is 63 MiB in
+float32, more than all the 8-bit layers of a 3/3 student together. Hence:
+
+- ``rest_dtype`` (default ``"bfloat16"``): load those unquantized weights (embedding, ``lm_head``,
+  ``wo``, layer norms) in bfloat16 instead of float32 - half their bytes on disk and in memory. The
+  saved folder reloads with plain ``from_pretrained`` in the same dtypes.
+- ``vocab_texts``: prune the vocabulary to the token ids these texts use before quantizing
+  (:mod:`compression.vocab`, TextPruner's vocabulary pruning), which shrinks the embedding to the
+  kept rows.
+
+``wo`` itself is *not* quantized: a checkpoint with an 8/4-bit ``wo`` cannot be reloaded by plain
+``transformers`` (T5 forces ``wo`` out of quantization when loading, and then meets int8 weights),
+so quantizing it would break the "reloads with ``from_pretrained`` alone" promise.
+``benchmarks/size.py`` measures each choice's size and validation-loss cost.
 """
 
 from __future__ import annotations
@@ -21,6 +39,9 @@ import torch
 from .errors import ModelLoadError, NotSeq2SeqError, QuantizationError, RemoteCodeError
 
 QUANT_MODES = ("none", "8bit", "4bit", "fp4", "fp16", "bf16")
+#: ``quantize(..., mode=AUTO_MODE)`` picks :func:`fastest_mode` for the device.
+AUTO_MODE = "auto"
+REST_DTYPES = ("bfloat16", "float32")
 _BNB_MODES = ("8bit", "4bit", "fp4")
 _HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
 # bitsandbytes logs a warning on every 8-bit matmul of fp32 inputs (the cast is expected here).
@@ -39,6 +60,46 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bfloat16 matrix instructions (AVX512-BF16 or AMX-BF16), the
+    condition under which oneDNN runs bf16 matmuls faster than float32 (``/proc/cpuinfo`` flags, else
+    ``torch.ops.mkldnn._is_mkldnn_bf16_supported``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    except OSError:
+        pass
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def fastest_mode(device: str | torch.device = "cpu") -> str:
+    """The quantization mode that generates fastest on ``device``, chosen by measurement.
+
+    - CUDA: ``"bf16"`` (tensor cores; bitsandbytes' 8/4-bit kernels dequantize on the fly and are
+      slower than bf16 at these model sizes, Dettmers et al. 2022 section 5).
+    - CPU with native bf16 (:func:`cpu_supports_bf16`): ``"bf16"``. Measured by
+      ``benchmarks/size.py`` on a 2-core AMD EPYC with AVX512-BF16 (t5-small-shaped 3/3 student,
+      greedy, batch 1, one thread; speedup over float32, median of alternated pairs): bf16 1.76x,
+      bitsandbytes 4-bit with bf16 rest 1.72x, 8-bit with bf16 rest 1.49x, 8-bit with float32 rest
+      1.20x (``benchmarks/results/size.json``). bitsandbytes' CPU kernels dequantize their weights
+      at every matmul, so they gain only by moving fewer bytes, and bf16 gains that and more.
+    - other CPUs: ``"none"`` (float32): without bf16 instructions half precision is emulated.
+
+    This is a speed choice; for the smallest file use ``"8bit"``/``"4bit"`` with the defaults of
+    :func:`quantize`.
+    """
+    target = _resolve_device(device)
+    if target.type == "cuda":
+        return "bf16"
+    return "bf16" if cpu_supports_bf16() else "none"
+
+
 def _bnb_config(mode: str, device: torch.device):
     try:
         import bitsandbytes  # noqa: F401
@@ -54,6 +115,9 @@ def _bnb_config(mode: str, device: torch.device):
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4" if mode == "4bit" else "fp4",
         bnb_4bit_compute_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+        # QLoRA's double quantization (Dettmers et al. 2023, section 3): the per-block absmax
+        # constants are themselves quantized, ~0.37 bits per weight less
+        bnb_4bit_use_double_quant=True,
     )
 
 
@@ -106,30 +170,70 @@ def _smoke_test(model, mode: str) -> None:
         ) from exc
 
 
-def quantize(model_dir: str | Path, mode: str, *, device: str | torch.device = "auto"):
+def _pruned_copy(model_dir: Path, texts, workdir: Path) -> Path:
+    """Prune the float checkpoint in ``model_dir`` to ``texts``' vocabulary into ``workdir``."""
+    from .load import load_tokenizer
+    from .vocab import prune_for_texts
+
+    tokenizer = load_tokenizer(model_dir)
+    pruned = prune_for_texts(_load(model_dir), tokenizer, texts)
+    pruned.save_pretrained(workdir)
+    return workdir
+
+
+def quantize(model_dir: str | Path, mode: str, *, device: str | torch.device = "auto",
+             rest_dtype: str = "bfloat16", vocab_texts=None):
     """Load the float32 checkpoint in ``model_dir`` quantized as ``mode``; returned in eval mode.
 
-    ``mode`` is one of :data:`QUANT_MODES`. bitsandbytes modes load with
-    ``AutoModelForSeq2SeqLM.from_pretrained(model_dir, quantization_config=BitsAndBytesConfig(...),
-    device_map={"": device})`` and run one tiny forward pass to check the kernels work on this
-    device; ``fp16``/``bf16`` load in float32 and cast with ``.to(dtype)``. ``device`` is ``"auto"``
-    (CUDA when visible, else CPU), ``"cpu"``, ``"cuda"`` or a ``torch.device``.
-    ``trust_remote_code`` is never set.
+    ``mode`` is one of :data:`QUANT_MODES`, or :data:`AUTO_MODE` for :func:`fastest_mode` on the
+    device. bitsandbytes modes load with ``AutoModelForSeq2SeqLM.from_pretrained(model_dir,
+    quantization_config=BitsAndBytesConfig(...), device_map={"": device}, dtype=rest_dtype)`` and
+    run one tiny forward pass to check the kernels work on this device; ``fp16``/``bf16`` load in
+    float32 and cast with ``.to(dtype)``. ``device`` is ``"auto"`` (CUDA when visible, else CPU),
+    ``"cpu"``, ``"cuda"`` or a ``torch.device``. ``trust_remote_code`` is never set.
+
+    Args:
+        rest_dtype: for the bitsandbytes modes, the dtype of the weights bitsandbytes does not
+            quantize (embedding, ``lm_head``, T5's ``wo``, norms): ``"bfloat16"`` (default, half
+            the bytes) or ``"float32"`` (bitsandbytes' plain behaviour). Ignored by other modes.
+        vocab_texts: optional texts (sources with their prefix, and summaries) whose token ids the
+            model keeps; the rest of the vocabulary is pruned before quantizing
+            (:func:`compression.vocab.prune_for_texts`). Needs the tokenizer in ``model_dir``.
+            The result maps ids through ``config.vocab_pruning``; generate and evaluate it with
+            :mod:`compression.generation` / :mod:`compression.evaluate`, which apply the mapping.
 
     Raises:
-        QuantizationError: unknown mode or device; bitsandbytes missing, broken, or unable to run
-            on this device (the message says which modes to use instead).
-        ModelLoadError: ``model_dir`` is not a loadable model folder.
+        QuantizationError: unknown mode, device or rest dtype; bitsandbytes missing, broken, or
+            unable to run on this device (the message says which modes to use instead).
+        ModelLoadError: ``model_dir`` is not a loadable model folder (or has no tokenizer when
+            ``vocab_texts`` is given).
         NotSeq2SeqError, RemoteCodeError: the checkpoint is not a built-in encoder-decoder.
+        DatasetError: ``vocab_texts`` is empty.
     """
+    if mode == AUTO_MODE:
+        mode = fastest_mode(device)
     if mode not in QUANT_MODES:
-        raise QuantizationError(f"unknown quantization mode {mode!r}: choose one of {', '.join(QUANT_MODES)}")
+        raise QuantizationError(f"unknown quantization mode {mode!r}: choose one of "
+                                f"{', '.join(QUANT_MODES + (AUTO_MODE,))}")
+    if rest_dtype not in REST_DTYPES:
+        raise QuantizationError(f"unknown rest dtype {rest_dtype!r}: choose {' or '.join(REST_DTYPES)}")
     model_dir = Path(model_dir)
     target = _resolve_device(device)
+    if vocab_texts is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="pruned-") as workdir:
+            source = _pruned_copy(model_dir, vocab_texts, Path(workdir))
+            return _quantize_folder(source, mode, target, rest_dtype)
+    return _quantize_folder(model_dir, mode, target, rest_dtype)
+
+
+def _quantize_folder(model_dir: Path, mode: str, target: torch.device, rest_dtype: str):
     if mode in _BNB_MODES:
         config = _bnb_config(mode, target)
         try:
-            model = _load(model_dir, quantization_config=config, device_map={"": str(target)})
+            model = _load(model_dir, quantization_config=config, device_map={"": str(target)},
+                          dtype=getattr(torch, rest_dtype))
         except (ImportError, RuntimeError) as exc:
             raise QuantizationError(
                 f"bitsandbytes could not quantize to {mode} on {target} ({exc}): run "

@@ -114,3 +114,70 @@ def test_save_quantized_round_trips_and_shrinks(tmp_path, byt5_tokenizer):
     reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "nf4", device_map={"": "cpu"}).eval()
     assert reloaded.is_loaded_in_4bit
     assert torch.equal(generate_ids(reloaded, byt5_tokenizer), expected)
+
+
+# ---- size options: rest dtype, vocabulary pruning, fastest mode ---------------------------------
+
+def test_rest_dtype_halves_what_bitsandbytes_leaves(tmp_path, byt5_tokenizer):
+    import bitsandbytes as bnb
+
+    model_dir = save_tiny(tmp_path / "t5-64", byt5_tokenizer, d_model=64, d_kv=16, d_ff=128)
+    compact = load_bnb(model_dir, "8bit")  # default rest_dtype="bfloat16"
+    plain = quantize(model_dir, "8bit", device="cpu", rest_dtype="float32")
+    for model, dtype in ((compact, torch.bfloat16), (plain, torch.float32)):
+        assert model.shared.weight.dtype == dtype
+        assert model.decoder.block[0].layer[2].DenseReluDense.wo.weight.dtype == dtype
+        assert isinstance(model.decoder.block[0].layer[2].DenseReluDense.wi, bnb.nn.Linear8bitLt)
+        assert generate_ids(model, byt5_tokenizer).shape == (1, 5)
+    small = save_quantized(compact, byt5_tokenizer, tmp_path / "compact")
+    large = save_quantized(plain, byt5_tokenizer, tmp_path / "plain")
+    assert small < large
+    with pytest.raises(QuantizationError, match="rest dtype"):
+        quantize(model_dir, "8bit", device="cpu", rest_dtype="int8")
+
+
+def test_4bit_with_pruned_vocabulary_loads_generates_and_reloads(tmp_path, byt5_tokenizer):
+    from transformers import AutoModelForSeq2SeqLM
+
+    from compression.generation import generate
+    from compression.vocab import pruning_info
+    from conftest import ARTICLES
+
+    model_dir = save_tiny(tmp_path / "t5-64", byt5_tokenizer, d_model=64, d_kv=16, d_ff=128)
+    texts = [PREFIX + a for a, _ in ARTICLES] + [s for _, s in ARTICLES]
+    model = load_bnb_options(model_dir, "4bit", vocab_texts=texts)
+    info = pruning_info(model)
+    assert info is not None and info["original_vocab_size"] == 384
+    assert model.shared.weight.shape[0] == len(info["kept_ids"]) < 384
+    batch = byt5_tokenizer([PREFIX + ARTICLES[2][0]], return_tensors="pt")
+    out = generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=4, min_new_tokens=4)
+    assert out.shape == (1, 5) and set(out.flatten().tolist()) <= set(info["kept_ids"])
+    full_size = save_quantized(quantize(model_dir, "4bit", device="cpu"), byt5_tokenizer, tmp_path / "full")
+    size = save_quantized(model, byt5_tokenizer, tmp_path / "pruned")
+    assert size < full_size
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "pruned", device_map={"": "cpu"}).eval()
+    assert pruning_info(reloaded) == info
+    assert torch.equal(generate(reloaded, batch["input_ids"], batch["attention_mask"], max_new_tokens=4,
+                                min_new_tokens=4), out)
+
+
+def load_bnb_options(model_dir, mode, **options):
+    try:
+        return quantize(model_dir, mode, device="cpu", **options)
+    except QuantizationError as exc:
+        if "bitsandbytes" in str(exc) and "import" in str(exc):
+            pytest.skip(f"bitsandbytes CPU backend unavailable: {exc}")
+        raise
+
+
+def test_auto_mode_is_the_fastest_mode(tiny_t5_dir, monkeypatch):
+    from compression import quantize as q
+
+    assert q.fastest_mode("cpu") == ("bf16" if q.cpu_supports_bf16() else "none")
+    monkeypatch.setattr(q, "cpu_supports_bf16", lambda: False)
+    assert q.fastest_mode("cpu") == "none"
+    model = quantize(tiny_t5_dir, q.AUTO_MODE, device="cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    monkeypatch.setattr(q, "cpu_supports_bf16", lambda: True)
+    model = quantize(tiny_t5_dir, q.AUTO_MODE, device="cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
