@@ -38,7 +38,7 @@ HUB_DATASETS = {
 }
 TEXT_GUESSES = ("document", "article", "text", "content", "source", "body")
 SUMMARY_GUESSES = ("summary", "highlights", "headline", "title", "target", "abstract")
-QUANT_CHOICES = ("none", "8bit", "4bit", "fp4", "fp16", "bf16")
+QUANT_CHOICES = ("auto", "none", "8bit", "4bit", "fp4", "fp16", "bf16")
 POLL_SECONDS = 1.0
 
 
@@ -424,8 +424,8 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
             freeze_encoder = gr.Checkbox(False, label="Freeze encoder", elem_id="freeze-encoder")
         with gr.Accordion("Evaluation and quantization", open=False):
             with gr.Row():
-                quantize = gr.Dropdown(list(QUANT_CHOICES), value="8bit", label="Quantize the student",
-                                       info="8bit/4bit/fp4: bitsandbytes; fp16/bf16: half precision",
+                quantize = gr.Dropdown(list(QUANT_CHOICES), value="auto", label="Quantize the student",
+                                       info="auto: the fastest on this device; 8bit/4bit/fp4: bitsandbytes; fp16/bf16: half precision",
                                        elem_id="quantize")
                 eval_beams = gr.Slider(1, 8, value=1, step=1, label="Beams", elem_id="eval-beams")
                 eval_max_new = gr.Slider(8, 256, value=64, step=8, label="Max new tokens", elem_id="eval-max-new")

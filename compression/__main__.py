@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     quantize = commands.add_parser("quantize", help="bitsandbytes 8/4-bit or half precision copy of a checkpoint")
     quantize.add_argument("--model", required=True, help="local checkpoint folder")
-    quantize.add_argument("--mode", default="8bit", help="8bit, 4bit (NF4), fp4, fp16 or bf16")
+    quantize.add_argument("--mode", default="8bit", help="8bit, 4bit (NF4), fp4, fp16, bf16, or auto (the fastest "
+                                                         "on this device)")
     quantize.add_argument("--device", default="auto")
     quantize.add_argument("--output", required=True)
 
@@ -137,7 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(run)
     add_dataclass_flags(run, TrainArgs)
     add_dataclass_flags(run, EvalArgs, rename=EVAL_RENAMES)
-    run.add_argument("--quantize", default="8bit", help="8bit, 4bit, fp4, fp16, bf16 or none (default: 8bit)")
+    run.add_argument("--quantize", default="auto",
+                     help="auto (the fastest mode on this device), 8bit, 4bit, fp4, fp16, bf16 or none (default: auto)")
+    run.add_argument("--prune-vocab", action="store_true",
+                     help="keep only the vocabulary the data uses in the quantized copy (smaller, faster)")
     run.add_argument("--output", help="run folder (default: runs/<timestamp>-<name>)")
     run.add_argument("--name", help="run name used in the default folder")
 
@@ -306,7 +310,7 @@ def cmd_run(args) -> None:
     data, train_args, eval_args = from_flags(DataArgs, args), from_flags(TrainArgs, args), from_flags(EvalArgs, args, EVAL_RENAMES)
     output = args.output or str(RunFolder.default_path("runs", args.name or Path(args.model).name))
     config = RunConfig(model=args.model, output_dir=output, shrink=shrink, data=data, train=train_args,
-                       eval=eval_args, quantize=args.quantize, name=args.name)
+                       eval=eval_args, quantize=args.quantize, prune_vocab=args.prune_vocab, name=args.name)
     from .pipeline import run_sft
 
     result = run_sft(config, token=_token(), tokenizer=args.tokenizer, progress_bar=not args.json)

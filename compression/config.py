@@ -73,7 +73,7 @@ class TrainArgs:
 
     ``bf16``: ``"auto"`` uses bf16 autocast where the device supports it, ``"yes"``/``"no"`` force it.
     ``device``: ``"auto"`` picks CUDA, then Apple MPS, then CPU.
-    ``eval_steps``: validation loss every N optimizer steps (``None``: about 5 times per run).
+    ``eval_steps``: validation loss every N optimizer steps (``None``: half-way and at the end).
     """
 
     epochs: float = 1.0
@@ -129,8 +129,11 @@ class EvalArgs:
 class RunConfig:
     """One whole SFT run: base checkpoint -> shrink -> fine-tune -> evaluate -> quantize -> export.
 
-    ``model`` is a hub id or a local folder. ``quantize`` is ``"none"``, ``"8bit"``, ``"4bit"``
-    (NF4), ``"fp4"``, ``"fp16"`` or ``"bf16"``.
+    ``model`` is a hub id or a local folder. ``quantize`` is ``"auto"`` (the mode that generates
+    fastest on the device, :func:`compression.quantize.fastest_mode`), ``"none"``, ``"8bit"``,
+    ``"4bit"`` (NF4), ``"fp4"``, ``"fp16"`` or ``"bf16"``. ``prune_vocab`` keeps only the vocabulary
+    the training and validation texts use in the quantized copy (:mod:`compression.vocab`): a smaller,
+    faster model, at the cost of mapping unseen tokens to ``<unk>`` on new text.
     """
 
     model: str
@@ -139,7 +142,8 @@ class RunConfig:
     data: DataArgs = field(default_factory=DataArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
     eval: EvalArgs = field(default_factory=EvalArgs)
-    quantize: str = "8bit"
+    quantize: str = "auto"
+    prune_vocab: bool = False
     name: str | None = None
 
     def to_dict(self) -> dict:

@@ -21,7 +21,7 @@ from .evaluate import evaluate_model, percent_of_base
 from .export import save_model
 from .layers import shrink
 from .load import describe_model, load_model, load_tokenizer, model_family
-from .quantize import quantize, save_quantized
+from .quantize import AUTO_MODE, fastest_mode, quantize, save_quantized
 from .runs import RunFolder
 from .train import finetune
 
@@ -140,14 +140,19 @@ def _run(config, run, on_progress, cancel, token, tokenizer, base, progress_bar)
     student_dir = save_model(student, tok, run.path / "student", card=card)
 
     metrics["quantized"] = None
-    if config.quantize != "none":
-        _emit("quantize", f"quantizing the student ({config.quantize})")
-        quantized = quantize(student_dir, config.quantize, device=config.train.device)
+    mode = fastest_mode(config.train.device) if config.quantize == AUTO_MODE else config.quantize
+    if mode != "none" or config.prune_vocab:
+        _emit("quantize", f"quantizing the student ({mode}{', pruned vocabulary' if config.prune_vocab else ''})")
+        texts = None
+        if config.prune_vocab:
+            texts = [prefix + text for split in pairs.values() for text in split["document"]]
+            texts += [text for split in pairs.values() for text in split["summary"]]
+        quantized = quantize(student_dir, mode, device=config.train.device, vocab_texts=texts)
         metrics["quantized"] = evaluate_model(quantized, tok, documents, references, **evaluation)
         metrics["quantized"]["percent_of_base"] = percent_of_base(metrics["quantized"], metrics["base"])
-        metrics["quantized"]["mode"] = config.quantize
-        save_quantized(quantized, tok, run.path / "quantized",
-                       card=dict(card, quantization=config.quantize, metrics=metrics))
+        metrics["quantized"]["mode"] = mode
+        metrics["quantized"]["pruned_vocab"] = config.prune_vocab
+        save_quantized(quantized, tok, run.path / "quantized", card=dict(card, quantization=mode, metrics=metrics))
 
     rows = []
     for i in range(min(SUMMARY_ROWS, len(documents))):
@@ -191,7 +196,6 @@ def load_run_models(run_dir: str | Path, *, token: str | None = None) -> dict:
     run_dir = Path(run_dir)
     models = {"base": load_model(record["config"]["model"], token=token)}
     models["student"] = load_model(run_dir / "student")
-    quantized = record["config"].get("quantize", "none")
-    if quantized != "none" and (run_dir / "student").is_dir():
-        models["quantized"] = (quantize(run_dir / "student", quantized), models["student"][1])
+    if (run_dir / "quantized" / "config.json").is_file():
+        models["quantized"] = load_model(run_dir / "quantized")
     return models

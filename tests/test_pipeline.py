@@ -162,3 +162,15 @@ def test_cli_finetune_saves_model_beside_its_loss_log(tiny_t5_dir, tiny_jsonl, t
     assert (tmp_path / "teacher" / "model.safetensors").is_file()
     assert len((tmp_path / "teacher" / "loss_log.jsonl").read_text().splitlines()) >= 2
     assert main(argv) == 0  # fine-tuning again into the same folder replaces the model
+
+
+def test_run_sft_auto_quantization_with_pruned_vocabulary(tiny_t5_dir, tiny_jsonl, tmp_path):
+    from compression.quantize import fastest_mode
+
+    config = tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "run", quantize="auto", prune_vocab=True,
+                         train=TrainArgs(batch_size=8, max_steps=1))
+    result = run_sft(config, progress_bar=False)
+    quantized = result["metrics"]["quantized"]
+    assert quantized["mode"] == fastest_mode("cpu") and quantized["pruned_vocab"] is True
+    saved = json.loads((Path(result["run_dir"]) / "quantized" / "config.json").read_text())
+    assert saved["vocab_size"] < 384 and "vocab_pruning" in saved
