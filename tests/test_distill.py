@@ -28,16 +28,6 @@ from compression.layers import shrink
 from conftest import ARTICLES, tiny_bart_config, tiny_t5_config
 
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread, and the test machines' cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _batch(tokenizer, model, rows=4):
     sources = tokenizer([a for a, _ in ARTICLES[:rows]], max_length=48, truncation=True)
     targets = tokenizer(text_target=[s for _, s in ARTICLES[:rows]], max_length=24, truncation=True)

@@ -8,16 +8,6 @@ import torch
 from compression.generation import fast_path_reason, generate
 from conftest import tiny_bart_config, tiny_t5_config
 
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from two threads, and on a busy machine OpenMP barriers stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 def build(family: str, **overrides):
     from transformers import BartForConditionalGeneration, T5ForConditionalGeneration
 

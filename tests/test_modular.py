@@ -34,16 +34,6 @@ from compression.modular import (
 from conftest import ARTICLES, tiny_bart_config, tiny_t5_config
 
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread, and the test machines' cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _inputs(seed=1, batch=2, src=9, tgt=6):
     generator = torch.Generator().manual_seed(seed)
     return {"input_ids": torch.randint(3, 300, (batch, src), generator=generator),

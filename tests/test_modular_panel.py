@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-
 import gradio as gr
 import pytest
-import torch
 
 from components import modular_charts, modular_panel, train_panel
 from components.modular_panel import ModularState
 from components.state import AppSettings, Session, session_state
 from compression.modular import ModularModel, save_modular
 from compression.runs import RunFolder
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

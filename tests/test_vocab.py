@@ -20,16 +20,6 @@ from conftest import ARTICLES, tiny_bart_config, tiny_t5_config
 PREFIX = "summarize: "
 TEXTS = [PREFIX + a for a, _ in ARTICLES] + [s for _, s in ARTICLES]
 
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from two threads, and on a busy machine OpenMP barriers stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 def t5(**overrides):
     from transformers import T5ForConditionalGeneration
 
