@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 
 from compression.config import DataArgs, TrainArgs
-from compression.data import load_pairs, resolve_prefix, tokenize_pairs
+from compression.data import load_pairs, make_collator, resolve_prefix, tokenize_pairs
 from compression.errors import CompressionError, OutOfMemoryError
 from compression.train import (
     LAST_CHECKPOINT,
     LOSS_LOG,
     TrainResult,
     bf16_enabled,
+    cpu_has_native_bf16,
     evaluate_loss,
+    fast_attention,
     finetune,
     resolve_device,
+    restore_forward,
+    sort_by_length,
 )
 from conftest import tiny_bart_config, tiny_t5_config
 
@@ -219,7 +224,11 @@ def test_device_and_bf16_helpers():
         if not torch.backends.mps.is_available():
             assert resolve_device("auto") == torch.device("cpu")
     cpu = torch.device("cpu")
-    assert bf16_enabled(TrainArgs(bf16="auto"), cpu) is False
+    # "auto" on a CPU: bf16 exactly where the CPU has bf16 matrix instructions (AVX512-BF16 or AMX).
+    assert bf16_enabled(TrainArgs(bf16="auto"), cpu) is cpu_has_native_bf16()
+    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
+    if flags:
+        assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
     assert bf16_enabled(TrainArgs(bf16="yes"), cpu) is True
     assert bf16_enabled(TrainArgs(bf16="no"), torch.device("cuda")) is False
 
@@ -227,7 +236,53 @@ def test_device_and_bf16_helpers():
 def test_bf16_on_cpu_trains(tiny_jsonl, byt5_tokenizer, tmp_path):
     model = _model("t5")
     train, validation = _tokenized(tiny_jsonl, byt5_tokenizer, model)
+    assert model.config._attn_implementation == "sdpa"
+    seen = []  # attention implementation while training: eager under CPU bf16 (fast_attention)
     result = finetune(model, byt5_tokenizer, train, validation, _fast(epochs=1, bf16="yes"), tmp_path / "out",
+                      on_progress=lambda record: seen.append(model.config._attn_implementation),
                       progress_bar=False)
+    assert seen and set(seen) == {"eager"}
+    assert model.config._attn_implementation == "sdpa"  # switched back afterwards
     assert result.steps == 2 and result.eval_loss is not None and result.eval_loss == result.eval_loss
     assert next(model.parameters()).dtype == torch.float32  # autocast, weights stay fp32
+    # accelerate's autocast patch of forward is undone: later generation runs in fp32, not bf16.
+    assert "forward" not in vars(model) and "_original_forward" not in vars(model)
+    batch = make_collator(byt5_tokenizer, model)([validation[0]])
+    assert model(**batch).logits.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(**batch).logits.dtype == torch.bfloat16  # the class forward, untouched
+
+
+def test_restore_forward_leaves_unpatched_models_alone():
+    model = _model("t5")
+    restore_forward(model)
+    assert "forward" not in vars(model)
+
+
+def test_fast_attention_only_for_cpu_bf16():
+    model = _model("bart")
+    assert fast_attention(model, torch.device("cpu"), bf16=False)() is None
+    assert model.config._attn_implementation == "sdpa"
+    restore = fast_attention(model, torch.device("cpu"), bf16=True)
+    assert model.config._attn_implementation == "eager"
+    restore()
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_padding_fraction_and_length_sorted_validation(tiny_jsonl, byt5_tokenizer, tmp_path):
+    model = _model("t5")
+    train, validation = _tokenized(tiny_jsonl, byt5_tokenizer, model)
+    ordered = sort_by_length(validation)
+    lengths = [(len(row["input_ids"]), len(row["labels"])) for row in ordered]
+    assert lengths == sorted(lengths, reverse=True) and len(ordered) == len(validation)
+    assert sort_by_length([1, 2]) == [1, 2]  # not a datasets.Dataset: unchanged
+    # One batch of all 8 pairs: padding = 1 - real / (rows x longest source + rows x longest target).
+    result = finetune(model, byt5_tokenizer, train, None, _fast(epochs=1, batch_size=len(train)),
+                      tmp_path / "out", progress_bar=False)
+    sources = [len(ids) for ids in train["input_ids"]]
+    targets = [len(ids) for ids in train["labels"]]
+    padded = len(train) * (max(sources) + max(targets))
+    assert result.padding_fraction == pytest.approx(1 - (sum(sources) + sum(targets)) / padded)
+    # The validation loss does not depend on the evaluation order.
+    assert evaluate_loss(model, byt5_tokenizer, ordered) == pytest.approx(
+        evaluate_loss(model, byt5_tokenizer, validation), rel=1e-5)

@@ -1,0 +1,81 @@
+"""benchmarks.common and the suite runner: smoke tests on trivial callables (never timings)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import common, run
+
+
+def test_alternate_runs_a_then_b_and_takes_reported_seconds():
+    calls = []
+
+    def a():
+        calls.append("a")
+        return 2.0
+
+    def b():
+        calls.append("b")
+        return 1.0 if len(calls) < 4 else 4.0
+
+    result = common.alternate(a, b, repeats=3)
+    assert calls == ["a", "b"] * 3
+    assert result["a"] == [2.0, 2.0, 2.0] and result["b"] == [1.0, 4.0, 4.0]
+    assert result["ratio_median"] == 0.5 and result["ratio_min"] == 0.5 and result["ratio_max"] == 2.0
+    assert result["a_median"] == 2.0 and result["b_median"] == 4.0
+
+
+def test_alternate_times_callables_that_return_none():
+    result = common.alternate(lambda: None, lambda: None, repeats=2)
+    assert len(result["a"]) == len(result["b"]) == 2 and all(t >= 0 for t in result["a"] + result["b"])
+    with pytest.raises(ValueError):
+        common.alternate(lambda: None, lambda: None, repeats=0)
+
+
+def test_time_call_warms_up_first():
+    calls = []
+    times = common.time_call(lambda: calls.append(1), repeats=3, warmup=2)
+    assert len(calls) == 5 and len(times) == 3
+
+
+def test_format_table_aligns_and_fills_missing():
+    text = common.format_table([{"name": "a", "x": 1234.5, "n": 3}, {"name": "bb", "x": 0.5}], ["name", "x", "n"])
+    lines = text.splitlines()
+    assert lines[0].split() == ["name", "x", "n"]
+    assert set(lines[1]) <= {"-", " "}
+    assert lines[2].split() == ["a", "1,234", "3"] and lines[3].split() == ["bb", "0.500", "-"]
+    assert len({len(line) for line in lines[:3]}) == 1  # aligned columns
+    markdown = common.markdown_table([{"name": "a", "x": 2.0}], ["name", "x"])
+    assert markdown.splitlines() == ["| name | x |", "|---|---|", "| a | 2.00 |"]
+
+
+def test_write_result_is_json_with_machine(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    path = common.write_result("demo", {"value": 1.5, "bad": float("nan"), "items": (1, 2)})
+    data = json.loads(path.read_text())
+    assert path == tmp_path / "demo.json"
+    assert data["results"] == {"value": 1.5, "bad": None, "items": [1, 2]}
+    machine = data["machine"]
+    assert {"cpu", "cpu_count", "ram_gib", "gpu", "isa", "torch", "transformers", "date"} <= set(machine)
+    assert machine["cpu_count"] >= 1
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_xsum_pairs_without_shared_raises(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "XSUM_DIR", tmp_path / "absent")
+    with pytest.raises(common.SharedDataMissing, match="shared/data/xsum"):
+        common.xsum_pairs("train")
+
+
+def test_runner_skips_missing_modules_and_writes_summary(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(run, "MODULES", ("does_not_exist",))
+    assert run.main(["--quick"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())["results"]
+    assert summary["quick"] is True
+    assert summary["modules"] == {"does_not_exist": {"status": "skipped (module missing)"}}
+    assert "(no results)" in (tmp_path / "summary.md").read_text()
+    assert run.main([]) == 0  # the full mode writes beside the quick tables, under full/
+    assert json.loads((tmp_path / "full" / "summary.json").read_text())["results"]["quick"] is False
