@@ -59,6 +59,7 @@ from .train import (
     _training_arguments,
     bf16_enabled,
     resolve_device,
+    restore_forward,
 )
 
 #: Names of the loss terms, in the order they are logged.
@@ -561,6 +562,7 @@ def run_trainer(model: torch.nn.Module, tokenizer: Any, train_dataset, eval_data
             raise _oom_error(err, args.batch_size) from err
         raise
     finally:
+        restore_forward(model)  # undo accelerate's bf16-autocast patch of model.forward
         model.eval()
     evals = [record["eval_loss"] for record in callback.records if record["kind"] == "eval"]
     return TrainResult(
