@@ -90,8 +90,8 @@ def run_sft(config: RunConfig, *, on_progress: Callable[[dict], None] | None = N
 
 
 def _run(config, run, on_progress, cancel, token, tokenizer, base, progress_bar) -> dict:
-    _emit = _Stages(on_progress)
-    _emit("load", f"loading {config.model}")
+    announce = _Stages(on_progress)
+    announce("load", f"loading {config.model}")
     if base is None:
         base_model, tok = load_model(config.model, tokenizer=tokenizer, token=token)
     else:
@@ -108,33 +108,33 @@ def _run(config, run, on_progress, cancel, token, tokenizer, base, progress_bar)
     train_set = tokenize_pairs(pairs["train"], tok, **lengths)
     validation_set = tokenize_pairs(pairs["validation"], tok, **lengths)
 
-    _emit("shrink", f"keeping encoder {config.shrink.encoder_layers or 'all'}, "
+    announce("shrink", f"keeping encoder {config.shrink.encoder_layers or 'all'}, "
                                  f"decoder {config.shrink.decoder_layers or 'all'} ({config.shrink.strategy})")
     student = shrink(base_model, config.shrink.encoder_layers, config.shrink.decoder_layers, config.shrink.strategy)
     student.config.shrink["teacher"] = config.model
     run.write_json("architecture.json", {"base": describe_model(base_model), "student": describe_model(student)})
 
-    _emit("train", f"fine-tuning on {len(train_set)} pairs for {config.train.epochs:g} epoch(s)")
+    announce("train", f"fine-tuning on {len(train_set)} pairs for {config.train.epochs:g} epoch(s)")
     result = finetune(student, tok, train_set, validation_set, config.train, run.path,
                       on_progress=on_progress, cancel=cancel, progress_bar=progress_bar)
     train_summary = {key: value for key, value in vars(result).items() if key != "log_history"}
     run.write_json("train.json", train_summary)
     if result.cancelled:
         run.mark_cancelled()
-        _emit("done", "cancelled: the loss log and last-checkpoint/ are kept")
+        announce("done", "cancelled: the loss log and last-checkpoint/ are kept")
         return {"run_dir": str(run.path), "status": "cancelled", "metrics": None, "summaries": [],
-                "train": train_summary, "timings": _emit.seconds}
+                "train": train_summary, "timings": announce.seconds}
 
     documents = list(pairs["validation"]["document"])
     references = list(pairs["validation"]["summary"])
     evaluation = dict(prefix=prefix, max_source_length=config.data.max_source_length,
                       max_target_length=config.data.max_target_length, args=config.eval)
-    _emit("evaluate", f"evaluating base and student on {len(documents)} validation pairs")
+    announce("evaluate", f"evaluating base and student on {len(documents)} validation pairs")
     metrics = {"base": evaluate_model(base_model, tok, documents, references, **evaluation)}
     metrics["student"] = evaluate_model(student, tok, documents, references, **evaluation)
     metrics["student"]["percent_of_base"] = percent_of_base(metrics["student"], metrics["base"])
 
-    _emit("export", "saving the student")
+    announce("export", "saving the student")
     card = student_card(config, student, len(train_set),
                         {name: metrics[name] for name in ("base", "student")})
     student_dir = save_model(student, tok, run.path / "student", card=card)
@@ -142,7 +142,7 @@ def _run(config, run, on_progress, cancel, token, tokenizer, base, progress_bar)
     metrics["quantized"] = None
     mode = fastest_mode(config.train.device) if config.quantize == AUTO_MODE else config.quantize
     if mode != "none" or config.prune_vocab:
-        _emit("quantize", f"quantizing the student ({mode}{', pruned vocabulary' if config.prune_vocab else ''})")
+        announce("quantize", f"quantizing the student ({mode}{', pruned vocabulary' if config.prune_vocab else ''})")
         texts = None
         if config.prune_vocab:
             texts = [prefix + text for split in pairs.values() for text in split["document"]]
@@ -161,12 +161,12 @@ def _run(config, run, on_progress, cancel, token, tokenizer, base, progress_bar)
                      **{name: m["predictions"][i] for name, m in metrics.items() if m is not None}})
     run.write_summaries(rows)
     stored = {name: (_without_predictions(m) if m is not None else None) for name, m in metrics.items()}
-    _emit("done", f"run complete: {run.path}")
-    run.write_json("timings.json", _emit.seconds)
+    announce("done", f"run complete: {run.path}")
+    run.write_json("timings.json", announce.seconds)
     run.write_json("metrics.json", stored)
     run.mark_complete()
     return {"run_dir": str(run.path), "status": "complete", "metrics": stored, "summaries": rows,
-            "train": train_summary, "timings": _emit.seconds}
+            "train": train_summary, "timings": announce.seconds}
 
 
 def student_card(config: RunConfig, student, train_samples: int, metrics: dict) -> dict:
