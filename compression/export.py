@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from .errors import CompressionError
+from .files import publish_permissions, staging_dir
 
 # Files save_pretrained writes for the model itself (as opposed to tokenizer files and the card).
 _MODEL_FILE = re.compile(
@@ -174,8 +174,7 @@ def save_model(model, tokenizer, out_dir: str | Path, *, card: dict | None = Non
         raise CompressionError(
             f"{out_dir} already exists and is not a model folder: choose a new or empty output folder"
         )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    staging = staging_dir(out_dir)
     old = None
     try:
         model.save_pretrained(staging)
@@ -186,6 +185,7 @@ def save_model(model, tokenizer, out_dir: str | Path, *, card: dict | None = Non
         for name in keep:
             if (out_dir / name).is_file():
                 shutil.copy2(out_dir / name, staging / name)
+        publish_permissions(staging)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{staging.name.rsplit('-', 1)[-1]}")
             os.replace(out_dir, old)

@@ -19,8 +19,6 @@ from transformers import (
     AutoConfig,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
-    BartConfig,
-    BartForConditionalGeneration,
     ByT5Tokenizer,
     PretrainedConfig,
     PreTrainedModel,

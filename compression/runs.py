@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import PathNotAllowedError, RunError
+from .files import atomic_write_text
 
 DEFAULT_ROOT = Path("runs")
 STATUSES = ("running", "complete", "failed", "cancelled")
@@ -87,21 +86,6 @@ def _clean_floats(value):
 def _dumps(obj, **kwargs) -> str:
     obj = json.loads(json.dumps(obj, default=_json_default))  # numpy etc. -> plain values
     return json.dumps(_clean_floats(strip_secrets(obj)), ensure_ascii=False, allow_nan=False, **kwargs)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent,
-                                         prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
 
 
 class RunFolder:
@@ -170,7 +154,7 @@ class RunFolder:
             PathNotAllowedError: ``relpath`` points outside the run folder.
         """
         path = resolve_inside(self.path / relpath, [self.path])
-        _atomic_write_text(path, _dumps(obj, indent=2) + "\n")
+        atomic_write_text(path, _dumps(obj, indent=2) + "\n")
         return path
 
     def write_config(self, config: dict) -> Path:
@@ -197,7 +181,7 @@ class RunFolder:
             ordered.update({k: v for k, v in row.items() if k not in ordered})
             lines.append(_dumps(ordered))
         path = self.path / "summaries.jsonl"
-        _atomic_write_text(path, "".join(line + "\n" for line in lines))
+        atomic_write_text(path, "".join(line + "\n" for line in lines))
         return path
 
     def _finish(self, status: str, **extra) -> None:

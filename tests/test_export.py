@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import zipfile
 
 import pytest
@@ -36,6 +38,16 @@ def test_save_model_writes_complete_folder_and_round_trips(tmp_path, tiny_t5, by
     assert torch.equal(logits(reloaded, tokenizer), logits(tiny_t5, byt5_tokenizer))
     readme = (out / "README.md").read_text()
     assert "Kept encoder layers: 0, 3" in readme and "Kept decoder layers: 0, 2, 3" in readme
+
+
+def test_saved_folder_is_readable_like_any_written_folder(tmp_path, tiny_t5, byt5_tokenizer):
+    old = os.umask(0o022)
+    try:
+        out = save_model(tiny_t5, byt5_tokenizer, tmp_path / "student")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755  # not mkdtemp's 0700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o644}
 
 
 def test_save_model_replaces_a_model_folder_but_not_other_folders(tmp_path, tiny_t5, byt5_tokenizer):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 
 import pytest
 
 from compression.errors import PathNotAllowedError, RunError
+from compression.files import _umask
 from compression.runs import RunFolder, list_runs, load_run, resolve_inside, slugify, strip_secrets
 
 CONFIG = {"model": "t5-small", "output_dir": "out", "name": "My Run!",
@@ -49,6 +51,7 @@ def test_write_json_is_atomic_and_stays_inside(tmp_path):
         run.write_json("metrics.json", {"a": object()})  # fails before anything is replaced
     assert json.loads(path.read_text()) == {"a": 1, "loss": None}
     assert sorted(p.name for p in run.path.iterdir()) == ["metrics.json", "status.json"]  # no temp files
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask()  # as open() would, not 0600
     with pytest.raises(PathNotAllowedError):
         run.write_json("../escape.json", {})
     assert not (tmp_path / "escape.json").exists()

@@ -1,0 +1,70 @@
+"""Atomic file and folder writes with the permissions a plain ``open()`` would give.
+
+``tempfile`` creates files ``0600`` and folders ``0700`` (private to the owner), which is right for
+secrets but wrong for run folders, checkpoints and benchmark results that other users of a shared
+workstation, a web server or a Space container should be able to read. Everything here is
+written under a temporary name in the target's own folder and renamed with ``os.replace`` (atomic
+on POSIX and Windows), then given the mode the process umask allows (usually ``0644``/``0755``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` so that a reader never sees half a file: a temporary file
+    beside it, flushed to disk, then renamed over ``path``; mode ``0666 & ~umask``. Creates the
+    parent folders. Returns ``path`` as a ``Path``.
+
+    Raises:
+        OSError: the disk refused the write (the temporary file is removed).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def staging_dir(target: str | Path) -> Path:
+    """A new empty folder beside ``target`` (``.<name>.tmp-XXXX``) to build its content in before
+    ``os.replace``-ing it into place; mode ``0777 & ~umask``, not ``mkdtemp``'s ``0700``. Creates
+    ``target``'s parent folders.
+
+    Raises:
+        OSError: the folder could not be created.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    os.chmod(path, 0o777 & ~_umask())
+    return path
+
+
+def publish_permissions(folder: str | Path) -> None:
+    """Give every file under ``folder`` mode ``0666 & ~umask`` and every folder ``0777 & ~umask``
+    (libraries that write through ``tempfile`` leave ``0600`` files behind)."""
+    mask = _umask()
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)
