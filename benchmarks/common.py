@@ -15,17 +15,15 @@ import datetime as _dt
 import json
 import os
 import platform
-import queue
-import signal
 import statistics
 import subprocess
 import sys
-import threading
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from compression.files import atomic_write_text
 
 #: Repository root (the folder holding ``compression/`` and ``benchmarks/``).
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,18 +183,8 @@ def write_result(name: str, payload: dict) -> Path:
     Written to a temporary file in the same folder and renamed, so a reader never sees half a file.
     NaN/inf become ``null``; tensors and numpy scalars become numbers. Returns the path.
     """
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
     text = json.dumps({"machine": machine_info(), "results": _jsonable(payload)}, indent=2)
-    fd, tmp = tempfile.mkstemp(dir=RESULTS_DIR, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(RESULTS_DIR / f"{name}.json", text + "\n")
 
 
 def _cell(value: Any) -> str:
@@ -358,126 +346,41 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-# --------------------------------------------------------------------- time-sliced A/B processes
-#: Lines a child process of :func:`run_interleaved` prints (see :func:`checkpoint`).
-READY, DONE, RESULT = "BENCH_READY", "BENCH_DONE", "BENCH_RESULT"
-
-
-def can_interleave() -> bool:
-    """Whether :func:`run_interleaved` can time-slice processes here (POSIX job-control signals)."""
-    return hasattr(signal, "SIGSTOP") and hasattr(signal, "SIGCONT") and Path("/proc").is_dir()
-
-
-def checkpoint(tag: str) -> None:
-    """In a child of :func:`run_interleaved`: print ``tag`` and stop this process until the parent
-    continues it (``SIGSTOP`` to itself). Without job control (e.g. Windows) it only prints."""
-    print(tag, flush=True)
-    if can_interleave():
-        os.kill(os.getpid(), signal.SIGSTOP)
+# ------------------------------------------------------------------------- one run per process
+#: Prefix of the line a child process of :func:`run_child` prints its result on (see :func:`report`).
+RESULT = "BENCH_RESULT"
 
 
 def report(payload: dict) -> None:
-    """In a child of :func:`run_interleaved`: hand ``payload`` (JSON-able) back to the parent."""
+    """In a child of :func:`run_child`: hand ``payload`` (JSON-able) back to the parent on stdout."""
     print(RESULT + " " + json.dumps(_jsonable(payload)), flush=True)
 
 
-def _stopped(pid: int) -> bool:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return True  # gone
-    return fields[0] in ("T", "t", "Z", "X")
+def run_child(command: list[str], *, env: dict | None = None, timeout_s: float = 3600.0) -> dict:
+    """Run one benchmark child process (``python -m benchmarks.<module> ...``) from the repository root
+    and return the payload it passed to :func:`report`.
 
-
-def _wait_stopped(pid: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not _stopped(pid) and time.monotonic() < deadline:
-        time.sleep(0.002)
-
-
-def run_interleaved(commands: dict[str, list[str]], *, slice_s: float = 2.0, timeout_s: float = 3600.0,
-                    env: dict | None = None) -> dict[str, dict]:
-    """Run benchmark processes one at a time in turns of ``slice_s`` seconds and time each one's work.
-
-    Each command is a child process that sets up (untimed), calls ``checkpoint(READY)``, does the
-    timed work, calls ``checkpoint(DONE)``, then may finish up (untimed) and ``report(payload)``. The
-    parent waits until every child is ready, then continues them in turn (``SIGCONT``), stopping each
-    after ``slice_s`` seconds (``SIGSTOP``) until it reaches ``DONE``: A, B, C, A, B, C ... so that load
-    from other processes on a shared machine falls on every child alike, at the scale of seconds rather
-    than of whole runs. Returns ``{name: {"seconds": running seconds of the timed work, "switches":
-    turns taken, "result": the reported payload}}``. Without job control (not POSIX) the children run
-    one after the other and ``seconds`` is the time from ``READY`` to ``DONE``.
+    One measurement per fresh process, one process at a time: its peak RSS is its own, and no other
+    benchmark process holds memory meanwhile (on this project's VMs two idle processes holding 2.5 GB
+    each slowed a fine-tune run by half, through the page faults of its fresh allocations).
 
     Raises:
-        RuntimeError: a child failed (exit status, last lines of its stderr) or exceeded ``timeout_s``.
+        RuntimeError: the child failed (exit status and the end of its stderr), reported nothing, or
+            ran past ``timeout_s``.
     """
-    logs = {name: tempfile.TemporaryFile(mode="w+") for name in commands}
-    procs = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logs[name], text=True, cwd=ROOT,
-                                    env=env) for name, cmd in commands.items()}
-    lines: dict[str, queue.Queue] = {name: queue.Queue() for name in commands}
-
-    def pump(name: str) -> None:
-        for line in procs[name].stdout:
-            lines[name].put(line.rstrip("\n"))
-        lines[name].put(None)
-
-    for name in commands:
-        threading.Thread(target=pump, args=(name,), daemon=True).start()
-
-    def wait_for(name: str, tag: str, timeout: float | None) -> str | None:
-        deadline = None if timeout is None else time.perf_counter() + timeout
-        while True:
-            remaining = None if deadline is None else max(deadline - time.perf_counter(), 0.0)
-            try:
-                line = lines[name].get(timeout=remaining)
-            except queue.Empty:
-                return None
-            if line is None:
-                procs[name].wait()
-                logs[name].seek(0)
-                tail = logs[name].read()[-3000:]
-                raise RuntimeError(f"benchmark child {name!r} exited ({procs[name].returncode}) before {tag}:\n{tail}")
-            if line.startswith(tag):
-                return line
-
-    out = {name: {"seconds": 0.0, "switches": 0, "result": None} for name in commands}
     try:
-        for name in commands:
-            if wait_for(name, READY, timeout_s) is None:
-                raise RuntimeError(f"benchmark child {name!r} was not ready within {timeout_s} s")
-            _wait_stopped(procs[name].pid)
-        active = list(commands)
-        deadline = time.perf_counter() + timeout_s
-        while active:
-            if time.perf_counter() > deadline:
-                raise RuntimeError(f"benchmark children {active} did not finish within {timeout_s} s")
-            for name in list(active):
-                pid = procs[name].pid
-                start = time.perf_counter()
-                if can_interleave():
-                    os.kill(pid, signal.SIGCONT)
-                finished = wait_for(name, DONE, slice_s if can_interleave() else timeout_s) is not None
-                if not finished:
-                    os.kill(pid, signal.SIGSTOP)
-                    _wait_stopped(pid)
-                out[name]["seconds"] += time.perf_counter() - start
-                out[name]["switches"] += 1
-                if finished:
-                    _wait_stopped(pid)
-                    active.remove(name)
-        for name in commands:
-            if can_interleave():
-                os.kill(procs[name].pid, signal.SIGCONT)
-            line = wait_for(name, RESULT, timeout_s)
-            out[name]["result"] = json.loads(line[len(RESULT):]) if line else None
-            procs[name].wait(timeout=60)
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                if can_interleave():
-                    os.kill(proc.pid, signal.SIGCONT)
-                proc.kill()
-                proc.wait()
-        for handle in logs.values():
-            handle.close()
-    return out
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"benchmark child {' '.join(command[-6:])} ran past {timeout_s:.0f} s") from None
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"benchmark child {' '.join(command[-6:])} failed (exit {done.returncode}):\n"
+                           f"{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len(RESULT):])
+
+
+def child_env() -> dict:
+    """Environment for :func:`run_child`: this one, quiet progress bars, and ``OMP_WAIT_POLICY=PASSIVE``
+    unless set (see ``benchmarks/run.py``)."""
+    return {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}

@@ -14,14 +14,13 @@ batch size (8), learning rate (3e-4), seed (42) and one epoch for every variant:
 * ``project_fp32`` (full mode only): the same with ``bf16="no"``, to show what bf16 autocast buys
   and that it costs no loss.
 
-Each variant runs in its own process and the processes take turns of 2 s (``SIGSTOP``/``SIGCONT``,
-:func:`benchmarks.common.run_interleaved`): A, B, C, D, A, B, ... so that load from other processes
-on a shared machine falls on all of them alike; each is timed only while it runs, from building its
-Trainer to the end of the epoch. Each run reports real tokens/s (source + target tokens that are
-not padding, per second), the fraction of processed (padded) tokens that are padding, the CPU
-seconds, the peak RSS of its process during training (peak CUDA memory on a GPU), the mean training
-loss of the epoch and the validation loss afterwards (fp32, token-weighted,
-``compression.train.evaluate_loss``, the same function for every variant).
+Each run is a fresh process (:func:`benchmarks.common.run_child`), one at a time, alternating A, B, C,
+A, B, C ... with the order rotated every round; it is timed from building its Trainer to the end of
+the epoch. Each run reports real tokens/s (source + target tokens that are not padding, per second),
+the fraction of processed (padded) tokens that are padding, the CPU seconds, the peak RSS of its
+process during training (peak CUDA memory on a GPU), the mean training loss of the epoch and the
+validation loss afterwards (fp32, token-weighted, ``compression.train.evaluate_loss``, the same
+function for every variant).
 
 Distance to the limit: ``torch.matmul`` of two 2048x2048 matrices in fp32 and bf16 (FLOPs = 2 n^3)
 gives the GEMM peak. Training FLOPs are counted exactly with ``torch.utils.flop_counter.FlopCounterMode``
@@ -211,8 +210,8 @@ def _project(model, tokenizer, train, validation, output_dir: Path, train_args):
 
 
 def child_main(variant: str, n_train: int | None, n_validation: int | None) -> None:
-    """One variant in its own process, for :func:`benchmarks.common.run_interleaved`: load the data and
-    the model (untimed), ``READY``, one epoch (timed), ``DONE``, then the fp32 validation loss and the
+    """One variant in its own process, for :func:`benchmarks.common.run_child`: load the data and the
+    model (untimed), one epoch (timed, wall and CPU seconds), then the fp32 validation loss and the
     counts, reported as JSON."""
     import warnings
 
@@ -224,7 +223,6 @@ def child_main(variant: str, n_train: int | None, n_validation: int | None) -> N
     train, validation = load_data(n_train, n_validation, tokenizer)
     model, _ = common.tiny_teacher()
     _memory_reset()
-    common.checkpoint(common.READY)
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     extra = {}
     with tempfile.TemporaryDirectory(prefix=f"bench-{variant}-") as tmp:
@@ -237,41 +235,34 @@ def child_main(variant: str, n_train: int | None, n_validation: int | None) -> N
             extra = {"in_training_eval_loss": result.eval_loss,
                      "evaluations": sum(1 for r in result.log_history if r["kind"] == "eval"),
                      "reported_padding_fraction": result.padding_fraction}
-    cpu_seconds, wall_with_pauses = time.process_time() - cpu_start, time.perf_counter() - wall_start
+    seconds, cpu_seconds = time.perf_counter() - wall_start, time.process_time() - cpu_start
     memory = _memory_peak()
-    common.checkpoint(common.DONE)
     model.float().eval()
     validation_loss = evaluate_loss(model, tokenizer, validation, batch_size=16)
     common.report({"variant": variant, "train_loss": train_loss, "validation_loss": validation_loss,
-                   "cpu_seconds": cpu_seconds, "wall_with_pauses_s": wall_with_pauses,
+                   "seconds": seconds, "cpu_seconds": cpu_seconds,
                    "real_tokens": counter.real, "processed_tokens": counter.processed,
                    "shapes": counter.shapes, **memory, **extra})
 
 
 def run_round(variants: tuple[str, ...], n_train: int | None, n_validation: int | None,
-              flop_model: FlopModel, slice_s: float) -> list[dict]:
-    """One epoch of every variant, each in its own process, time-sliced against each other
-    (:func:`benchmarks.common.run_interleaved`); one row per variant."""
-    import os
+              flop_model: FlopModel) -> list[dict]:
+    """One epoch of every variant in ``variants`` order, each in a fresh process; one row per variant."""
     import sys
 
     argv = [sys.executable, "-m", "benchmarks.finetune", "--train", str(n_train or 0),
             "--validation", str(n_validation or 0)]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}  # see benchmarks/run.py
-    timed = common.run_interleaved({v: argv + ["--variant", v] for v in variants}, slice_s=slice_s, env=env)
     rows = []
     for variant in variants:
-        result, seconds = timed[variant]["result"], timed[variant]["seconds"]
+        result = common.run_child(argv + ["--variant", variant], env=common.child_env())
         flops = sum(flop_model.flops(*shape) for shape in result.pop("shapes"))
+        seconds = result["seconds"]
         rows.append({
             "variant": variant,
-            "seconds": seconds,
             "real_tokens_per_s": result["real_tokens"] / seconds,
             "padding_fraction": 1 - result["real_tokens"] / result["processed_tokens"],
             "gflops_per_s": flops / seconds / 1e9,
             "train_gflop": flops / 1e9,
-            "switches": timed[variant]["switches"],
             **result,
         })
     return rows
@@ -316,13 +307,14 @@ def _summary(rows: list[dict], variants: tuple[str, ...]) -> list[dict]:
 
 
 def run(quick: bool) -> dict:
-    """Run the comparison (quick: 160 train / 40 validation pairs, 1 round; full: 699 / 100, 3 rounds),
+    """Run the comparison (quick: 168 train / 24 validation pairs, 1 round; full: 699 / 100, 3 rounds),
     print the tables, write ``results/finetune.json`` and return the payload."""
     from compression.config import TrainArgs
     from compression.train import bf16_enabled, resolve_device
 
-    n_train, n_validation, repeats = (160, 40, 1) if quick else (None, None, 3)
-    slice_s = 2.0
+    # Quick: a subset with the full set's 7:1 train:validation ratio (699:100), so that the in-training
+    # validation costs the same share of the epoch.
+    n_train, n_validation, repeats = (168, 24, 1) if quick else (None, None, 3)
     tokenizer = common.t5_tokenizer()
     train, validation = load_data(n_train, n_validation, tokenizer)  # also fills the datasets cache
     model, _ = common.tiny_teacher()
@@ -333,7 +325,8 @@ def run(quick: bool) -> dict:
     rows = []
     variants = VARIANTS[:3] if quick else VARIANTS  # the fp32 ablation only in the full run
     for round_index in range(repeats):
-        for row in run_round(variants, n_train, n_validation, flop_model, slice_s):
+        order = variants[round_index % len(variants):] + variants[:round_index % len(variants)]
+        for row in run_round(order, n_train, n_validation, flop_model):
             row["round"] = round_index
             rows.append(row)
             print(f"[finetune] round {round_index + 1}/{repeats} {row['variant']}: {row['seconds']:.1f} s, "
@@ -356,9 +349,7 @@ def run(quick: bool) -> dict:
                      "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "seed": SEED, "epochs": 1,
                      "rounds": repeats, "project_defaults": TrainArgs().__dict__,
                      "project_bf16": bf16_enabled(TrainArgs(), device), "device": str(device),
-                     "timing": (f"each variant in its own process; the processes run in turns of {slice_s:g} s "
-                                "(SIGSTOP/SIGCONT) and each is timed only while running"
-                                if common.can_interleave() else "one process after the other")},
+                     "timing": "one fresh process per run, one at a time; order rotated every round"},
         "gemm_gflops": {"before": gemm, "after": gemm_after, "peak": peak, "size": GEMM_SIZE},
         "flop_formula": ("exact matmul FLOPs (forward+backward) from torch.utils.flop_counter.FlopCounterMode, "
                          "per batch B*(a*S + b*S^2 + c*T + d*S*T + e*T^2) over padded lengths S, T"),
@@ -449,7 +440,7 @@ def _ratio_text(runs: list[dict], a: str, b: str) -> str:
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="one fine-tune variant, as a child of run_interleaved")
+    parser = argparse.ArgumentParser(description="one fine-tune variant, as a child of run_child")
     parser.add_argument("--variant", choices=VARIANTS, required=True)
     parser.add_argument("--train", type=int, default=0, help="training pairs (0: all)")
     parser.add_argument("--validation", type=int, default=0, help="validation pairs (0: all)")

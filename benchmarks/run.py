@@ -5,6 +5,7 @@ prints every table and writes ``benchmarks/results/summary.json`` and ``summary.
 table the README's Performance section quotes, with the machine it ran on). That is ``--quick``;
 the full mode writes the same files under ``benchmarks/results/full/``. A module that is not
 there is skipped with a message; one that fails is reported and the others still run (exit status 1).
+With ``--only``, the summary keeps the other modules' rows from the last run of the same mode.
 ``--quick`` is the few-minute version for a reader; the full mode takes tens of minutes on 2 cores.
 Unless ``OMP_WAIT_POLICY`` is already set, it is set to ``PASSIVE`` for the whole suite (recorded in
 every result's ``machine``).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import time
@@ -75,12 +77,23 @@ def summary_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _previous_modules() -> dict:
+    path = common.RESULTS_DIR / "summary.json"
+    try:
+        modules = json.loads(path.read_text(encoding="utf-8"))["results"]["modules"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {name: modules[name] for name in MODULES if name in modules}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.quick:  # the quick tables are the README's; the full ones live beside them
         common.RESULTS_DIR = common.RESULTS_DIR / "full"
     names = [name for name in MODULES if not args.only or name in args.only]
     summary = {"machine": common.machine_info(), "quick": args.quick, "modules": {}}
+    if args.only:  # keep the other modules' rows from the last run of the same mode
+        summary["modules"] = _previous_modules()
     tables: list[str] = []
     failed = False
     for name in names:
@@ -110,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             tables.append(module.table(payload))
         print(f"[benchmarks] {name} done in {seconds:.0f} s", flush=True)
 
+    summary["modules"] = {name: summary["modules"][name] for name in MODULES if name in summary["modules"]}
     print("\n\n".join(tables))
     common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     markdown = summary_markdown(summary)

@@ -88,9 +88,9 @@ def _tokenize(tokenizer, pairs: list[dict], source_length: int):
 
 def length_child(family: str, source_length: int, steps: int) -> None:
     """One source-length point in its own process (so its peak memory is its own), for
-    :func:`benchmarks.common.run_interleaved`: build the model and data, ``READY``, fine-tune ``steps``
-    optimizer steps, ``DONE``, report seconds per step (median of the steps after the first), real
-    tokens/s and the peak memory of the training."""
+    :func:`benchmarks.common.run_child`: build the model and data, fine-tune ``steps`` optimizer
+    steps, report seconds per step (median of the steps after the first), real tokens/s and the peak
+    memory of the training."""
     from compression.config import TrainArgs
     from compression.train import finetune
 
@@ -101,13 +101,11 @@ def length_child(family: str, source_length: int, steps: int) -> None:
     data = _tokenize(tokenizer, long_pairs(tokenizer, source_length, steps * LENGTH_BATCH), source_length)
     real = sum(len(ids) for ids in data["input_ids"]) + sum(len(ids) for ids in data["labels"])
     before = _memory_reset()
-    common.checkpoint(common.READY)
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         result = finetune(model, tokenizer, data, None,
                           TrainArgs(batch_size=LENGTH_BATCH, max_steps=steps, logging_steps=1), tmp,
                           progress_bar=False)
     peak = _peak()
-    common.checkpoint(common.DONE)
     elapsed = [r["elapsed_s"] for r in result.log_history if r["kind"] == "train"]
     per_step = [b - a for a, b in zip(elapsed, elapsed[1:])] or [result.seconds / max(result.steps, 1)]
     seconds = statistics.median(per_step)
@@ -119,15 +117,11 @@ def length_child(family: str, source_length: int, steps: int) -> None:
 
 def length_point(family: str, source_length: int, steps: int) -> dict:
     """Run :func:`length_child` in a fresh process and return its report."""
-    import os
     import sys
 
     argv = [sys.executable, "-m", "benchmarks.scaling", "--family", family, "--length", str(source_length),
             "--steps", str(steps)]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}  # see benchmarks/run.py
-    out = common.run_interleaved({"point": argv}, slice_s=3600.0, env=env)["point"]
-    return out["result"]
+    return common.run_child(argv, env=common.child_env())
 
 
 def pairs_point(tokenizer, train, n: int) -> dict:
@@ -275,7 +269,7 @@ def headline(payload: dict) -> list[dict]:
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="one source-length point, as a child of run_interleaved")
+    parser = argparse.ArgumentParser(description="one source-length point, as a child of run_child")
     parser.add_argument("--family", choices=("t5", "longt5"), required=True)
     parser.add_argument("--length", type=int, required=True)
     parser.add_argument("--steps", type=int, required=True)

@@ -79,3 +79,23 @@ def test_runner_skips_missing_modules_and_writes_summary(tmp_path, monkeypatch):
     assert "(no results)" in (tmp_path / "summary.md").read_text()
     assert run.main([]) == 0  # the full mode writes beside the quick tables, under full/
     assert json.loads((tmp_path / "full" / "summary.json").read_text())["results"]["quick"] is False
+
+
+def test_runner_only_keeps_other_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    row = {"benchmark": "B", "measure": "m", "result": "1", "baseline": "2", "ratio": "2x"}
+    common.write_result("summary", {"quick": True, "modules": {"size": {"status": "ok", "headline": [row]}}})
+    monkeypatch.setattr(run, "MODULES", ("size", "does_not_exist"))
+    assert run.main(["--quick", "--only", "does_not_exist"]) == 0
+    modules = json.loads((tmp_path / "summary.json").read_text())["results"]["modules"]
+    assert list(modules) == ["size", "does_not_exist"] and modules["size"]["headline"] == [row]
+    assert "| B | m | 1 | 2 | 2x |" in (tmp_path / "summary.md").read_text()
+
+
+def test_run_child_returns_the_reported_payload():
+    import sys
+
+    code = "from benchmarks import common; print('noise'); common.report({'x': 1.5, 'y': [1, 2]})"
+    assert common.run_child([sys.executable, "-c", code], env=common.child_env()) == {"x": 1.5, "y": [1, 2]}
+    with pytest.raises(RuntimeError, match="failed"):
+        common.run_child([sys.executable, "-c", "raise SystemExit(3)"])
