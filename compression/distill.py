@@ -28,10 +28,8 @@ when ``alpha_attention > 0`` both models are switched to ``"eager"`` for the run
 from __future__ import annotations
 
 import copy
-import json
 import math
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,28 +37,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel, set_seed
-from transformers.trainer_callback import PrinterCallback
+from transformers import PreTrainedModel
 
 from .config import TrainArgs
-from .data import LABEL_PAD, make_collator
+from .data import LABEL_PAD
 from .errors import CompressionError
 from .layers import get_layer_stacks, layers_to_supervise, select_layers
 from .load import model_family
-from .train import (
-    LAST_CHECKPOINT,
-    LOSS_LOG,
-    ProgressCallback,
-    TrainResult,
-    _freeze,
-    _is_oom,
-    _oom_error,
-    _Trainer,
-    _training_arguments,
-    bf16_enabled,
-    resolve_device,
-    restore_forward,
-)
+from .train import TrainResult, _freeze, _Trainer, bf16_enabled, resolve_device, run_trainer
 
 #: Names of the loss terms, in the order they are logged.
 TERMS = ("ce", "kl", "hidden", "attention")
@@ -474,109 +458,6 @@ class DistillationTrainer(TermsTrainerMixin, _Trainer):
         return (terms["loss"], student_out) if return_outputs else terms["loss"]
 
 
-class TermsProgressCallback(ProgressCallback):
-    """:class:`compression.train.ProgressCallback` whose records also carry extra logged columns.
-
-    Every key of ``extra_keys`` present in a Trainer log (e.g. ``kl``, ``hidden``) is added to the
-    record (as a float) before it is appended to ``log_path`` and handed to ``on_progress``.
-    """
-
-    def __init__(self, extra_keys: Sequence[str], on_progress: Callable[[dict], None] | None = None,
-                 cancel: threading.Event | None = None, log_path: str | Path | None = None,
-                 tokens_seen: Callable[[], int] | None = None) -> None:
-        super().__init__(None, cancel, None, tokens_seen)
-        self.extra_keys = tuple(extra_keys)
-        self._sink = on_progress
-        self._path = Path(log_path) if log_path is not None else None
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        before = len(self.records)
-        super().on_log(args, state, control, logs=logs, **kwargs)
-        if len(self.records) == before:
-            return
-        logs = logs or {}
-        record = self.records[-1]
-        record.update({key: float(logs[key]) for key in self.extra_keys if key in logs})
-        if not state.is_world_process_zero:
-            return
-        if self._path is not None:
-            with open(self._path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-                handle.flush()
-        if self._sink is not None:
-            self._sink(dict(record))
-
-
-def run_trainer(model: torch.nn.Module, tokenizer: Any, train_dataset, eval_dataset, args: TrainArgs,
-                output_dir: str | Path, trainer_class: type, trainer_kwargs: dict, *,
-                collator_model: PreTrainedModel | None = None, extra_keys: Sequence[str] = (),
-                on_progress: Callable[[dict], None] | None = None, cancel: threading.Event | None = None,
-                progress_bar: bool = True,
-                save_cancelled: Callable[[Any, Path], None] | None = None) -> TrainResult:
-    """Run a :class:`compression.train._Trainer` subclass the way :func:`compression.train.finetune`
-    runs its own: same training arguments, seeding, progress records (``output_dir/loss_log.jsonl``,
-    plus ``extra_keys`` columns), cancel event and out-of-memory handling.
-
-    ``trainer_class(model=..., args=..., ..., **trainer_kwargs)`` is built with the collator of
-    ``collator_model`` (default ``model``). On cancel, ``save_cancelled(trainer, output_dir /
-    "last-checkpoint")`` is called (default: ``trainer.save_model``). The model is left in eval mode.
-
-    Raises:
-        CompressionError: empty training set, unavailable device, settings the Trainer rejects.
-        OutOfMemoryError: the device ran out of memory.
-    """
-    if train_dataset is None or len(train_dataset) == 0:
-        raise CompressionError("the training set is empty: give at least one article/summary pair")
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    has_eval = eval_dataset is not None and len(eval_dataset) > 0
-    set_seed(args.seed)
-    training_args = _training_arguments(args, output_dir, device, has_eval, progress_bar)
-    trainer = None
-    callback = TermsProgressCallback(extra_keys, on_progress, cancel, output_dir / LOSS_LOG,
-                                     lambda: trainer.tokens_seen)
-    trainer = trainer_class(
-        model=model,
-        args=training_args,
-        data_collator=make_collator(tokenizer, collator_model if collator_model is not None else model),
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset if has_eval else None,
-        processing_class=tokenizer,
-        callbacks=[callback],
-        **trainer_kwargs,
-    )
-    trainer.remove_callback(PrinterCallback)
-    start = time.perf_counter()
-    try:
-        output = trainer.train()
-        seconds = time.perf_counter() - start
-        if callback.cancelled:
-            target = output_dir / LAST_CHECKPOINT
-            if save_cancelled is None:
-                trainer.save_model(str(target))
-            else:
-                save_cancelled(trainer, target)
-    except Exception as err:
-        if _is_oom(err):
-            raise _oom_error(err, args.batch_size) from err
-        raise
-    finally:
-        restore_forward(model)  # undo accelerate's bf16-autocast patch of model.forward
-        model.eval()
-    evals = [record["eval_loss"] for record in callback.records if record["kind"] == "eval"]
-    return TrainResult(
-        train_loss=float(output.training_loss),
-        eval_loss=evals[-1] if evals else None,
-        steps=int(trainer.state.global_step),
-        epochs=float(trainer.state.epoch or 0.0),
-        seconds=seconds,
-        tokens_per_s=trainer.tokens_seen / seconds if seconds > 0 else 0.0,
-        cancelled=callback.cancelled,
-        log_history=list(callback.records),
-    )
-
-
 def _teacher_for_training(teacher: PreTrainedModel, kd_args: KDArgs, train_args: TrainArgs) -> PreTrainedModel:
     """The teacher in the requested dtype: the same object when its dtype already matches, else a
     converted copy (so the caller's teacher is never rounded to bf16)."""
@@ -645,10 +526,12 @@ def distill(student: PreTrainedModel, teacher: PreTrainedModel, tokenizer: Any, 
     extra = tuple(name for name, weight in kd_args.weights().items() if weight > 0)
     try:
         return run_trainer(
-            student, tokenizer, train_dataset, eval_dataset, train_args, output_dir, DistillationTrainer,
-            {"teacher": training_teacher, "kd_args": kd_args, "encoder_mapping": encoder_mapping,
-             "decoder_mapping": decoder_mapping},
-            extra_keys=extra, on_progress=on_progress, cancel=cancel, progress_bar=progress_bar,
+            student, tokenizer, train_dataset, eval_dataset, train_args, output_dir,
+            trainer_class=DistillationTrainer,
+            trainer_kwargs={"teacher": training_teacher, "kd_args": kd_args, "encoder_mapping": encoder_mapping,
+                            "decoder_mapping": decoder_mapping},
+            attention_models=[student, training_teacher], extra_keys=extra, on_progress=on_progress,
+            cancel=cancel, progress_bar=progress_bar,
         )
     finally:
         for name, param in student.named_parameters():

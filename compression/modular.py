@@ -88,11 +88,11 @@ from transformers.trainer_utils import EvalLoopOutput
 
 from .config import TrainArgs
 from .data import LABEL_PAD
-from .distill import ATTENTION_LOSSES, TermsTrainerMixin, _attention_map_loss, _masked_mse, _zero, run_trainer
+from .distill import ATTENTION_LOSSES, TermsTrainerMixin, _attention_map_loss, _masked_mse, _zero
 from .errors import ModularError
 from .layers import get_layer_stacks, renumber_layer_indices, set_t5_decoder_depth
 from .load import model_family
-from .train import _Trainer
+from .train import _Trainer, run_trainer
 
 STACKS = ("encoder", "decoder")
 PRIORITIES = ("size", "speed")
@@ -631,8 +631,9 @@ def train_modules(teacher: PreTrainedModel, tokenizer: Any, train_dataset, eval_
 
     try:
         result = run_trainer(modular, tokenizer, train_dataset, eval_dataset, train_args, output_dir,
-                             _ModularTrainer, {"modular_args": modular_args}, collator_model=teacher,
-                             extra_keys=extra, on_progress=on_progress, cancel=cancel, progress_bar=progress_bar,
+                             trainer_class=_ModularTrainer, trainer_kwargs={"modular_args": modular_args},
+                             collator_model=teacher, attention_models=[teacher], extra_keys=extra,
+                             on_progress=on_progress, cancel=cancel, progress_bar=progress_bar,
                              save_cancelled=save_cancelled)
     finally:
         for name, param in teacher.named_parameters():

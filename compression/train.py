@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,8 +214,10 @@ class ProgressCallback(TrainerCallback):
     ``learning_rate`` (latest), ``tokens_per_s`` (real source + target tokens per second of wall
     time since training began, all processes), ``elapsed_s`` and ``eta_s`` (seconds). On the
     main process only, each record goes to ``on_progress`` and is appended (flushed) as one JSON
-    line to ``log_path``. In ``on_step_end``, a set ``cancel`` event makes the Trainer stop after
-    the current optimizer step (agreed across processes under DDP).
+    line to ``log_path``. Every key of ``extra_keys`` present in a Trainer log (a distillation run's
+    per-term losses ``ce``, ``kl``, ``hidden``, ``attention``; Modular Transformers' ``eval_loss_g2``...)
+    is added to the record as a float. In ``on_step_end``, a set ``cancel`` event makes the Trainer
+    stop after the current optimizer step (agreed across processes under DDP).
     """
 
     def __init__(
@@ -224,7 +226,9 @@ class ProgressCallback(TrainerCallback):
         cancel: threading.Event | None = None,
         log_path: str | Path | None = None,
         tokens_seen: Callable[[], int] | None = None,
+        extra_keys: Sequence[str] = (),
     ) -> None:
+        self.extra_keys = tuple(extra_keys)
         self.on_progress = on_progress
         self.cancel = cancel
         self.log_path = Path(log_path) if log_path is not None else None
@@ -274,6 +278,7 @@ class ProgressCallback(TrainerCallback):
             "elapsed_s": elapsed,
             "eta_s": eta,
         }
+        record.update({name: float(logs[name]) for name in self.extra_keys if logs.get(name) is not None})
         self.records.append(record)
         if not state.is_world_process_zero:
             return
@@ -475,48 +480,96 @@ def finetune(
         CompressionError: empty training set, unavailable device, or settings the Trainer rejects.
         OutOfMemoryError: the device ran out of memory (lower the batch size or the max lengths).
     """
+    flags = {name: param.requires_grad for name, param in model.named_parameters()}
+    try:
+        _freeze(model, args)
+        if not any(param.requires_grad for param in model.parameters()):
+            raise CompressionError("every weight is frozen: untick 'freeze encoder' or 'freeze embeddings'")
+        return run_trainer(model, tokenizer, train_dataset, eval_dataset, args, output_dir,
+                           trainer_kwargs={"compute_loss_func": token_loss}, on_progress=on_progress,
+                           cancel=cancel, progress_bar=progress_bar)
+    finally:
+        for name, param in model.named_parameters():
+            param.requires_grad_(flags[name])
+
+
+def run_trainer(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    train_dataset,
+    eval_dataset,
+    args: TrainArgs,
+    output_dir: str | Path,
+    *,
+    trainer_class: type[_Trainer] = _Trainer,
+    trainer_kwargs: dict | None = None,
+    collator_model: torch.nn.Module | None = None,
+    attention_models: Sequence[torch.nn.Module] | None = None,
+    extra_keys: Sequence[str] = (),
+    on_progress: Callable[[dict], None] | None = None,
+    cancel: threading.Event | None = None,
+    progress_bar: bool = True,
+    save_cancelled: Callable[[Any, Path], None] | None = None,
+) -> TrainResult:
+    """The one training loop of SFT, KD and Modular Transformers: a :class:`_Trainer` (subclass) run
+    with this project's settings (:func:`_training_arguments` from ``args``: fused AdamW, schedule,
+    length grouping, bf16 autocast per :func:`bf16_enabled`, TF32 on CUDA, evaluations), seeded.
+
+    ``trainer_class(model=model, args=..., data_collator=<for collator_model or model>, ...,
+    **trainer_kwargs)`` is trained once. While it runs, every model of ``attention_models`` (default
+    ``[model]``) uses :func:`fast_attention`. Progress records (:class:`ProgressCallback`, with
+    ``extra_keys`` columns) go to ``on_progress`` and ``output_dir/loss_log.jsonl``. When ``cancel``
+    is set, training stops after the current step and ``save_cancelled(trainer, output_dir /
+    "last-checkpoint")`` is called (default ``trainer.save_model``, which writes the tokenizer too).
+    Afterwards accelerate's forward patch is undone (:func:`restore_forward`) and ``model`` is in eval
+    mode. Freezing is the caller's (see :func:`finetune`).
+
+    Raises:
+        CompressionError: empty training set, unavailable device, or settings the Trainer rejects.
+        OutOfMemoryError: the device ran out of memory (lower the batch size or the max lengths).
+    """
     if train_dataset is None or len(train_dataset) == 0:
         raise CompressionError("the training set is empty: give at least one article/summary pair")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     has_eval = eval_dataset is not None and len(eval_dataset) > 0
-
     training_args = _training_arguments(args, output_dir, device, has_eval, progress_bar)
     set_seed(args.seed)
-    flags = {name: param.requires_grad for name, param in model.named_parameters()}
-    restore_attention = fast_attention(model, device, bool(training_args.bf16))
+    restores = [fast_attention(each, device, bool(training_args.bf16))
+                for each in (attention_models if attention_models is not None else [model])]
+    trainer = None
+    callback = ProgressCallback(on_progress, cancel, output_dir / LOSS_LOG,
+                                lambda: trainer.tokens_seen if trainer is not None else 0, extra_keys)
     try:
-        _freeze(model, args)
-        if not any(param.requires_grad for param in model.parameters()):
-            raise CompressionError("every weight is frozen: untick 'freeze encoder' or 'freeze embeddings'")
-        callback = ProgressCallback(on_progress, cancel, output_dir / LOSS_LOG)
-        trainer = _Trainer(
+        trainer = trainer_class(
             model=model,
             args=training_args,
-            data_collator=make_collator(tokenizer, model),
+            data_collator=make_collator(tokenizer, collator_model if collator_model is not None else model),
             train_dataset=train_dataset,
             eval_dataset=eval_dataset if has_eval else None,
             processing_class=tokenizer,
-            compute_loss_func=token_loss,
             callbacks=[callback],
+            **(trainer_kwargs or {}),
         )
-        callback.tokens_seen = lambda: trainer.tokens_seen
         trainer.remove_callback(PrinterCallback)  # without tqdm the Trainer prints every log dict to stdout
         start = time.perf_counter()
         output = trainer.train()
         seconds = time.perf_counter() - start
         if callback.cancelled:
-            trainer.save_model(str(output_dir / LAST_CHECKPOINT))
+            target = output_dir / LAST_CHECKPOINT
+            if save_cancelled is None:
+                trainer.save_model(str(target))
+            else:
+                save_cancelled(trainer, target)
     except Exception as err:
         if _is_oom(err):
             raise _oom_error(err, args.batch_size) from err
         raise
     finally:
-        for name, param in model.named_parameters():
-            param.requires_grad_(flags[name])
         restore_forward(model)
-        restore_attention()
+        for restore in restores:
+            restore()
         model.eval()
 
     evals = [record["eval_loss"] for record in callback.records if record["kind"] == "eval"]
