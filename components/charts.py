@@ -21,7 +21,12 @@ KEPT_COLOR = "#f97316"
 DROPPED_COLOR = "rgba(139, 147, 161, 0.35)"
 
 
-def _style(fig: go.Figure, title: str, x_title: str | None, y_title: str | None, *, height: int = 360) -> go.Figure:
+def style_figure(fig: go.Figure, title: str, x_title: str | None, y_title: str | None, *,
+                 height: int = 360) -> go.Figure:
+    """Apply the dashboard's look to ``fig`` in place and return it: ``title`` top left, axis
+    titles (``None`` leaves an axis title as it is), transparent backgrounds, mid-grey font and
+    grid (readable in the light and the dark theme), horizontal legend above the plot, ``height``
+    in pixels."""
     fig.update_layout(
         title={"text": title, "x": 0.01, "xanchor": "left"},
         paper_bgcolor="rgba(0,0,0,0)",
@@ -49,10 +54,12 @@ def empty_figure(title: str, message: str, *, x_title: str = "", y_title: str = 
                        font={"size": 14, "color": FONT_COLOR})
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
-    return _style(fig, title, x_title, y_title, height=height)
+    return style_figure(fig, title, x_title, y_title, height=height)
 
 
-def _number(value):
+def as_number(value) -> float | None:
+    """``value`` as a ``float`` when it is an ``int`` or ``float`` (not a ``bool``), else ``None``:
+    missing or non-numeric metrics in records are left out of charts instead of failing."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -69,8 +76,8 @@ def loss_curve(records: list[dict], title: str = "Loss during fine-tuning") -> g
     cross-entropies in nats. Traces: ``"training loss"``, ``"validation loss"`` (each only when it
     has points).
     """
-    train = [r for r in records if r.get("kind") == "train" and _number(r.get("loss")) is not None]
-    evals = [r for r in records if r.get("kind") == "eval" and _number(r.get("eval_loss")) is not None]
+    train = [r for r in records if r.get("kind") == "train" and as_number(r.get("loss")) is not None]
+    evals = [r for r in records if r.get("kind") == "eval" and as_number(r.get("eval_loss")) is not None]
     if not train and not evals:
         return empty_figure(title, "The loss curve appears here once training logs its first steps",
                             x_title="optimizer step", y_title="loss (nats/token)")
@@ -86,7 +93,7 @@ def loss_curve(records: list[dict], title: str = "Loss during fine-tuning") -> g
             name="validation loss", line={"color": COLORS["base"], "width": 2, "dash": "dash"},
             marker={"size": 9, "symbol": "diamond"},
             hovertemplate="step %{x}<br>validation loss %{y:.4f} nats<extra></extra>"))
-    return _style(fig, title, "optimizer step", "loss (nats/token)")
+    return style_figure(fig, title, "optimizer step", "loss (nats/token)")
 
 
 def loss_overlay(runs: dict[str, list[dict]], title: str = "Loss curves of the selected runs") -> go.Figure:
@@ -98,8 +105,8 @@ def loss_overlay(runs: dict[str, list[dict]], title: str = "Loss curves of the s
     fig = go.Figure()
     for i, (name, records) in enumerate(runs.items()):
         color = RUN_COLORS[i % len(RUN_COLORS)]
-        train = [r for r in records if r.get("kind") == "train" and _number(r.get("loss")) is not None]
-        evals = [r for r in records if r.get("kind") == "eval" and _number(r.get("eval_loss")) is not None]
+        train = [r for r in records if r.get("kind") == "train" and as_number(r.get("loss")) is not None]
+        evals = [r for r in records if r.get("kind") == "eval" and as_number(r.get("eval_loss")) is not None]
         if train:
             fig.add_trace(go.Scatter(x=[r["step"] for r in train], y=[r["loss"] for r in train],
                                      mode="lines", name=f"{name} · train", line={"color": color, "width": 2},
@@ -113,12 +120,12 @@ def loss_overlay(runs: dict[str, list[dict]], title: str = "Loss curves of the s
     if not fig.data:
         return empty_figure(title, "Pick runs with a loss log to overlay their curves",
                             x_title="optimizer step", y_title="loss (nats/token)")
-    return _style(fig, title, "optimizer step", "loss (nats/token)", height=400)
+    return style_figure(fig, title, "optimizer step", "loss (nats/token)", height=400)
 
 
 def _percent_text(entry: dict, key: str) -> str:
     percent = (entry.get("percent_of_base") or {}).get(key)
-    return f"{percent:.0f}%" if _number(percent) is not None else ""
+    return f"{percent:.0f}%" if as_number(percent) is not None else ""
 
 
 def rouge_bars(metrics: dict | None,
@@ -138,9 +145,9 @@ def rouge_bars(metrics: dict | None,
     for name in names:
         entry = metrics[name]
         keys = [key for key, _ in ROUGE]
-        f1 = [_number(entry.get(key)) for key in keys]
+        f1 = [as_number(entry.get(key)) for key in keys]
         detail = entry.get("rouge") or {}
-        custom = [[_number((detail.get(key) or {}).get("precision")), _number((detail.get(key) or {}).get("recall"))]
+        custom = [[as_number((detail.get(key) or {}).get("precision")), as_number((detail.get(key) or {}).get("recall"))]
                   for key in keys]
         ci = entry.get("rouge_ci") or {}
         error = None
@@ -156,7 +163,7 @@ def rouge_bars(metrics: dict | None,
             hovertemplate=("%{x} F1 %{y:.2f}<br>precision %{customdata[0]:.2f}<br>"
                            "recall %{customdata[1]:.2f}<extra>%{fullData.name}</extra>")))
     fig.update_layout(barmode="group", bargap=0.25)
-    return _style(fig, title, "metric", "F1 (0-100)")
+    return style_figure(fig, title, "metric", "F1 (0-100)")
 
 
 def validation_loss_bars(metrics: dict | None,
@@ -166,7 +173,7 @@ def validation_loss_bars(metrics: dict | None,
     With an untrained or tiny teacher ROUGE is near zero; this is the figure that still separates
     the models.
     """
-    names = [n for n in _present(metrics) if _number(metrics[n].get("validation_loss")) is not None]
+    names = [n for n in _present(metrics) if as_number(metrics[n].get("validation_loss")) is not None]
     if not names:
         return empty_figure(title, "Validation losses appear here after a run", x_title="model",
                             y_title="loss (nats/token)")
@@ -175,7 +182,7 @@ def validation_loss_bars(metrics: dict | None,
         x=[LABELS[n] for n in names], y=values, marker_color=[COLORS[n] for n in names],
         text=[f"{v:.3f}" for v in values], textposition="outside", cliponaxis=False, showlegend=False,
         hovertemplate="%{x}<br>validation loss %{y:.4f} nats/token<extra></extra>"))
-    return _style(fig, title, "model", "loss (nats/token)")
+    return style_figure(fig, title, "model", "loss (nats/token)")
 
 
 def size_latency_bars(metrics: dict | None, title: str = "Size and speed") -> go.Figure:
@@ -189,14 +196,14 @@ def size_latency_bars(metrics: dict | None, title: str = "Size and speed") -> go
         return empty_figure(title, "Size and latency appear here after a run", height=380)
     fig = make_subplots(rows=1, cols=3, subplot_titles=[p[1] for p in panels], horizontal_spacing=0.09)
     for col, (key, label, scale, fmt) in enumerate(panels, start=1):
-        values = [_number(metrics[n].get(key)) for n in names]
+        values = [as_number(metrics[n].get(key)) for n in names]
         shown = [v * scale if v is not None else None for v in values]
         fig.add_trace(go.Bar(
             x=[LABELS[n] for n in names], y=shown, marker_color=[COLORS[n] for n in names],
             text=[fmt.format(v) if v is not None else "n/a" for v in shown], textposition="outside",
             cliponaxis=False, showlegend=False, name=label,
             hovertemplate="%{x}<br>" + label + ": %{y:.3f}<extra></extra>"), row=1, col=col)
-    _style(fig, title, None, None, height=380)
+    style_figure(fig, title, None, None, height=380)
     fig.update_yaxes(title_text="millions", row=1, col=1)
     fig.update_yaxes(title_text="MiB", row=1, col=2)
     fig.update_yaxes(title_text="ms per summary", row=1, col=3)
@@ -242,7 +249,7 @@ def layer_plan(n_encoder: int, n_decoder: int, kept_encoder: list[int], kept_dec
             marker={"symbol": "square-x", "size": size, "color": DROPPED_COLOR,
                     "line": {"width": 1, "color": FONT_COLOR}},
             hovertext=drop_hover, hoverinfo="text"))
-    _style(fig, title, "teacher layer index (0 = next to the embeddings; numbers: student layer)", None,
+    style_figure(fig, title, "teacher layer index (0 = next to the embeddings; numbers: student layer)", None,
            height=250)
     depth = max(n_encoder, n_decoder)
     fig.update_xaxes(range=[-0.7, depth - 0.3], dtick=1 if depth <= 24 else 2, showgrid=False, zeroline=False)
@@ -267,18 +274,18 @@ def runs_comparison(runs: dict[str, dict], title: str = "Students of the selecte
         color = RUN_COLORS[i % len(RUN_COLORS)]
         percent = student.get("percent_of_base") or {}
         fig.add_trace(go.Bar(
-            x=[label for _, label in ROUGE], y=[_number(student.get(k)) for k, _ in ROUGE], name=name,
+            x=[label for _, label in ROUGE], y=[as_number(student.get(k)) for k, _ in ROUGE], name=name,
             marker_color=color, legendgroup=name,
-            customdata=[[_number(percent.get(k))] for k, _ in ROUGE],
+            customdata=[[as_number(percent.get(k))] for k, _ in ROUGE],
             hovertemplate="%{x} F1 %{y:.2f}<br>%{customdata[0]:.1f}% of base<extra>%{fullData.name}</extra>"),
             row=1, col=1)
-        loss = _number(student.get("validation_loss"))
+        loss = as_number(student.get("validation_loss"))
         fig.add_trace(go.Bar(
             x=[name], y=[loss], marker_color=color, name=name, legendgroup=name, showlegend=False,
             text=[f"{loss:.3f}" if loss is not None else "n/a"], textposition="outside", cliponaxis=False,
             hovertemplate="%{x}<br>validation loss %{y:.4f} nats/token<extra></extra>"), row=1, col=2)
     fig.update_layout(barmode="group")
-    _style(fig, title, None, None, height=420)
+    style_figure(fig, title, None, None, height=420)
     fig.update_yaxes(title_text="F1 (0-100)", row=1, col=1)
     fig.update_yaxes(title_text="nats/token", row=1, col=2)
     fig.update_xaxes(title_text="metric", row=1, col=1)

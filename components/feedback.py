@@ -51,3 +51,27 @@ def user_errors(fn):
         except Exception as error:  # noqa: BLE001 - every failure becomes a message on the page
             raise as_gr_error(error) from None
     return wrapper
+
+
+def positive_int(value, what: str, *, allow_none: bool = False) -> int | None:
+    """``value`` from a form field (a number, a numeric string, or empty) as a positive ``int``.
+
+    ``what`` names the field in the message, e.g. ``"batch size"``. Whole floats such as ``8.0``
+    (what ``gr.Number`` and ``gr.Slider`` send) are accepted. An empty field (``None`` or ``""``)
+    gives ``None`` when ``allow_none`` is true.
+
+    Raises:
+        CompressionError: the field is empty (and ``allow_none`` is false), not a number, not whole,
+            or not positive; the message names the field and says what to type.
+    """
+    if value is None or value == "":
+        if allow_none:
+            return None
+        raise CompressionError(f"{what} is empty: give a positive whole number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise CompressionError(f"{what} must be a positive whole number (got {value!r})") from None
+    if not number.is_integer() or number <= 0:
+        raise CompressionError(f"{what} must be a positive whole number (got {value})")
+    return int(number)

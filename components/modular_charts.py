@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .charts import COLORS, FONT_COLOR, GRID_COLOR, _number, _style, empty_figure
+from .charts import COLORS, FONT_COLOR, GRID_COLOR, as_number, empty_figure, style_figure
 
 #: Method labels, in legend order, with their marker colour and symbol.
 METHOD_STYLES = {
@@ -67,10 +67,10 @@ def modules_loss_curve(records: list[dict], title: str = "Module training (multi
     per granularity (token cross-entropy, nats).
     """
     train = [r for r in records if r.get("kind") == "train"]
-    evals = [r for r in records if r.get("kind") == "eval" and _number(r.get("eval_loss")) is not None]
+    evals = [r for r in records if r.get("kind") == "eval" and as_number(r.get("eval_loss")) is not None]
     fig = go.Figure()
     for key, name, color, dash in TERM_LINES:
-        points = [r for r in train if _number(r.get(key)) is not None]
+        points = [r for r in train if as_number(r.get(key)) is not None]
         if points:
             fig.add_trace(go.Scatter(
                 x=[r["step"] for r in points], y=[r[key] for r in points], mode="lines+markers", name=name,
@@ -85,7 +85,7 @@ def modules_loss_curve(records: list[dict], title: str = "Module training (multi
         granularities = sorted({int(key[len("eval_loss_g"):]) for r in evals for key in r
                                 if key.startswith("eval_loss_g") and key[len("eval_loss_g"):].isdigit()})
         for i, g in enumerate(granularities):
-            points = [r for r in evals if _number(r.get(f"eval_loss_g{g}")) is not None]
+            points = [r for r in evals if as_number(r.get(f"eval_loss_g{g}")) is not None]
             fig.add_trace(go.Scatter(
                 x=[r["step"] for r in points], y=[r[f"eval_loss_g{g}"] for r in points], mode="lines+markers",
                 name=f"validation, all g{g} modules", marker={"size": 7, "symbol": "diamond-open"},
@@ -94,7 +94,7 @@ def modules_loss_curve(records: list[dict], title: str = "Module training (multi
     if not fig.data:
         return empty_figure(title, "The loss terms appear here once module training logs its first steps",
                             x_title="optimizer step", y_title="loss")
-    _style(fig, title, "optimizer step", "loss (nats/token; MSE for hidden states)", height=440)
+    style_figure(fig, title, "optimizer step", "loss (nats/token; MSE for hidden states)", height=440)
     # up to 4 + 1 + granularities legend entries: under the plot, where they cannot cover the title
     fig.update_layout(margin={"l": 64, "r": 16, "t": 56, "b": 130},
                       legend={"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0.0})
@@ -108,7 +108,7 @@ def _style_of(method: str) -> dict:
 def pareto_front(points: Sequence[dict], x_key: str, y_key: str) -> list[dict]:
     """The points no other point beats on both ``x_key`` and ``y_key`` (directions from
     :data:`BETTER`), sorted by ``x_key``. Points missing either value are ignored."""
-    usable = [p for p in points if _number(p.get(x_key)) is not None and _number(p.get(y_key)) is not None]
+    usable = [p for p in points if as_number(p.get(x_key)) is not None and as_number(p.get(y_key)) is not None]
     sx, sy = BETTER.get(x_key, 1), BETTER.get(y_key, 1)
 
     def dominated(p: dict) -> bool:
@@ -126,7 +126,7 @@ def _hover(point: dict) -> str:
     for key, fmt in (("params", "{:,.0f} parameters"), ("size_mib", "{:.1f} MiB"),
                      ("validation_loss", "validation loss {:.4f} nats/token"), ("rouge1", "ROUGE-1 {:.2f}"),
                      ("rouge2", "ROUGE-2 {:.2f}"), ("rougeL", "ROUGE-L {:.2f}"), ("speedup", "speedup {:.2f}×")):
-        value = _number(point.get(key))
+        value = as_number(point.get(key))
         if value is not None:
             parts.append(fmt.format(value))
     if point.get("note"):
@@ -149,7 +149,7 @@ def tradeoff_figure(points: Sequence[dict], panels: Sequence[tuple[str, str]] = 
     trace per panel through the points no other point beats on both axes.
     """
     panels = list(panels)
-    plotted = [p for p in points if any(_number(p.get(x)) is not None and _number(p.get(y)) is not None
+    plotted = [p for p in points if any(as_number(p.get(x)) is not None and as_number(p.get(y)) is not None
                                         for x, y in panels)]
     if not plotted:
         return empty_figure(title, "Points appear here once models are evaluated", height=420)
@@ -161,7 +161,7 @@ def tradeoff_figure(points: Sequence[dict], panels: Sequence[tuple[str, str]] = 
     for col, (x_key, y_key) in enumerate(panels, start=1):
         for method in methods:
             rows = [p for p in plotted if p.get("method") == method
-                    and _number(p.get(x_key)) is not None and _number(p.get(y_key)) is not None]
+                    and as_number(p.get(x_key)) is not None and as_number(p.get(y_key)) is not None]
             if not rows:
                 continue
             style = _style_of(method)
@@ -184,7 +184,7 @@ def tradeoff_figure(points: Sequence[dict], panels: Sequence[tuple[str, str]] = 
                 shown.add("pareto")
         fig.update_xaxes(title_text=AXES.get(x_key, x_key), row=1, col=col)
         fig.update_yaxes(title_text=AXES.get(y_key, y_key), row=1, col=col)
-    _style(fig, title, None, None, height=480)
+    style_figure(fig, title, None, None, height=480)
     # legend under the panels: above them it would cover the panel titles
     fig.update_layout(margin={"l": 64, "r": 16, "t": 72, "b": 120},
                       legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0})
@@ -240,7 +240,7 @@ def assembly_plan(depths: dict[str, int], replaced: Sequence[dict], title: str |
             textposition="middle center", textfont={"color": "white", "size": 10}, hovertext=moved["hover"],
             hoverinfo="text", marker={"symbol": "square", "size": size, "color": moved["color"],
                                       "line": {"width": 0}}))
-    _style(fig, title, "teacher layer index (0 = next to the embeddings)", None, height=240)
+    style_figure(fig, title, "teacher layer index (0 = next to the embeddings)", None, height=240)
     depth = max(n_enc, n_dec, 1)
     fig.update_xaxes(range=[-0.7, depth - 0.3], dtick=1 if depth <= 24 else 2, showgrid=False, zeroline=False)
     fig.update_yaxes(categoryorder="array", categoryarray=["Decoder", "Encoder"], showgrid=False,

@@ -12,18 +12,16 @@ The teacher is the base model loaded in panel 1 (:class:`components.state.Sessio
 folder is typed. Modules are written to ``<runs>/.modular/<timestamp>-<teacher>`` (hidden from the
 runs list) and can be loaded again later. The tab's own state (modules, points) is a
 :class:`ModularState` in a ``gr.State`` per browser session. Long work follows
-:mod:`components.train_panel`: training runs in a worker thread that pushes progress records into a
-``queue.Queue``; the generator yields the progress line and the curve about once a second; Cancel
-sets a ``threading.Event``; closing the page cancels too.
+:mod:`components.train_panel`: training runs as a :class:`components.jobs.Job` (a worker thread whose
+progress records the generator collects); the generator yields the progress line and the curve
+about once a second; Cancel sets a ``threading.Event``; closing the page cancels too. Scoring uses
+:func:`compression.evaluate.score_model` and :func:`compression.evaluate.paired_speedup`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
-import queue
-import statistics
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +34,9 @@ import pandas as pd
 from compression.errors import CompressionError, ModularError
 
 from . import modular_charts, train_panel
-from .feedback import user_errors
+from .feedback import positive_int, user_errors
+from .jobs import Job
 from .state import AppSettings, Session
-
-logger = logging.getLogger("dashboard")
 
 TAB_TITLE = "Train once, assemble many"
 #: Sub-folder of the runs folder where module trainings are written (dot: not listed as runs).
@@ -47,10 +44,6 @@ MODULAR_DIR = ".modular"
 PRIORITY_CHOICES = [("size-first (fewest parameters)", "size"), ("speed-first (shallowest decoder)", "speed")]
 GRANULARITY_CHOICES = [2, 3, 4, 6]
 POLL_SECONDS = 1.0
-#: Speed measurement of an assembled student: forced new tokens, articles, teacher/student alternations.
-LATENCY_TOKENS = 32
-LATENCY_DOCS = 2
-LATENCY_REPEATS = 3
 TABLE_COLUMNS = ["method", "layers (enc/dec)", "ratio (×)", "parameters (M)", "size (MiB)", "ROUGE-1", "ROUGE-2",
                  "ROUGE-L", "validation loss (nats/token)", "latency (ms/summary)", "speedup (×)", "modules used"]
 METHOD_OF_PRIORITY = {"size": "modular (size-first)", "speed": "modular (speed-first)"}
@@ -127,7 +120,7 @@ def _granularities(values) -> tuple[int, ...]:
 def _train_args(data, epochs, batch_size, learning_rate):
     from compression.config import TrainArgs
 
-    batch = train_panel._positive_int(batch_size, "batch size")
+    batch = positive_int(batch_size, "batch size")
     try:
         epochs, learning_rate = float(epochs), float(learning_rate)
     except (TypeError, ValueError):
@@ -200,77 +193,49 @@ def train_modules_job(settings: AppSettings, session: Session, state: ModularSta
                                  train_samples, eval_samples, max_source_length, max_target_length)
     train_args = _train_args(data, epochs, batch_size, learning_rate)
     output = RunFolder.default_path(settings.runs_dir / MODULAR_DIR, Path(source_model).name or "teacher")
-    events: queue.Queue = queue.Queue()
     cancel = threading.Event()
-    outcome: dict = {}
-    stages: list[dict] = []
-    records: list[dict] = []
-    state.cancel, state.records = cancel, records
 
-    def work() -> None:
+    def work(emit):
         from compression.data import load_pairs, resolve_prefix, tokenize_pairs
         from compression.load import load_model
         from compression.modular import train_modules
 
-        try:
-            events.put({"kind": "stage", "stage": "load", "message": f"loading {label} and the data"})
-            teacher, tokenizer = load_model(source_model)
-            pairs = load_pairs(data)
-            if "validation" not in pairs:
-                pairs["validation"] = pairs["train"].select(range(min(len(pairs["train"]), 100)))
-            lengths = dict(prefix=resolve_prefix(data, teacher), max_source_length=data.max_source_length,
-                           max_target_length=data.max_target_length)
-            train_set = tokenize_pairs(pairs["train"], tokenizer, **lengths)
-            validation_set = tokenize_pairs(pairs["validation"], tokenizer, **lengths)
-            events.put({"kind": "stage", "stage": "train",
-                        "message": f"training granularities {', '.join(map(str, modular_args.granularities))} on "
-                                   f"{len(train_set)} pairs for {train_args.epochs:g} epoch(s)"})
-            outcome["modular"] = train_modules(teacher, tokenizer, train_set, validation_set, train_args,
-                                               modular_args, output, on_progress=events.put, cancel=cancel,
-                                               progress_bar=False)
-            outcome["tokenizer"] = tokenizer
-            events.put({"kind": "stage", "stage": "done", "message": f"modules saved to {output}"})
-        except BaseException as error:  # noqa: BLE001 - handed to the generator, which reports it
-            outcome["error"] = error
+        emit({"kind": "stage", "stage": "load", "message": f"loading {label} and the data"})
+        teacher, tokenizer = load_model(source_model)
+        pairs = load_pairs(data)
+        if "validation" not in pairs:
+            pairs["validation"] = pairs["train"].select(range(min(len(pairs["train"]), 100)))
+        lengths = dict(prefix=resolve_prefix(data, teacher), max_source_length=data.max_source_length,
+                       max_target_length=data.max_target_length)
+        train_set = tokenize_pairs(pairs["train"], tokenizer, **lengths)
+        validation_set = tokenize_pairs(pairs["validation"], tokenizer, **lengths)
+        emit({"kind": "stage", "stage": "train",
+              "message": f"training granularities {', '.join(map(str, modular_args.granularities))} on "
+                         f"{len(train_set)} pairs for {train_args.epochs:g} epoch(s)"})
+        modular = train_modules(teacher, tokenizer, train_set, validation_set, train_args, modular_args, output,
+                                on_progress=emit, cancel=cancel, progress_bar=False)
+        emit({"kind": "stage", "stage": "done", "message": f"modules saved to {output}"})
+        return modular, tokenizer
 
-    thread = threading.Thread(target=work, name="modular-train", daemon=True)
-    thread.start()
+    job = Job(work, cancel, name=f"modular-train {output}")
+    state.cancel, state.records = cancel, job.records
+    intro = f"Module training started: `{output}`"
     try:
-        yield (train_panel.progress_markdown(stages, records, f"Module training started: `{output}`"),
-               modular_charts.modules_loss_curve(records), gr.skip(), gr.skip())
-        while thread.is_alive():
-            thread.join(timeout=POLL_SECONDS)
-            if _drain(events, stages, records) and thread.is_alive():
-                yield (train_panel.progress_markdown(stages, records), modular_charts.modules_loss_curve(records),
-                       gr.skip(), gr.skip())
-        _drain(events, stages, records)
+        for _ in job.stream(POLL_SECONDS):
+            yield (train_panel.progress_markdown(job.stages, job.records, intro),
+                   modular_charts.modules_loss_curve(job.records), gr.skip(), gr.skip())
+            intro = None
     finally:
-        if thread.is_alive():  # the visitor left or the event was cancelled: stop training too
-            cancel.set()
-            logger.info("modular training generator closed: cancelling %s", output)
         state.cancel = None
-    if "error" in outcome:
-        raise outcome["error"]
-    modular = outcome["modular"]
-    state.use_modules(modular, outcome["tokenizer"], str(output), source_model, label)
+    modular, tokenizer = job.result
+    state.use_modules(modular, tokenizer, str(output), source_model, label)
     if modular.info.get("training", {}).get("cancelled"):
         final = (f"■ **Cancelled.** The modules trained so far are saved in `{output}`; they can be assembled, "
                  "but expect them to be worse than fully trained ones.")
     else:
         final = f"✓ **Modules trained:** `{output}`. Pick a ratio and a priority below to assemble students."
-    yield (train_panel.progress_markdown(stages, records, final), modular_charts.modules_loss_curve(records),
-           _ratio_slider(modular), modules_markdown(state))
-
-
-def _drain(events: queue.Queue, stages: list[dict], records: list[dict]) -> bool:
-    changed = False
-    while True:
-        try:
-            event = events.get_nowait()
-        except queue.Empty:
-            return changed
-        changed = True
-        (stages if event.get("kind") == "stage" else records).append(event)
+    yield (train_panel.progress_markdown(job.stages, job.records, final),
+           modular_charts.modules_loss_curve(job.records), _ratio_slider(modular), modules_markdown(state))
 
 
 def cancel_modules(settings: AppSettings, state: ModularState) -> str:
@@ -336,47 +301,6 @@ def _eval_pairs(settings: AppSettings, state: ModularState, source, train_file, 
                             data.max_target_length)
         state.eval_key, state.teacher_point, state.points = key, None, []
     return state.eval_pairs
-
-
-def score_model(model, tokenizer, pairs: tuple, max_new_tokens: int) -> dict:
-    """Quality and size of ``model`` on ``pairs`` (see :func:`_eval_pairs`): ``params``, ``size_mib``
-    (MiB on disk), ``rouge1``/``rouge2``/``rougeL`` (F1, 0-100, greedy summaries of at most
-    ``max_new_tokens`` tokens) and ``validation_loss`` (nats/token), from :mod:`compression.evaluate`."""
-    from compression.config import EvalArgs
-    from compression.evaluate import (compute_validation_loss, count_parameters, generate_summaries,
-                                      rouge_scores, size_on_disk_mib)
-
-    documents, references, prefix, max_source, max_target = pairs
-    args = EvalArgs(max_new_tokens=max_new_tokens, num_beams=1, batch_size=8, latency_samples=0)
-    predictions = generate_summaries(model, tokenizer, documents, prefix=prefix, max_source_length=max_source,
-                                     args=args)
-    rouge = rouge_scores(predictions, references)
-    return {"params": count_parameters(model), "size_mib": size_on_disk_mib(model),
-            **{key: rouge[key]["fmeasure"] for key in ("rouge1", "rouge2", "rougeL")},
-            "validation_loss": compute_validation_loss(model, tokenizer, documents, references, prefix=prefix,
-                                                       max_source_length=max_source, max_target_length=max_target,
-                                                       batch_size=8)}
-
-
-def paired_speedup(teacher, student, tokenizer, pairs: tuple, *, tokens: int = LATENCY_TOKENS,
-                   docs: int = LATENCY_DOCS, repeats: int = LATENCY_REPEATS) -> dict:
-    """Generation speedup of ``student`` over ``teacher``: greedy, batch 1, exactly ``tokens`` new
-    tokens on the first ``docs`` articles (:func:`compression.evaluate.measure_latency`), teacher and
-    student timed alternately ``repeats`` times so machine load hits both alike.
-
-    Returns ``{"speedup": median of teacher/student time ratios (×), "latency_ms": student's median
-    ms per summary, "teacher_latency_ms": teacher's}``.
-    """
-    from compression.evaluate import measure_latency
-
-    documents, _, prefix, max_source, _ = pairs
-    common = dict(prefix=prefix, max_source_length=max_source, max_new_tokens=tokens, batch_size=1)
-    teacher_ms, student_ms = [], []
-    for _ in range(max(1, repeats)):
-        teacher_ms.append(measure_latency(teacher, tokenizer, documents[:docs], **common)["ms_per_sample"])
-        student_ms.append(measure_latency(student, tokenizer, documents[:docs], **common)["ms_per_sample"])
-    return {"speedup": statistics.median(t / s for t, s in zip(teacher_ms, student_ms)),
-            "latency_ms": statistics.median(student_ms), "teacher_latency_ms": statistics.median(teacher_ms)}
 
 
 def _same_model(a: str | None, b: str | None) -> bool:
@@ -460,14 +384,17 @@ def assemble_and_evaluate(settings: AppSettings, state: ModularState, ratio, pri
                           max_target_length):
     """Assemble the student at ``ratio`` with ``priority`` (no training), score it and add its point.
 
-    Scores teacher (once per data choice) and student with :func:`score_model` on the validation
-    pairs of the data settings, and times them with :func:`paired_speedup`. Re-assembling the same
+    Scores teacher (once per data choice) and student with
+    :func:`compression.evaluate.score_model` on the validation pairs of the data settings, and times
+    them with :func:`compression.evaluate.paired_speedup` (greedy, batch 1, 32 forced new tokens on
+    2 articles, 3 alternations). Re-assembling the same
     modules replaces that point. Returns ``(assembly markdown, assembly plan figure, points table,
     trade-off figure)``.
 
     Raises (as ``gr.Error``): no modules yet, a ratio outside 1..max_ratio or an unknown priority
     (:class:`compression.errors.ModularError`), bad data settings.
     """
+    from compression.evaluate import paired_speedup, score_model
     from compression.modular import assemble
 
     if state.modular is None:
@@ -476,9 +403,12 @@ def assemble_and_evaluate(settings: AppSettings, state: ModularState, ratio, pri
         ratio = float(ratio)
     except (TypeError, ValueError):
         raise ModularError(f"the compression ratio must be a number (got {ratio!r})") from None
-    new_tokens = train_panel._positive_int(max_new_tokens, "max new tokens")
-    pairs = _eval_pairs(settings, state, source, train_file, validation_file, text_column, summary_column,
-                        eval_samples, max_source_length, max_target_length)
+    new_tokens = positive_int(max_new_tokens, "max new tokens")
+    documents, references, prefix, max_source, max_target = _eval_pairs(
+        settings, state, source, train_file, validation_file, text_column, summary_column, eval_samples,
+        max_source_length, max_target_length)
+    lengths = dict(prefix=prefix, max_source_length=max_source)
+    scoring = dict(lengths, max_target_length=max_target, max_new_tokens=new_tokens)
     student = assemble(state.modular, ratio, priority)
     teacher = state.modular.teacher
     record = student.config.modular
@@ -486,13 +416,13 @@ def assemble_and_evaluate(settings: AppSettings, state: ModularState, ratio, pri
         state.teacher_point = {"method": "teacher", "label": "teacher", "ratio": 1.0, "speedup": 1.0,
                                "encoder_layers": record["teacher_encoder_layers"],
                                "decoder_layers": record["teacher_decoder_layers"],
-                               **score_model(teacher, state.tokenizer, pairs, new_tokens)}
+                               **score_model(teacher, state.tokenizer, documents, references, **scoring)}
     replaced = [span["module"] for span in record["replaced"]]
     point = {"method": METHOD_OF_PRIORITY[priority], "label": f"{record['encoder_layers']}/{record['decoder_layers']}",
              "encoder_layers": record["encoder_layers"], "decoder_layers": record["decoder_layers"],
              "ratio": record["ratio"], "replaced": replaced, "note": f"ratio {record['ratio']:.2f}×",
-             **score_model(student, state.tokenizer, pairs, new_tokens),
-             **paired_speedup(teacher, student, state.tokenizer, pairs)}
+             **score_model(student, state.tokenizer, documents, references, **scoring),
+             **paired_speedup(teacher, student, state.tokenizer, documents, **lengths)}
     state.points = [p for p in state.points if (p["method"], p.get("replaced")) != (point["method"], replaced)]
     state.points.append(point)
     text = (f"**{point['method']}** at **{record['ratio']:.2f}×** (asked {ratio:.2f}×): encoder "
@@ -500,7 +430,7 @@ def assemble_and_evaluate(settings: AppSettings, state: ModularState, ratio, pri
             f"{record['teacher_decoder_layers']} → **{record['decoder_layers']}** layers, "
             f"{point['params'] / 1e6:.2f} M parameters ({100 * point['params'] / state.teacher_point['params']:.0f}% "
             f"of the teacher). Modules: {', '.join(f'`{m}`' for m in replaced) or 'none (the teacher)'}. "
-            f"On {len(pairs[0])} validation pairs: validation loss **{point['validation_loss']:.4f}** nats/token "
+            f"On {len(documents)} validation pairs: validation loss **{point['validation_loss']:.4f}** nats/token "
             f"(teacher {state.teacher_point['validation_loss']:.4f}), ROUGE-1 {point['rouge1']:.2f}, "
             f"**{point['speedup']:.2f}×** the teacher's generation speed.")
     depths = {"encoder": record["teacher_encoder_layers"], "decoder": record["teacher_decoder_layers"]}

@@ -1,19 +1,17 @@
 """Panels 3 and 4, data and training, then live training.
 
-The Run handler is a generator: it starts :func:`compression.pipeline.run_sft` in a worker thread
-whose ``on_progress`` callback pushes records into a ``queue.Queue``, keeps the run's
-``threading.Event`` in the visitor's session (the Cancel button sets it), and yields a progress
-line and the loss curve about once a second until the run ends. If the visitor goes away, the
-generator is closed and the run is cancelled.
+The Run handler is a generator: it runs :func:`compression.pipeline.run_pipeline` as a
+:class:`components.jobs.Job` (a worker thread whose ``on_progress`` events are collected for the
+generator), keeps the run's ``threading.Event`` in the visitor's session (the Cancel button sets
+it), and yields a progress line and the loss curve about once a second until the run ends. If the
+visitor goes away, the generator is closed and the run is cancelled.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
-import queue
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,11 +21,10 @@ import gradio as gr
 from compression.errors import CompressionError, DatasetError
 
 from . import charts
-from .feedback import user_errors
+from .feedback import positive_int, user_errors
+from .jobs import Job
 from .plan_panel import shrink_choice
 from .state import AppSettings, Session
-
-logger = logging.getLogger("dashboard")
 
 UPLOAD = "Upload JSONL/CSV files"
 XSUM = "XSum sample (offline)"
@@ -158,17 +155,6 @@ def device_summary() -> str:
             "small (e.g. a tiny preset, a few hundred pairs, 256 source tokens)")
 
 
-def _positive_int(value, what: str, *, allow_none: bool = False) -> int | None:
-    if value is None or value == "":
-        if allow_none:
-            return None
-        raise CompressionError(f"{what} is empty: give a positive whole number")
-    number = float(value)
-    if not number.is_integer() or number <= 0:
-        raise CompressionError(f"{what} must be a positive whole number (got {value})")
-    return int(number)
-
-
 def data_args(settings: AppSettings, source: str, train_file: str | None, validation_file: str | None,
               text_column: str | None, summary_column: str | None, train_samples, eval_samples,
               max_source_length, max_target_length):
@@ -179,10 +165,10 @@ def data_args(settings: AppSettings, source: str, train_file: str | None, valida
     """
     from compression.config import DataArgs
 
-    limits = dict(max_train_samples=_positive_int(train_samples, "samples to train on", allow_none=True),
-                  max_eval_samples=_positive_int(eval_samples, "validation samples", allow_none=True),
-                  max_source_length=_positive_int(max_source_length, "max source length"),
-                  max_target_length=_positive_int(max_target_length, "max target length"))
+    limits = dict(max_train_samples=positive_int(train_samples, "samples to train on", allow_none=True),
+                  max_eval_samples=positive_int(eval_samples, "validation samples", allow_none=True),
+                  max_source_length=positive_int(max_source_length, "max source length"),
+                  max_target_length=positive_int(max_target_length, "max target length"))
     if source == XSUM:
         if settings.shared_dir is None:
             raise DatasetError("the shared XSum sample (../shared) is not on this machine: upload files instead")
@@ -237,7 +223,7 @@ def build_run_config(settings: AppSettings, session: Session, encoder_layers, de
     shrink, _, _ = shrink_choice(session, encoder_layers, decoder_layers, strategy, encoder_custom, decoder_custom)
     data = data_args(settings, source, train_file, validation_file, text_column, summary_column, train_samples,
                      eval_samples, max_source_length, max_target_length)
-    batch = _positive_int(batch_size, "batch size")
+    batch = positive_int(batch_size, "batch size")
     try:
         epochs, learning_rate = float(epochs), float(learning_rate)
     except (TypeError, ValueError):
@@ -250,8 +236,8 @@ def build_run_config(settings: AppSettings, session: Session, encoder_layers, de
     train = TrainArgs(epochs=epochs, batch_size=batch, learning_rate=learning_rate,
                       freeze_embeddings=bool(freeze_embeddings), freeze_encoder=bool(freeze_encoder),
                       logging_steps=logging_steps)
-    evaluation = EvalArgs(num_beams=_positive_int(eval_beams, "beams"),
-                          max_new_tokens=_positive_int(eval_max_new_tokens, "max new tokens"))
+    evaluation = EvalArgs(num_beams=positive_int(eval_beams, "beams"),
+                          max_new_tokens=positive_int(eval_max_new_tokens, "max new tokens"))
     if quantize not in QUANT_CHOICES:
         raise CompressionError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANT_CHOICES)}")
     output = run_folder_name(settings, session, shrink, run_name)
@@ -304,20 +290,6 @@ def progress_markdown(stages: list[dict], records: list[dict], final: str | None
     return "\n\n".join(lines) or "Starting…"
 
 
-def _drain(events: queue.Queue, stages: list[dict], records: list[dict]) -> bool:
-    changed = False
-    while True:
-        try:
-            event = events.get_nowait()
-        except queue.Empty:
-            return changed
-        changed = True
-        if event.get("kind") == "stage":
-            stages.append(event)
-        else:
-            records.append(event)
-
-
 @user_errors
 def run_training(settings: AppSettings, session: Session, *values):
     """Generator behind Run: validate the settings, start the pipeline in a worker thread, and yield
@@ -335,36 +307,18 @@ def run_training(settings: AppSettings, session: Session, *values):
     if session.cancel is not None and not session.cancel.is_set():
         raise CompressionError("a run is already going on in this session: wait for it or cancel it")
     config = build_run_config(settings, session, *values)
-    events: queue.Queue = queue.Queue()
     cancel = threading.Event()
-    outcome: dict = {}
-    stages: list[dict] = []
-    records: list[dict] = []
-    session.cancel, session.records, session.result, session.run_dir = cancel, records, None, config.output_dir
-
-    def work() -> None:
-        try:
-            outcome["result"] = pipeline.run_sft(config, on_progress=events.put, cancel=cancel, progress_bar=False)
-        except BaseException as error:  # noqa: BLE001 - handed to the generator, which reports it
-            outcome["error"] = error
-
-    thread = threading.Thread(target=work, name="sft-run", daemon=True)
-    thread.start()
+    job = Job(lambda emit: pipeline.run_pipeline(config, on_progress=emit, cancel=cancel, progress_bar=False),
+              cancel, name=f"sft-run {config.output_dir}")
+    session.cancel, session.records, session.result, session.run_dir = cancel, job.records, None, config.output_dir
+    intro = f"Run started: `{config.output_dir}`"
     try:
-        yield progress_markdown(stages, records, f"Run started: `{config.output_dir}`"), charts.loss_curve(records)
-        while thread.is_alive():
-            thread.join(timeout=POLL_SECONDS)
-            if _drain(events, stages, records) and thread.is_alive():
-                yield progress_markdown(stages, records), charts.loss_curve(records)
-        _drain(events, stages, records)
+        for _ in job.stream(POLL_SECONDS):
+            yield progress_markdown(job.stages, job.records, intro), charts.loss_curve(job.records)
+            intro = None
     finally:
-        if thread.is_alive():  # the visitor left or the event was cancelled: stop the run too
-            cancel.set()
-            logger.info("run generator closed: cancelling %s", config.output_dir)
         session.cancel = None
-    if "error" in outcome:
-        raise outcome["error"]
-    result = outcome["result"]
+    result = job.result
     session.run_dir = result["run_dir"]
     session.result = {"status": result["status"], "metrics": result.get("metrics"),
                       "summaries": result.get("summaries") or [], "config": config.to_dict()}
@@ -372,7 +326,7 @@ def run_training(settings: AppSettings, session: Session, *values):
         final = f"■ **Cancelled.** The loss log so far is kept in `{result['run_dir']}`."
     else:
         final = f"✓ **Run complete:** `{result['run_dir']}`"
-    yield progress_markdown(stages, records, final), charts.loss_curve(records)
+    yield progress_markdown(job.stages, job.records, final), charts.loss_curve(job.records)
 
 
 def cancel_training(settings: AppSettings, session: Session) -> str:

@@ -13,6 +13,7 @@ the dashboard and the benchmarks share it.
 from __future__ import annotations
 
 import re
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -397,6 +398,60 @@ def evaluate_model(model, tokenizer, documents: list[str], references: list[str]
                       tokens_per_s=batched["tokens_per_s"])
     result["predictions"] = predictions
     return result
+
+
+def score_model(model, tokenizer, documents: list[str], references: list[str], *, prefix: str,
+                max_source_length: int, max_target_length: int, max_new_tokens: int,
+                batch_size: int = 8) -> dict:
+    """Quality and size of ``model`` on a few pairs, without timing: what a quick comparison needs.
+
+    :func:`evaluate_model` with greedy decoding of at most ``max_new_tokens`` new tokens, batches
+    of ``batch_size`` and no latency measurement, cut down to the headline numbers. Returns
+    ``{"params": int (tied embeddings once), "size_mib": MiB on disk (safetensors), "rouge1",
+    "rouge2", "rougeL": F1 in 0-100 (rouge_score, Porter stemmer), "validation_loss": nats per
+    target token (:func:`compute_validation_loss`, references truncated to ``max_target_length``
+    tokens)}``. Sources are ``prefix + document`` truncated to ``max_source_length`` tokens.
+
+    Raises:
+        ValueError: documents and references differ in length, or are empty.
+        CompressionError: ``max_new_tokens`` or ``batch_size`` not positive.
+        OutOfMemoryError: the device ran out of memory.
+    """
+    args = EvalArgs(max_new_tokens=max_new_tokens, num_beams=1, batch_size=batch_size, latency_samples=0)
+    result = evaluate_model(model, tokenizer, documents, references, prefix=prefix,
+                            max_source_length=max_source_length, max_target_length=max_target_length,
+                            args=args)
+    return {key: result[key] for key in ("params", "size_mib", "rouge1", "rouge2", "rougeL", "validation_loss")}
+
+
+def paired_speedup(teacher, student, tokenizer, documents: list[str], *, prefix: str, max_source_length: int,
+                   max_new_tokens: int = 32, samples: int = 2, repeats: int = 3) -> dict:
+    """Generation speedup of ``student`` over ``teacher`` at batch 1, robust to a busy machine.
+
+    Both models generate greedily exactly ``max_new_tokens`` new tokens for each of the first
+    ``samples`` documents (:func:`measure_latency`: forced length, one untimed warm-up, CUDA
+    synchronized), sources being ``prefix + document`` truncated to ``max_source_length`` tokens.
+    Teacher and student are timed alternately ``repeats`` times, so load from other processes
+    falls on both alike, and the medians are reported. Both models must use ``tokenizer``.
+
+    Returns ``{"speedup": median over the repeats of teacher time / student time (×, > 1: the
+    student is faster), "latency_ms": the student's median ms per summary, "teacher_latency_ms":
+    the teacher's}``.
+
+    Raises:
+        ValueError: no documents, or ``max_new_tokens``, ``samples`` or ``repeats`` below 1.
+        OutOfMemoryError: the device ran out of memory.
+    """
+    if samples < 1 or repeats < 1:
+        raise ValueError(f"samples ({samples}) and repeats ({repeats}) must be at least 1")
+    timed = documents[:samples]
+    common = dict(prefix=prefix, max_source_length=max_source_length, max_new_tokens=max_new_tokens, batch_size=1)
+    teacher_ms, student_ms = [], []
+    for _ in range(repeats):
+        teacher_ms.append(measure_latency(teacher, tokenizer, timed, **common)["ms_per_sample"])
+        student_ms.append(measure_latency(student, tokenizer, timed, **common)["ms_per_sample"])
+    return {"speedup": statistics.median(t / s for t, s in zip(teacher_ms, student_ms)),
+            "latency_ms": statistics.median(student_ms), "teacher_latency_ms": statistics.median(teacher_ms)}
 
 
 def _fmt(value, spec: str) -> str:

@@ -11,9 +11,10 @@ import gradio as gr
 import pytest
 
 from components import charts, model_panel, plan_panel, results_panel, runs_panel, train_panel
-from components.feedback import GENERIC, user_errors
+from components.feedback import GENERIC, positive_int, user_errors
+from components.jobs import Job
 from components.state import AppSettings, Session
-from compression.errors import DatasetError, PathNotAllowedError
+from compression.errors import CompressionError, DatasetError, PathNotAllowedError
 from compression.layers import estimate_student, layer_footprint, shrink
 from compression.load import describe_model
 from conftest import ARTICLES, write_jsonl
@@ -261,7 +262,7 @@ def _fake_result(config, status="complete"):
 def test_run_streams_progress_and_stores_the_result(settings, loaded, tiny_jsonl, monkeypatch):
     from compression import pipeline
 
-    def fake_run_sft(config, *, on_progress=None, cancel=None, **_):
+    def fake_run_pipeline(config, *, on_progress=None, cancel=None, **_):
         on_progress({"kind": "stage", "stage": "train", "message": "fine-tuning"})
         for step in (1, 2):
             on_progress({"kind": "train", "step": step, "total_steps": 2, "epoch": step / 2, "loss": 3.0 - step,
@@ -269,7 +270,7 @@ def test_run_streams_progress_and_stores_the_result(settings, loaded, tiny_jsonl
         on_progress({"kind": "eval", "step": 2, "total_steps": 2, "epoch": 1.0, "eval_loss": 1.5})
         return _fake_result(config)
 
-    monkeypatch.setattr(pipeline, "run_sft", fake_run_sft)
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
     session, _ = loaded
     steps = list(train_panel.run_training(settings, session, *_values(tiny_jsonl)))
     markdown, figure = steps[-1]
@@ -287,12 +288,12 @@ def test_run_streams_progress_and_stores_the_result(settings, loaded, tiny_jsonl
 def test_cancel_stops_the_run(settings, loaded, tiny_jsonl, monkeypatch):
     from compression import pipeline
 
-    def fake_run_sft(config, *, on_progress=None, cancel=None, **_):
+    def fake_run_pipeline(config, *, on_progress=None, cancel=None, **_):
         on_progress({"kind": "train", "step": 1, "total_steps": 100, "epoch": 0.01, "loss": 3.0})
         assert cancel.wait(timeout=30)
         return _fake_result(config, "cancelled")
 
-    monkeypatch.setattr(pipeline, "run_sft", fake_run_sft)
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
     monkeypatch.setattr(train_panel, "POLL_SECONDS", 0.05)
     session, _ = loaded
     runner = train_panel.run_training(settings, session, *_values(tiny_jsonl))
@@ -309,7 +310,7 @@ def test_pipeline_errors_show_as_messages(settings, loaded, tiny_jsonl, monkeypa
     def failing(config, **_):
         raise DatasetError("validation.jsonl: no column 'text'")
 
-    monkeypatch.setattr(pipeline, "run_sft", failing)
+    monkeypatch.setattr(pipeline, "run_pipeline", failing)
     session, _ = loaded
     with pytest.raises(gr.Error, match="no column 'text'"):
         list(train_panel.run_training(settings, session, *_values(tiny_jsonl)))
@@ -324,6 +325,68 @@ def test_unexpected_errors_are_generic():
     with pytest.raises(gr.Error) as info:
         broken()
     assert info.value.message == GENERIC.format(kind="KeyError")
+
+
+def test_positive_int_reads_form_fields():
+    assert positive_int(8.0, "batch size") == 8 and positive_int("3", "beams") == 3
+    assert positive_int("", "samples", allow_none=True) is None
+    for bad in (None, 0, -2, 2.5, "many"):
+        with pytest.raises(CompressionError, match="batch size"):
+            positive_int(bad, "batch size")
+
+
+# ---------------------------------------------------------------- long jobs (components.jobs)
+
+def test_job_streams_stages_and_records_then_keeps_the_result():
+    import threading
+
+    emitted, go_on = threading.Event(), threading.Event()
+
+    def work(emit):
+        emit({"kind": "stage", "stage": "train"})
+        emit({"kind": "train", "step": 1})
+        emitted.set()
+        go_on.wait(timeout=30)
+        emit({"kind": "eval", "step": 1})
+        return "done"
+
+    job = Job(work, threading.Event(), name="test-job")
+    records = job.records
+    stream = job.stream(poll_seconds=0.01)
+    next(stream)  # right after the start, before any event is read
+    assert emitted.wait(timeout=30)
+    next(stream)  # the first events arrived while the thread still runs
+    assert job.stages == [{"kind": "stage", "stage": "train"}] and job.records == [{"kind": "train", "step": 1}]
+    go_on.set()
+    for _ in stream:  # until the thread ends
+        pass
+    assert job.records is records and [r["kind"] for r in records] == ["train", "eval"]
+    assert job.result == "done" and not job.cancel.is_set()
+    with pytest.raises(RuntimeError, match="already started"):
+        next(job.stream())
+
+
+def test_closing_a_job_stream_cancels_and_worker_errors_are_raised():
+    import threading
+
+    cancel = threading.Event()
+
+    def slow(emit):
+        assert cancel.wait(timeout=30)
+
+    stream = Job(slow, cancel, name="slow-job").stream(poll_seconds=0.01)
+    next(stream)
+    stream.close()
+    assert cancel.is_set()
+
+    def failing(emit):
+        emit({"kind": "stage", "stage": "load"})
+        raise DatasetError("no column 'text'")
+
+    job = Job(failing, threading.Event(), name="failing-job")
+    with pytest.raises(DatasetError, match="no column"):
+        list(job.stream(poll_seconds=0.01))
+    assert job.stages == [{"kind": "stage", "stage": "load"}] and job.result is None
 
 
 # ---------------------------------------------------------------- panel 5: article comparison

@@ -18,8 +18,10 @@ from compression.evaluate import (
     generate_summaries,
     measure_latency,
     memory_footprint_mib,
+    paired_speedup,
     percent_of_base,
     rouge_scores,
+    score_model,
     size_on_disk_mib,
     split_sentences,
 )
@@ -214,6 +216,37 @@ def test_evaluate_model_can_skip_loss_and_latency(tiny_t5, byt5_tokenizer):
                             max_source_length=32, max_target_length=8, args=args, validation_loss=False)
     assert result["validation_loss"] is None
     assert result["latency_ms"] is None and result["tokens_per_s"] is None
+
+
+
+# ---- score_model and paired_speedup ------------------------------------------------------------
+
+def test_score_model_is_the_headline_of_evaluate_model(tiny_t5, byt5_tokenizer):
+    docs, refs = DOCS[:3], REFS[:3]
+    lengths = dict(prefix=PREFIX, max_source_length=48, max_target_length=12)
+    result = score_model(tiny_t5, byt5_tokenizer, docs, refs, max_new_tokens=4, batch_size=2, **lengths)
+    assert set(result) == {"params", "size_mib", "rouge1", "rouge2", "rougeL", "validation_loss"}
+    assert result["params"] == count_parameters(tiny_t5) and result["size_mib"] > 0
+    predictions = generate_summaries(tiny_t5, byt5_tokenizer, docs, prefix=PREFIX, max_source_length=48,
+                                     args=EvalArgs(max_new_tokens=4, batch_size=2))
+    scored = rouge_scores(predictions, refs)
+    for rouge_type in ("rouge1", "rouge2", "rougeL"):
+        assert 0 <= result[rouge_type] <= 100 and result[rouge_type] == scored[rouge_type]["fmeasure"]
+    assert result["validation_loss"] == compute_validation_loss(tiny_t5, byt5_tokenizer, docs, refs,
+                                                                batch_size=2, **lengths)
+    with pytest.raises(ValueError, match="references"):
+        score_model(tiny_t5, byt5_tokenizer, docs, refs[:2], max_new_tokens=4, **lengths)
+
+
+def test_paired_speedup_reports_both_latencies(tiny_t5, byt5_tokenizer):
+    common = dict(prefix=PREFIX, max_source_length=32, max_new_tokens=2)
+    result = paired_speedup(tiny_t5, tiny_t5, byt5_tokenizer, DOCS[:3], samples=1, repeats=2, **common)
+    assert set(result) == {"speedup", "latency_ms", "teacher_latency_ms"}
+    assert result["speedup"] > 0 and result["latency_ms"] > 0 and result["teacher_latency_ms"] > 0
+    with pytest.raises(ValueError, match="repeats"):
+        paired_speedup(tiny_t5, tiny_t5, byt5_tokenizer, DOCS[:1], repeats=0, **common)
+    with pytest.raises(ValueError, match="no documents"):
+        paired_speedup(tiny_t5, tiny_t5, byt5_tokenizer, [], **common)
 
 
 def test_validation_loss_is_token_weighted_across_batch_sizes(tiny_t5, byt5_tokenizer):
