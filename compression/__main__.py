@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import STRATEGIES, DataArgs, EvalArgs, RunConfig, ShrinkArgs, TrainArgs
+from .config import METHODS, STRATEGIES, DataArgs, EvalArgs, KDArgs, RunConfig, ShrinkArgs, TrainArgs
 from .errors import CompressionError
 from .train import LOSS_LOG
 
@@ -144,11 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep only the vocabulary the data uses in the quantized copy (smaller, faster)")
     run.add_argument("--output", help="run folder (default: runs/<timestamp>-<name>)")
     run.add_argument("--name", help="run name used in the default folder")
+    run.add_argument("--method", choices=METHODS, default="sft",
+                     help="sft: fine-tune the student on the summaries; kd: distil it from the base model "
+                          "with the KDArgs weights below (default: sft)")
+    add_dataclass_flags(run, KDArgs)
 
     runs = commands.add_parser("runs", help="list the runs in a runs folder")
     runs.add_argument("--root", default="runs")
 
-    from .distill import KDArgs
     from .modular import ModularArgs
 
     distill = commands.add_parser("distill", help="knowledge distillation (KD) of a student against a frozen teacher")
@@ -310,10 +313,11 @@ def cmd_run(args) -> None:
     data, train_args, eval_args = from_flags(DataArgs, args), from_flags(TrainArgs, args), from_flags(EvalArgs, args, EVAL_RENAMES)
     output = args.output or str(RunFolder.default_path("runs", args.name or Path(args.model).name))
     config = RunConfig(model=args.model, output_dir=output, shrink=shrink, data=data, train=train_args,
-                       eval=eval_args, quantize=args.quantize, prune_vocab=args.prune_vocab, name=args.name)
-    from .pipeline import run_sft
+                       eval=eval_args, quantize=args.quantize, prune_vocab=args.prune_vocab, name=args.name,
+                       method=args.method, kd=from_flags(KDArgs, args))
+    from .pipeline import run_pipeline
 
-    result = run_sft(config, token=_token(), tokenizer=args.tokenizer, progress_bar=not args.json)
+    result = run_pipeline(config, token=_token(), tokenizer=args.tokenizer, progress_bar=not args.json)
     if result["status"] != "complete":
         _print(args, result, f"run {result['status']}: {result['run_dir']}")
         return
@@ -331,7 +335,7 @@ def cmd_runs(args) -> None:
 
 
 def cmd_distill(args) -> None:
-    from .distill import KDArgs, distill
+    from .distill import distill
     from .export import save_model
     from .layers import shrink
     from .load import load_model

@@ -7,11 +7,16 @@ Modelled on the ``DataTrainingArguments`` of transformers' ``run_summarization.p
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from .errors import CompressionError, DatasetError, LayerSelectionError
 
 STRATEGIES = ("spread", "alternate", "first", "last")
+#: Training methods of a run: Shrink and Fine-Tune on the labels, or knowledge distillation from the base.
+METHODS = ("sft", "kd")
+ATTENTION_LOSSES = ("kl", "mse")
+TEACHER_DTYPE_NAMES = ("auto", "float32", "bfloat16")
 
 
 @dataclass
@@ -126,10 +131,62 @@ class EvalArgs:
 
 
 @dataclass
-class RunConfig:
-    """One whole SFT run: base checkpoint -> shrink -> fine-tune -> evaluate -> quantize -> export.
+class KDArgs:
+    """Distillation weights and settings (defaults: seq2seq-distillation's ``distillation.py``).
 
-    ``model`` is a hub id or a local folder. ``quantize`` is ``"auto"`` (the mode that generates
+    ``alpha_ce``: weight of the label cross-entropy (their ``alpha_mlm``, 0.2). ``alpha_kl``: weight
+    of the soft-target KL (their ``alpha_ce``, 0.8). ``alpha_hidden``: hidden-state MSE (their
+    ``alpha_hid``, 0.0). ``alpha_attention``: attention-map loss (0.0). ``temperature``: softmax
+    temperature T of the KL (2.0). ``attention_loss``: ``"kl"`` (MiniLM) or ``"mse"`` (TinyBERT) on
+    attention probabilities. ``normalize_hidden``: compare hidden states after a parameter-free
+    layer norm over the hidden dimension (their ``--normalize_hidden``; useful for T5, whose residual
+    stream grows large). ``teacher_dtype``: ``"float32"``, ``"bfloat16"`` (halves the teacher's
+    memory) or ``"auto"`` (bfloat16 when training runs under bf16 autocast, else float32).
+
+    Raises:
+        CompressionError: a negative or non-finite weight, all weights zero, T <= 0, an unknown
+            attention loss or teacher dtype.
+    """
+
+    alpha_ce: float = 0.2
+    alpha_kl: float = 0.8
+    alpha_hidden: float = 0.0
+    alpha_attention: float = 0.0
+    temperature: float = 2.0
+    attention_loss: str = "kl"
+    normalize_hidden: bool = False
+    teacher_dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        weights = {name: getattr(self, f"alpha_{name}") for name in ("ce", "kl", "hidden", "attention")}
+        for name, value in weights.items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise CompressionError(f"KD weight alpha_{name} must be a number >= 0 (got {value!r})")
+        if sum(weights.values()) <= 0:
+            raise CompressionError("all KD weights are 0: give at least one positive weight (defaults: ce 0.2, kl 0.8)")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature > 0):
+            raise CompressionError(
+                f"KD temperature must be positive (2.0 is the usual value), got {self.temperature!r}")
+        if self.attention_loss not in ATTENTION_LOSSES:
+            raise CompressionError(f"attention loss must be 'kl' or 'mse', got {self.attention_loss!r}")
+        if self.teacher_dtype not in TEACHER_DTYPE_NAMES:
+            raise CompressionError(f"teacher dtype must be 'auto', 'float32' or 'bfloat16', got {self.teacher_dtype!r}")
+
+    def weights(self) -> dict[str, float]:
+        """``{"ce": alpha_ce, "kl": alpha_kl, "hidden": alpha_hidden, "attention": alpha_attention}``."""
+        return {"ce": self.alpha_ce, "kl": self.alpha_kl, "hidden": self.alpha_hidden,
+                "attention": self.alpha_attention}
+
+
+@dataclass
+class RunConfig:
+    """One whole run: base checkpoint -> shrink -> train -> evaluate -> quantize -> export.
+
+    ``model`` is a hub id or a local folder. ``method`` is how the shrunk student is trained:
+    ``"sft"`` (Shrink and Fine-Tune: cross-entropy on the reference summaries, Shleifer & Rush 2020,
+    Section 3) or ``"kd"`` (knowledge distillation from the base model as the frozen teacher, with
+    the ``kd`` weights, :func:`compression.distill.distill`); ``kd`` is ignored under SFT. ``quantize`` is ``"auto"`` (the mode that generates
     fastest on the device, :func:`compression.quantize.fastest_mode`), ``"none"``, ``"8bit"``,
     ``"4bit"`` (NF4), ``"fp4"``, ``"fp16"`` or ``"bf16"``. ``prune_vocab`` keeps only the vocabulary
     the training and validation texts use in the quantized copy (:mod:`compression.vocab`): a smaller,
@@ -145,6 +202,13 @@ class RunConfig:
     quantize: str = "auto"
     prune_vocab: bool = False
     name: str | None = None
+    method: str = "sft"
+    kd: KDArgs = field(default_factory=KDArgs)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise CompressionError(f"unknown training method {self.method!r}: choose 'sft' (fine-tune on the "
+                                   "summaries) or 'kd' (distil from the base model)")
 
     def to_dict(self) -> dict:
         """The resolved config as plain JSON-ready values."""

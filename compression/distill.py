@@ -28,10 +28,8 @@ when ``alpha_attention > 0`` both models are switched to ``"eager"`` for the run
 from __future__ import annotations
 
 import copy
-import math
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from .config import TrainArgs
+from .config import KDArgs, TrainArgs
 from .data import LABEL_PAD
 from .errors import CompressionError
 from .layers import get_layer_stacks, layers_to_supervise, select_layers
@@ -48,57 +46,7 @@ from .train import TrainResult, _freeze, _Trainer, bf16_enabled, resolve_device,
 
 #: Names of the loss terms, in the order they are logged.
 TERMS = ("ce", "kl", "hidden", "attention")
-ATTENTION_LOSSES = ("kl", "mse")
 TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-@dataclass
-class KDArgs:
-    """Distillation weights and settings (defaults: seq2seq-distillation's ``distillation.py``).
-
-    ``alpha_ce``: weight of the label cross-entropy (their ``alpha_mlm``, 0.2). ``alpha_kl``: weight
-    of the soft-target KL (their ``alpha_ce``, 0.8). ``alpha_hidden``: hidden-state MSE (their
-    ``alpha_hid``, 0.0). ``alpha_attention``: attention-map loss (0.0). ``temperature``: softmax
-    temperature T of the KL (2.0). ``attention_loss``: ``"kl"`` (MiniLM) or ``"mse"`` (TinyBERT) on
-    attention probabilities. ``normalize_hidden``: compare hidden states after a parameter-free
-    layer norm over the hidden dimension (their ``--normalize_hidden``; useful for T5, whose residual
-    stream grows large). ``teacher_dtype``: ``"float32"``, ``"bfloat16"`` (halves the teacher's
-    memory) or ``"auto"`` (bfloat16 when training runs under bf16 autocast, else float32).
-
-    Raises:
-        CompressionError: a negative or non-finite weight, all weights zero, T <= 0, an unknown
-            attention loss or teacher dtype.
-    """
-
-    alpha_ce: float = 0.2
-    alpha_kl: float = 0.8
-    alpha_hidden: float = 0.0
-    alpha_attention: float = 0.0
-    temperature: float = 2.0
-    attention_loss: str = "kl"
-    normalize_hidden: bool = False
-    teacher_dtype: str = "auto"
-
-    def __post_init__(self) -> None:
-        weights = {name: getattr(self, f"alpha_{name}") for name in ("ce", "kl", "hidden", "attention")}
-        for name, value in weights.items():
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise CompressionError(f"KD weight alpha_{name} must be a number >= 0 (got {value!r})")
-        if sum(weights.values()) <= 0:
-            raise CompressionError("all KD weights are 0: give at least one positive weight (defaults: ce 0.2, kl 0.8)")
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
-                and self.temperature > 0):
-            raise CompressionError(
-                f"KD temperature must be positive (2.0 is the usual value), got {self.temperature!r}")
-        if self.attention_loss not in ATTENTION_LOSSES:
-            raise CompressionError(f"attention loss must be 'kl' or 'mse', got {self.attention_loss!r}")
-        if self.teacher_dtype not in ("auto", *TEACHER_DTYPES):
-            raise CompressionError(f"teacher dtype must be 'auto', 'float32' or 'bfloat16', got {self.teacher_dtype!r}")
-
-    def weights(self) -> dict[str, float]:
-        """``{"ce": alpha_ce, "kl": alpha_kl, "hidden": alpha_hidden, "attention": alpha_attention}``."""
-        return {"ce": self.alpha_ce, "kl": self.alpha_kl, "hidden": self.alpha_hidden,
-                "attention": self.alpha_attention}
 
 
 # --------------------------------------------------------------------------------------------

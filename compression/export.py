@@ -106,7 +106,8 @@ def model_card(card: dict) -> str:
         teacher = card.get(f"teacher_{side}_layers")
         suffix = f" (of {teacher} teacher layers)" if teacher is not None else ""
         lines.append(f"- Kept {side} layers: {kept}{suffix}")
-    for key, label in (("strategy", "Layer selection strategy"), ("train_samples", "Training pairs"),
+    for key, label in (("method", "Training method"), ("strategy", "Layer selection strategy"),
+                       ("train_samples", "Training pairs"),
                        ("epochs", "Epochs"), ("learning_rate", "Learning rate"),
                        ("quantization", "Quantization"), ("params", "Parameters")):
         if card.get(key) is not None:

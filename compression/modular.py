@@ -86,9 +86,9 @@ from torch import nn
 from transformers import AutoModelForSeq2SeqLM, PretrainedConfig, PreTrainedModel
 from transformers.trainer_utils import EvalLoopOutput
 
-from .config import TrainArgs
+from .config import ATTENTION_LOSSES, TrainArgs
 from .data import LABEL_PAD
-from .distill import ATTENTION_LOSSES, TermsTrainerMixin, _attention_map_loss, _masked_mse, _zero
+from .distill import TermsTrainerMixin, _attention_map_loss, _masked_mse, _zero
 from .errors import ModularError
 from .layers import get_layer_stacks, renumber_layer_indices, set_t5_decoder_depth
 from .load import model_family

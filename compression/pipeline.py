@@ -1,8 +1,9 @@
-"""The whole Shrink-and-Fine-Tune run, one function the CLI, the dashboard and the benchmarks share.
+"""The whole compression run, one function the CLI, the dashboard and the benchmarks share.
 
-config -> load base -> shrink -> fine-tune -> evaluate base and student -> quantize -> evaluate
-quantized -> export, written into one run folder (see :mod:`compression.runs`). The recipe is
-Shleifer & Rush 2020, "Pre-trained Summarization Distillation", section 3 (SFT); the headline
+config -> load base -> shrink -> train (SFT or KD) -> evaluate base and student -> quantize ->
+evaluate quantized -> export, written into one run folder (see :mod:`compression.runs`). The recipes
+are Shleifer & Rush 2020, "Pre-trained Summarization Distillation", section 3: SFT (fine-tune the
+shrunk student on the summaries) and KD (distil it from the base model as teacher); the headline
 figure is the blog post's: each student score as a percentage of the base model's on the same
 samples, next to size and speed.
 """
@@ -54,15 +55,20 @@ def _without_predictions(metrics: dict) -> dict:
     return {key: value for key, value in metrics.items() if key != "predictions"}
 
 
-def run_sft(config: RunConfig, *, on_progress: Callable[[dict], None] | None = None,
-            cancel: threading.Event | None = None, token: str | None = None,
-            tokenizer: str | None = None, base=None, progress_bar: bool = True) -> dict:
-    """Run SFT end to end into the run folder ``config.output_dir``.
+def run_pipeline(config: RunConfig, *, on_progress: Callable[[dict], None] | None = None,
+                 cancel: threading.Event | None = None, token: str | None = None,
+                 tokenizer: str | None = None, base=None, progress_bar: bool = True) -> dict:
+    """Run shrink -> train -> evaluate -> quantize -> export end to end into ``config.output_dir``.
+
+    The student is trained by ``config.method``: ``"sft"`` (:func:`compression.train.finetune`) or
+    ``"kd"`` (:func:`compression.distill.distill` against the base model, frozen, with
+    ``config.kd``; the loss log then carries one column per KD term).
 
     Args:
         config: the resolved settings (written to ``config.json``; no token is ever written).
         on_progress: called with ``{"kind": "stage", "stage", "message"}`` at each stage and with
-            the training records of :func:`compression.train.finetune` (``kind`` train/eval).
+            the training records of :func:`compression.train.finetune` (``kind`` train/eval; KD
+            records add ``ce``, ``kl``... per :class:`compression.config.KDArgs` weights).
         cancel: set it to stop training within one step; the run is then marked cancelled, keeps
             its loss log and ``last-checkpoint/``, and is not evaluated.
         token: hub token for private checkpoints (used, never stored).
@@ -114,9 +120,17 @@ def _run(config, run, on_progress, cancel, token, tokenizer, base, progress_bar)
     student.config.shrink["teacher"] = config.model
     run.write_json("architecture.json", {"base": describe_model(base_model), "student": describe_model(student)})
 
-    announce("train", f"fine-tuning on {len(train_set)} pairs for {config.train.epochs:g} epoch(s)")
-    result = finetune(student, tok, train_set, validation_set, config.train, run.path,
-                      on_progress=on_progress, cancel=cancel, progress_bar=progress_bar)
+    if config.method == "kd":
+        from .distill import distill
+
+        announce("train", f"distilling from the base model on {len(train_set)} pairs for "
+                          f"{config.train.epochs:g} epoch(s)")
+        result = distill(student, base_model, tok, train_set, validation_set, config.train, config.kd, run.path,
+                         on_progress=on_progress, cancel=cancel, progress_bar=progress_bar)
+    else:
+        announce("train", f"fine-tuning on {len(train_set)} pairs for {config.train.epochs:g} epoch(s)")
+        result = finetune(student, tok, train_set, validation_set, config.train, run.path,
+                          on_progress=on_progress, cancel=cancel, progress_bar=progress_bar)
     train_summary = {key: value for key, value in vars(result).items() if key != "log_history"}
     run.write_json("train.json", train_summary)
     if result.cancelled:
@@ -179,6 +193,7 @@ def student_card(config: RunConfig, student, train_samples: int, metrics: dict) 
             "teacher_decoder_layers": record["teacher_decoder_layers"], "strategy": record["strategy"],
             "dataset": data.dataset or (Path(data.train_file).name if data.train_file else None),
             "train_samples": train_samples, "epochs": config.train.epochs,
+            "method": "KD (distilled from the base model)" if config.method == "kd" else "SFT (shrink and fine-tune)",
             "learning_rate": config.train.learning_rate,
             "metrics": {name: _without_predictions(m) for name, m in metrics.items() if m is not None}}
 

@@ -1,4 +1,4 @@
-"""The whole SFT run (pipeline.run_sft) and the command line on a tiny model and tiny data."""
+"""The whole run (pipeline.run_pipeline, SFT and KD) and the command line on a tiny model and tiny data."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from compression.__main__ import main
-from compression.config import DataArgs, EvalArgs, RunConfig, ShrinkArgs, TrainArgs
-from compression.errors import DatasetError
-from compression.pipeline import run_sft
+from compression.config import DataArgs, EvalArgs, KDArgs, RunConfig, ShrinkArgs, TrainArgs
+from compression.errors import CompressionError, DatasetError
+from compression.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST_EVAL = EvalArgs(max_new_tokens=4, bootstrap_samples=20, latency_samples=1, batch_size=4)
@@ -29,9 +29,9 @@ def tiny_config(model_dir, train_file, validation_file, output, **overrides) -> 
     return RunConfig(**values)
 
 
-def test_run_sft_writes_a_complete_run(tiny_t5_dir, tiny_jsonl, tmp_path):
+def test_run_pipeline_writes_a_complete_run(tiny_t5_dir, tiny_jsonl, tmp_path):
     events = []
-    result = run_sft(tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "run"), on_progress=events.append,
+    result = run_pipeline(tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "run"), on_progress=events.append,
                      progress_bar=False)
     run = Path(result["run_dir"])
     assert result["status"] == "complete"
@@ -58,6 +58,29 @@ def test_run_sft_writes_a_complete_run(tiny_t5_dir, tiny_jsonl, tmp_path):
     assert (run / "quantized" / "config.json").is_file()
 
 
+def test_kd_run_distils_from_the_base_and_logs_each_term(tiny_t5_dir, tiny_jsonl, tmp_path):
+    config = tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "run", method="kd", quantize="none",
+                         kd=KDArgs(alpha_ce=0.5, alpha_kl=0.5, alpha_hidden=0.1))
+    result = run_pipeline(config, progress_bar=False)
+    run = Path(result["run_dir"])
+    assert result["status"] == "complete"
+    stored = json.loads((run / "config.json").read_text())
+    assert stored["method"] == "kd" and stored["kd"]["alpha_hidden"] == 0.1
+    train = [json.loads(line) for line in (run / "loss_log.jsonl").read_text().splitlines()]
+    train = [r for r in train if r["kind"] == "train"]
+    assert train and all({"ce", "kl", "hidden"} <= set(r) and "attention" not in r for r in train)
+    assert "Training method: KD" in (run / "student" / "README.md").read_text()
+    # the run's student is the KD one: same shape as SFT's, different weights
+    sft = run_pipeline(tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "sft", quantize="none"), progress_bar=False)
+    assert result["metrics"]["student"]["params"] == sft["metrics"]["student"]["params"]
+    assert result["metrics"]["student"]["validation_loss"] != sft["metrics"]["student"]["validation_loss"]
+
+
+def test_unknown_method_is_refused(tiny_t5_dir, tiny_jsonl, tmp_path):
+    with pytest.raises(CompressionError, match="sft"):
+        tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "run", method="theseus")
+
+
 def test_cancel_keeps_log_and_checkpoint(tiny_t5_dir, tiny_jsonl, tmp_path):
     cancel = threading.Event()
 
@@ -66,7 +89,7 @@ def test_cancel_keeps_log_and_checkpoint(tiny_t5_dir, tiny_jsonl, tmp_path):
             cancel.set()
 
     config = tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "run", train=TrainArgs(batch_size=2, logging_steps=1))
-    result = run_sft(config, on_progress=on_progress, cancel=cancel, progress_bar=False)
+    result = run_pipeline(config, on_progress=on_progress, cancel=cancel, progress_bar=False)
     run = Path(result["run_dir"])
     assert result["status"] == "cancelled"
     assert json.loads((run / "status.json").read_text())["status"] == "cancelled"
@@ -79,7 +102,7 @@ def test_failed_run_is_never_complete(tiny_t5_dir, tiny_jsonl, tmp_path):
     config = tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "run")
     config.data.text_column = "article"
     with pytest.raises(DatasetError, match="article"):
-        run_sft(config, progress_bar=False)
+        run_pipeline(config, progress_bar=False)
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["status"] == "failed" and "article" in status["reason"]
 
@@ -97,12 +120,14 @@ def test_cli_init_shrink_run(tmp_path, tiny_jsonl, capsys):
                  "--validation-file", str(validation), "--encoder-layers", "1", "--decoder-layers", "1",
                  "--max-source-length", "48", "--max-target-length", "12", "--max-new-tokens", "3",
                  "--bootstrap-samples", "10", "--latency-samples", "1", "--quantize", "none",
-                 "--max-steps", "2", "--output", str(tmp_path / "run")])
+                 "--max-steps", "2", "--method", "kd", "--temperature", "3", "--output", str(tmp_path / "run")])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["status"] == "complete" and printed["metrics"]["quantized"] is None
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["student"]["params"] == \
         printed["metrics"]["student"]["params"]
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["method"] == "kd" and stored["kd"]["temperature"] == 3.0
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -164,12 +189,12 @@ def test_cli_finetune_saves_model_beside_its_loss_log(tiny_t5_dir, tiny_jsonl, t
     assert main(argv) == 0  # fine-tuning again into the same folder replaces the model
 
 
-def test_run_sft_auto_quantization_with_pruned_vocabulary(tiny_t5_dir, tiny_jsonl, tmp_path):
+def test_run_pipeline_auto_quantization_with_pruned_vocabulary(tiny_t5_dir, tiny_jsonl, tmp_path):
     from compression.quantize import fastest_mode
 
     config = tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "run", quantize="auto", prune_vocab=True,
                          train=TrainArgs(batch_size=8, max_steps=1))
-    result = run_sft(config, progress_bar=False)
+    result = run_pipeline(config, progress_bar=False)
     quantized = result["metrics"]["quantized"]
     assert quantized["mode"] == fastest_mode("cpu") and quantized["pruned_vocab"] is True
     saved = json.loads((Path(result["run_dir"]) / "quantized" / "config.json").read_text())
