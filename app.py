@@ -19,7 +19,9 @@ ASSETS = ROOT / "assets"
 DESCRIPTION = (
     "Compress a seq2seq summarizer (T5 or BART family) by **Shrink and Fine-Tune** "
     "(Shleifer & Rush 2020): copy a subset of the teacher's layers into a shallower student, "
-    "fine-tune it, then compare ROUGE, validation loss, size and speed with the teacher and a quantized copy."
+    "train it on the summaries (SFT) or against the teacher (KD), then compare ROUGE, validation loss, size and "
+    "speed with the teacher and a quantized copy. The second tab trains Modular Transformers modules once and "
+    "assembles students of any ratio without retraining."
 )
 
 
@@ -57,7 +59,7 @@ def build_demo(settings=None):
     with gr.Blocks(title="Summarizer compression (SFT)", analytics_enabled=False) as demo:
         session = session_state()
         gr.Markdown(f"# Summarizer compression · Shrink and Fine-Tune\n{DESCRIPTION}", elem_id="intro")
-        with gr.Tab("Shrink and fine-tune (SFT)"):
+        with gr.Tab("Shrink and train (SFT or KD)"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=2, min_width=320):
                     model = model_panel.build_model_panel(settings, session)

@@ -68,13 +68,22 @@ def _present(metrics: dict | None) -> list[str]:
     return [name for name in MODELS if isinstance(metrics.get(name), dict)]
 
 
+#: KD loss terms drawn under the total: (record key, legend name, colour).
+KD_TERM_LINES = (("ce", "KD term: label cross-entropy", "#0ea5e9"),
+                 ("kl", "KD term: soft-target KL × T²", "#ef4444"),
+                 ("hidden", "KD term: hidden-state MSE", "#eab308"),
+                 ("attention", "KD term: attention-map loss", "#a855f7"))
+
+
 def loss_curve(records: list[dict], title: str = "Loss during fine-tuning") -> go.Figure:
     """Training loss per logged step (line) and validation loss per evaluation (markers).
 
     ``records``: progress dicts of :func:`compression.train.finetune` (``kind`` ``"train"`` with
     ``loss`` or ``"eval"`` with ``eval_loss``, ``step``); other kinds are ignored. Losses are token
     cross-entropies in nats. Traces: ``"training loss"``, ``"validation loss"`` (each only when it
-    has points).
+    has points). A KD run's training records also carry its loss terms (``ce``, ``kl``, ``hidden``,
+    ``attention``, :func:`compression.distill.distill`); each one present is drawn as a thin dotted
+    line (:data:`KD_TERM_LINES`), and ``"training loss"`` is then the weighted total.
     """
     train = [r for r in records if r.get("kind") == "train" and as_number(r.get("loss")) is not None]
     evals = [r for r in records if r.get("kind") == "eval" and as_number(r.get("eval_loss")) is not None]
@@ -87,6 +96,13 @@ def loss_curve(records: list[dict], title: str = "Loss during fine-tuning") -> g
             x=[r["step"] for r in train], y=[r["loss"] for r in train], mode="lines+markers",
             name="training loss", line={"color": COLORS["student"], "width": 2}, marker={"size": 5},
             hovertemplate="step %{x}<br>training loss %{y:.4f} nats<extra></extra>"))
+    for key, name, color in KD_TERM_LINES:
+        points = [r for r in train if as_number(r.get(key)) is not None]
+        if points:
+            fig.add_trace(go.Scatter(
+                x=[r["step"] for r in points], y=[r[key] for r in points], mode="lines", name=name,
+                line={"color": color, "width": 1.5, "dash": "dot"},
+                hovertemplate="step %{x}<br>%{y:.4f}<extra>%{fullData.name}</extra>"))
     if evals:
         fig.add_trace(go.Scatter(
             x=[r["step"] for r in evals], y=[r["eval_loss"] for r in evals], mode="lines+markers",

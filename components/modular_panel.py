@@ -117,22 +117,6 @@ def _granularities(values) -> tuple[int, ...]:
         raise ModularError(f"granularities {values!r} must be whole numbers such as 2, 3, 4") from None
 
 
-def _train_args(data, epochs, batch_size, learning_rate):
-    from compression.config import TrainArgs
-
-    batch = positive_int(batch_size, "batch size")
-    try:
-        epochs, learning_rate = float(epochs), float(learning_rate)
-    except (TypeError, ValueError):
-        raise CompressionError("epochs and learning rate must be numbers (e.g. 1 and 3e-4)") from None
-    pairs = [n for n in (data.max_train_samples, train_panel.count_rows(data.train_file) if data.train_file else None)
-             if n]
-    logging_steps = 5
-    if pairs and math.isfinite(epochs):
-        logging_steps = max(1, min(50, int(math.ceil(min(pairs) / batch) * max(epochs, 0) // 100)))
-    return TrainArgs(epochs=epochs, batch_size=batch, learning_rate=learning_rate, logging_steps=logging_steps)
-
-
 def _ratio_slider(modular) -> dict:
     from compression.modular import available_ratios, max_ratio
 
@@ -191,7 +175,7 @@ def train_modules_job(settings: AppSettings, session: Session, state: ModularSta
     modular_args = ModularArgs(granularities=_granularities(granularities))
     data = train_panel.data_args(settings, source, train_file, validation_file, text_column, summary_column,
                                  train_samples, eval_samples, max_source_length, max_target_length)
-    train_args = _train_args(data, epochs, batch_size, learning_rate)
+    train_args = train_panel.train_args(data, epochs, batch_size, learning_rate)
     output = RunFolder.default_path(settings.runs_dir / MODULAR_DIR, Path(source_model).name or "teacher")
     cancel = threading.Event()
 
@@ -314,15 +298,10 @@ def _same_model(a: str | None, b: str | None) -> bool:
         return False
 
 
-def _run_method(config: dict) -> str:
-    method = str(config.get("method") or "").lower()
-    return "KD" if method in ("kd", "distill", "distillation") or isinstance(config.get("kd"), dict) else "SFT"
-
-
 def run_points(settings: AppSettings, teacher_source: str | None) -> list[dict]:
     """Students of complete runs in the runs folder whose base model is ``teacher_source``, as chart
-    points: ``method`` ``"KD"`` when the run's ``config.json`` says ``"method": "kd"`` (or holds a
-    ``kd`` section), else ``"SFT"``; layers from ``architecture.json``; ROUGE, validation loss and
+    points: ``method`` ``"KD"`` when the run's ``config.json`` says ``"method": "kd"`` (a run of
+    :func:`compression.pipeline.run_pipeline` with ``method="kd"``), else ``"SFT"``; layers from ``architecture.json``; ROUGE, validation loss and
     size from ``metrics.json``; speedup = base latency / student latency as the run measured them.
     Those runs scored their own validation pairs, which the hover text says."""
     from compression.runs import list_runs, load_run
@@ -346,7 +325,7 @@ def run_points(settings: AppSettings, teacher_source: str | None) -> list[dict]:
                 and student["latency_ms"] > 0:
             speedup = base["latency_ms"] / student["latency_ms"]
         e, d = layers.get("encoder_layers"), layers.get("decoder_layers")
-        points.append({"method": _run_method(run["config"]), "label": f"{e}/{d}" if None not in (e, d) else row["name"],
+        points.append({"method": "KD" if row.get("method") == "kd" else "SFT", "label": f"{e}/{d}" if None not in (e, d) else row["name"],
                        "encoder_layers": e, "decoder_layers": d, "params": student.get("params"),
                        "size_mib": student.get("size_mib"), "rouge1": student.get("rouge1"),
                        "rouge2": student.get("rouge2"), "rougeL": student.get("rougeL"),

@@ -18,7 +18,7 @@ from . import charts
 from .feedback import user_errors
 from .state import AppSettings, Session
 
-RUN_COLUMNS = ["name", "status", "created", "base model", "layers kept (enc/dec)", "strategy", "epochs", "ROUGE-1",
+RUN_COLUMNS = ["name", "status", "created", "base model", "method", "layers kept (enc/dec)", "strategy", "epochs", "ROUGE-1",
                "ROUGE-L", "% of base R-1", "val. loss (nats)", "params (M)", "size (MiB)"]
 
 
@@ -64,7 +64,8 @@ def runs_table(settings: AppSettings) -> pd.DataFrame:
         layers = "/".join("all" if run.get(k) is None else str(run.get(k)).strip(",")
                           for k in ("encoder_layers", "decoder_layers"))
         created = str(run.get("created") or "")[:16].replace("T", " ")
-        rows.append([run.get("name"), run.get("status"), created, _short(run.get("model")), layers,
+        rows.append([run.get("name"), run.get("status"), created, _short(run.get("model")),
+                     str(run.get("method") or "").upper(), layers,
                      run.get("strategy") or "", _text(run.get("epochs")),
                      num("rouge1", 2), num("rougeL", 2), num("percent_of_base_rouge1", 1), num("validation_loss", 4),
                      round(params / 1e6, 3) if isinstance(params, (int, float)) else None, num("size_mib", 2)])

@@ -36,6 +36,7 @@ HUB_DATASETS = {
 TEXT_GUESSES = ("document", "article", "text", "content", "source", "body")
 SUMMARY_GUESSES = ("summary", "highlights", "headline", "title", "target", "abstract")
 QUANT_CHOICES = ("auto", "none", "8bit", "4bit", "fp4", "fp16", "bf16")
+METHOD_CHOICES = [("SFT: fine-tune on the summaries", "sft"), ("KD: distil from the base model (teacher)", "kd")]
 POLL_SECONDS = 1.0
 
 
@@ -203,26 +204,18 @@ def run_folder_name(settings: AppSettings, session: Session, shrink: dict, run_n
     return RunFolder.default_path(settings.runs_dir, run_name)
 
 
-def build_run_config(settings: AppSettings, session: Session, encoder_layers, decoder_layers, strategy,
-                     encoder_custom, decoder_custom, source, train_file, validation_file, text_column,
-                     summary_column, train_samples, eval_samples, epochs, batch_size, learning_rate,
-                     max_source_length, max_target_length, freeze_embeddings, freeze_encoder, quantize,
-                     eval_beams, eval_max_new_tokens, run_name):
-    """Every panel value turned into a validated :class:`compression.config.RunConfig`.
+def train_args(data, epochs, batch_size, learning_rate, **flags):
+    """The training settings of a run or a module training as a :class:`compression.config.TrainArgs`.
 
-    ``logging_steps`` is chosen so a run logs about 100 points of the loss curve (at least every
-    5 steps when the number of pairs is unknown).
+    ``logging_steps`` is chosen so the run logs about 100 points of the loss curve (every 5 steps
+    when the number of pairs is unknown). ``flags`` are further ``TrainArgs`` fields (freezing).
 
     Raises:
-        CompressionError and subclasses: whatever is wrong, with what to change.
+        CompressionError: a batch size that is not a positive whole number, epochs or learning rate
+            that are not numbers, or values ``TrainArgs`` rejects.
     """
-    from compression.config import EvalArgs, RunConfig, ShrinkArgs, TrainArgs
+    from compression.config import TrainArgs
 
-    if session.model_source is None:
-        raise CompressionError("load a base model first (panel 1)")
-    shrink, _, _ = shrink_choice(session, encoder_layers, decoder_layers, strategy, encoder_custom, decoder_custom)
-    data = data_args(settings, source, train_file, validation_file, text_column, summary_column, train_samples,
-                     eval_samples, max_source_length, max_target_length)
     batch = positive_int(batch_size, "batch size")
     try:
         epochs, learning_rate = float(epochs), float(learning_rate)
@@ -233,16 +226,59 @@ def build_run_config(settings: AppSettings, session: Session, encoder_layers, de
     if pairs and math.isfinite(epochs):
         steps = math.ceil(min(pairs) / batch) * max(epochs, 0)
         logging_steps = max(1, min(50, int(steps // 100)))
-    train = TrainArgs(epochs=epochs, batch_size=batch, learning_rate=learning_rate,
-                      freeze_embeddings=bool(freeze_embeddings), freeze_encoder=bool(freeze_encoder),
-                      logging_steps=logging_steps)
+    return TrainArgs(epochs=epochs, batch_size=batch, learning_rate=learning_rate, logging_steps=logging_steps,
+                     **flags)
+
+
+def kd_args(alpha_ce, alpha_kl, alpha_hidden, temperature):
+    """The KD weights typed in the panel as a :class:`compression.config.KDArgs`.
+
+    Raises:
+        CompressionError: a value that is not a number, a negative weight, all weights 0, T <= 0.
+    """
+    from compression.config import KDArgs
+
+    try:
+        values = [float(v) for v in (alpha_ce, alpha_kl, alpha_hidden, temperature)]
+    except (TypeError, ValueError):
+        raise CompressionError("KD weights and temperature must be numbers (defaults: 0.2, 0.8, 0, 2)") from None
+    return KDArgs(alpha_ce=values[0], alpha_kl=values[1], alpha_hidden=values[2], temperature=values[3])
+
+
+def build_run_config(settings: AppSettings, session: Session, encoder_layers, decoder_layers, strategy,
+                     encoder_custom, decoder_custom, source, train_file, validation_file, text_column,
+                     summary_column, train_samples, eval_samples, epochs, batch_size, learning_rate,
+                     max_source_length, max_target_length, freeze_embeddings, freeze_encoder, quantize,
+                     eval_beams, eval_max_new_tokens, run_name, method="sft", kd_alpha_ce=0.2, kd_alpha_kl=0.8,
+                     kd_alpha_hidden=0.0, kd_temperature=2.0):
+    """Every panel value turned into a validated :class:`compression.config.RunConfig`.
+
+    ``method`` is ``"sft"`` or ``"kd"`` (distil from the loaded base model with the ``kd_*``
+    weights, :func:`kd_args`). Training settings: :func:`train_args`.
+
+    Raises:
+        CompressionError and subclasses: whatever is wrong, with what to change.
+    """
+    from compression.config import METHODS, EvalArgs, RunConfig, ShrinkArgs
+
+    if session.model_source is None:
+        raise CompressionError("load a base model first (panel 1)")
+    shrink, _, _ = shrink_choice(session, encoder_layers, decoder_layers, strategy, encoder_custom, decoder_custom)
+    data = data_args(settings, source, train_file, validation_file, text_column, summary_column, train_samples,
+                     eval_samples, max_source_length, max_target_length)
+    train = train_args(data, epochs, batch_size, learning_rate, freeze_embeddings=bool(freeze_embeddings),
+                       freeze_encoder=bool(freeze_encoder))
     evaluation = EvalArgs(num_beams=positive_int(eval_beams, "beams"),
                           max_new_tokens=positive_int(eval_max_new_tokens, "max new tokens"))
     if quantize not in QUANT_CHOICES:
         raise CompressionError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANT_CHOICES)}")
+    if method not in METHODS:
+        raise CompressionError(f"unknown training method {method!r}: choose SFT or KD")
+    kd = kd_args(kd_alpha_ce, kd_alpha_kl, kd_alpha_hidden, kd_temperature)
     output = run_folder_name(settings, session, shrink, run_name)
     return RunConfig(model=session.model_source, output_dir=str(output), shrink=ShrinkArgs(**shrink), data=data,
-                     train=train, eval=evaluation, quantize=quantize, name=(run_name or "").strip() or output.name)
+                     train=train, eval=evaluation, quantize=quantize, name=(run_name or "").strip() or output.name,
+                     method=method, kd=kd)
 
 
 def _clock(seconds) -> str:
@@ -376,6 +412,16 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
         with gr.Row():
             freeze_embeddings = gr.Checkbox(False, label="Freeze embeddings", elem_id="freeze-embeddings")
             freeze_encoder = gr.Checkbox(False, label="Freeze encoder", elem_id="freeze-encoder")
+        method = gr.Radio(METHOD_CHOICES, value="sft", label="Training method", elem_id="method",
+                          info="KD runs the base model beside the student at every step: slower, "
+                               "often better at equal size (Shleifer & Rush 2020)")
+        with gr.Group(visible=False) as kd_group:
+            with gr.Row():
+                kd_alpha_kl = gr.Number(0.8, label="Soft-target KL weight", minimum=0, elem_id="kd-alpha-kl")
+                kd_alpha_ce = gr.Number(0.2, label="Label cross-entropy weight", minimum=0, elem_id="kd-alpha-ce")
+                kd_alpha_hidden = gr.Number(0.0, label="Hidden-state MSE weight", minimum=0,
+                                            elem_id="kd-alpha-hidden")
+                kd_temperature = gr.Number(2.0, label="Temperature T", minimum=0.01, elem_id="kd-temperature")
         with gr.Accordion("Evaluation and quantization", open=False):
             with gr.Row():
                 quantize = gr.Dropdown(list(QUANT_CHOICES), value="auto", label="Quantize the student",
@@ -391,17 +437,22 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
 
     source.change(on_source, source, [upload_group, text_column, summary_column], api_name="data_source",
                   show_progress="hidden")
+    method.change(lambda choice: gr.update(visible=choice == "kd"), method, kd_group, show_progress="hidden",
+                  api_name=False)
     train_file.upload(partial(columns_for_file, settings), train_file, [text_column, summary_column],
                       api_name="file_columns")
     values = [source, train_file, validation_file, text_column, summary_column, train_samples, eval_samples,
               epochs, batch_size, learning_rate, max_source, max_target, freeze_embeddings, freeze_encoder,
-              quantize, eval_beams, eval_max_new, run_name]
+              quantize, eval_beams, eval_max_new, run_name, method, kd_alpha_ce, kd_alpha_kl, kd_alpha_hidden,
+              kd_temperature]
     return SimpleNamespace(source=source, train_file=train_file, validation_file=validation_file,
                            text_column=text_column, summary_column=summary_column, train_samples=train_samples,
                            eval_samples=eval_samples, epochs=epochs, batch_size=batch_size,
                            learning_rate=learning_rate, max_source=max_source, max_target=max_target,
                            freeze_embeddings=freeze_embeddings, freeze_encoder=freeze_encoder, quantize=quantize,
-                           eval_beams=eval_beams, eval_max_new=eval_max_new, run_name=run_name, run=run,
+                           eval_beams=eval_beams, eval_max_new=eval_max_new, run_name=run_name, method=method,
+                           kd_alpha_ce=kd_alpha_ce, kd_alpha_kl=kd_alpha_kl, kd_alpha_hidden=kd_alpha_hidden,
+                           kd_temperature=kd_temperature, run=run,
                            cancel=cancel, values=values)
 
 

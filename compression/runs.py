@@ -265,7 +265,8 @@ def list_runs(root: str | Path = DEFAULT_ROOT) -> list[dict]:
     """Every run under ``root``, newest first, as flat dicts for a table.
 
     Keys: ``name``, ``path``, ``status`` (``running``/``complete``/``failed``/``cancelled``, or
-    ``incomplete`` when ``status.json`` is missing or unreadable), ``created``, ``model``,
+    ``incomplete`` when ``status.json`` is missing or unreadable), ``created``, ``model``, ``method``
+    (``"sft"`` or ``"kd"``; ``"sft"`` for runs written before the field existed),
     ``encoder_layers``, ``decoder_layers``, ``strategy``, ``epochs`` (from ``config.json``), and the
     student's ``rouge1``, ``rougeL`` (F1, 0-100), ``percent_of_base_rouge1``,
     ``percent_of_base_rougeL`` (% of the base model's F1), ``validation_loss`` (nats/token),
@@ -300,6 +301,7 @@ def list_runs(root: str | Path = DEFAULT_ROOT) -> list[dict]:
             "status": status["status"],
             "created": _created(path, status),
             "model": config.get("model"),
+            "method": config.get("method", "sft") if config else None,
             "encoder_layers": shrink.get("encoder_layers", config.get("encoder_layers")),
             "decoder_layers": shrink.get("decoder_layers", config.get("decoder_layers")),
             "strategy": shrink.get("strategy", config.get("strategy")),

@@ -66,7 +66,8 @@ def test_load_plan_run_results_over_the_api(server, tiny_t5_dir, tiny_jsonl):
 
     progress, loss = client.predict(
         3, 2, "spread", "", "", "Upload JSONL/CSV files", handle_file(str(train)), handle_file(str(validation)),
-        "document", "summary", 8, 4, 1, 4, 3e-4, 64, 16, False, False, "8bit", 1, 8, "api test", api_name="/run")
+        "document", "summary", 8, 4, 1, 4, 3e-4, 64, 16, False, False, "8bit", 1, 8, "api test",
+        "kd", 0.5, 0.5, 0.0, 2.0, api_name="/run")
     assert "Run complete" in progress
     runs = [p for p in settings.runs_dir.iterdir() if not p.name.startswith(".")]
     assert len(runs) == 1 and runs[0].name.endswith("-api-test")
@@ -76,6 +77,8 @@ def test_load_plan_run_results_over_the_api(server, tiny_t5_dir, tiny_jsonl):
     curve = _traces(_figure(loss))
     assert curve["training loss"]["y"] == [r["loss"] for r in logged if r["kind"] == "train"]
     assert curve["validation loss"]["y"] == [r["eval_loss"] for r in logged if r["kind"] == "eval"]
+    assert curve["KD term: soft-target KL × T²"]["y"] == [r["kl"] for r in logged if r["kind"] == "train"]
+    assert json.loads((run_dir / "config.json").read_text())["method"] == "kd"
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics) == {"base", "student", "quantized"}

@@ -161,6 +161,15 @@ def test_loss_curve_traces_and_labels():
     assert not charts.loss_curve([]).data
 
 
+def test_loss_curve_draws_kd_terms():
+    records = [{"kind": "train", "step": 1, "loss": 5.0, "ce": 6.0, "kl": 4.5},
+               {"kind": "train", "step": 2, "loss": 4.0, "ce": 5.0, "kl": 3.5}]
+    figure = charts.loss_curve(records)
+    assert [t.name for t in figure.data] == ["training loss", "KD term: label cross-entropy",
+                                             "KD term: soft-target KL × T²"]
+    assert list(figure.data[2].y) == [4.5, 3.5]
+
+
 def test_rouge_and_validation_loss_and_size_bars():
     rouge = charts.rouge_bars(METRICS)
     assert [t.name for t in rouge.data] == ["Base (teacher)", "Student"]
@@ -251,6 +260,20 @@ def test_build_run_config(settings, loaded, tiny_jsonl):
         train_panel.build_run_config(settings, Session(), *_values(tiny_jsonl))
     with pytest.raises(Exception, match="batch size"):
         train_panel.build_run_config(settings, session, *_values(tiny_jsonl, batch_size=0))
+    assert config.method == "sft"
+
+
+def test_build_run_config_for_kd(settings, loaded, tiny_jsonl):
+    session, _ = loaded
+    config = train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "kd", 0.5, 0.5, 1.0, 3.0)
+    assert config.method == "kd"
+    assert (config.kd.alpha_ce, config.kd.alpha_kl, config.kd.alpha_hidden, config.kd.temperature) == (0.5, 0.5, 1.0, 3.0)
+    with pytest.raises(CompressionError, match="temperature"):
+        train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "kd", 0.2, 0.8, 0, 0)
+    with pytest.raises(CompressionError, match="numbers"):
+        train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "kd", "a lot", 0.8, 0, 2)
+    with pytest.raises(CompressionError, match="SFT or KD"):
+        train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "theseus")
 
 
 def _fake_result(config, status="complete"):

@@ -126,7 +126,8 @@ def test_assemble_errors(settings, ready, data):
 
 def _fake_run(root, name, model, method=None):
     run = RunFolder.create(root, name)
-    config = {"model": model, "shrink": {"encoder_layers": 2, "decoder_layers": 1}, "train": {"epochs": 1}}
+    config = {"model": model, "shrink": {"encoder_layers": 2, "decoder_layers": 1}, "train": {"epochs": 1},
+              "kd": {"alpha_kl": 0.8}}  # every run's config.json holds KD weights; only "method" decides
     if method:
         config["method"] = method
     run.write_json("config.json", config)
