@@ -266,12 +266,14 @@ def test_build_run_config(settings, loaded, tiny_jsonl):
 def test_build_run_config_for_kd(settings, loaded, tiny_jsonl):
     session, _ = loaded
     config = train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "kd", 0.5, 0.5, 1.0, 3.0)
-    assert config.method == "kd"
+    assert config.method == "kd" and not config.prune_vocab
     assert (config.kd.alpha_ce, config.kd.alpha_kl, config.kd.alpha_hidden, config.kd.temperature) == (0.5, 0.5, 1.0, 3.0)
     with pytest.raises(CompressionError, match="temperature"):
         train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "kd", 0.2, 0.8, 0, 0)
     with pytest.raises(CompressionError, match="numbers"):
         train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "kd", "a lot", 0.8, 0, 2)
+    pruned = train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "sft", 0.2, 0.8, 0, 2, True)
+    assert pruned.prune_vocab and pruned.method == "sft"
     with pytest.raises(CompressionError, match="SFT or KD"):
         train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "theseus")
 
