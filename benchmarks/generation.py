@@ -114,6 +114,7 @@ def _runner(model, batches: list[dict], new_tokens: int, beams: int, fast: bool 
 
 def _step_breakdown(model, batch: dict, repeats: int = 20) -> dict:
     """CPU ms of one batch-1 decoder step (cached, 16 tokens in) and of its ``lm_head`` alone."""
+    from compression.generation import cache_argument
     from compression.vocab import to_model_ids
 
     ids = to_model_ids(model, batch["input_ids"][:1])
@@ -121,12 +122,13 @@ def _step_breakdown(model, batch: dict, repeats: int = 20) -> dict:
         enc = model.get_encoder()(input_ids=ids)
         start = model.generation_config.decoder_start_token_id
         prompt = torch.full((1, 16), start, dtype=torch.long)
-        past = model(encoder_outputs=enc, decoder_input_ids=prompt, use_cache=True).past_key_values
+        cache_name = cache_argument(model)
+        past = getattr(model(encoder_outputs=enc, decoder_input_ids=prompt, use_cache=True), cache_name)
         token = prompt[:, :1]
         hidden = torch.randn(1, 1, model.config.d_model)
 
         def step():
-            model(encoder_outputs=enc, decoder_input_ids=token, past_key_values=past, use_cache=True)
+            model(encoder_outputs=enc, decoder_input_ids=token, use_cache=True, **{cache_name: past})
             past.crop(-1)  # back to 16 cached tokens, so every timed step sees the same cache
 
         def head():

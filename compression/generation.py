@@ -127,6 +127,15 @@ def _settings(model, min_new_tokens: int) -> _Greedy | None:
     )
 
 
+def cache_argument(model) -> str:
+    """The name of the key/value-cache argument and output field of ``model.forward``: ``"cache"``
+    from transformers 5.24 on (``past_key_values`` is deprecated there, to be removed in 5.40),
+    ``"past_key_values"`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def _greedy_loop(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int,
                  rules: _Greedy) -> torch.Tensor:
     """The decoding loop; ``input_ids``/result in the model's own vocabulary."""
@@ -141,11 +150,12 @@ def _greedy_loop(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
     eos = torch.tensor(rules.eos, dtype=torch.long, device=device) if rules.eos else None
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     max_length = max_new_tokens + 1  # generate's max_length for a one-token decoder prompt
+    cache_name = cache_argument(model)
     past = None
     for step in range(max_new_tokens):
         outputs = model(encoder_outputs=encoder_outputs, attention_mask=attention_mask,
-                        decoder_input_ids=tokens, past_key_values=past, use_cache=True, return_dict=True)
-        past = outputs.past_key_values
+                        decoder_input_ids=tokens, use_cache=True, return_dict=True, **{cache_name: past})
+        past = getattr(outputs, cache_name)
         # float32 copy of the last position, as generate() takes it before the processors
         scores = outputs.logits[:, -1].to(copy=True, dtype=torch.float32)
         del outputs
