@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import METHODS, STRATEGIES, DataArgs, EvalArgs, KDArgs, RunConfig, ShrinkArgs, TrainArgs
+from .config import ATTENTION_LOSSES, METHODS, STRATEGIES, TEACHER_DTYPE_NAMES, DataArgs, EvalArgs, KDArgs, RunConfig, ShrinkArgs, TrainArgs
 from .errors import CompressionError
 from .train import LOSS_LOG
 
@@ -25,6 +25,9 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+# The values a string field accepts, shown in its flag's help (the dataclass validates them).
+FIELD_CHOICES = {"attention_loss": ATTENTION_LOSSES, "teacher_dtype": TEACHER_DTYPE_NAMES,
+                 "bf16": ("auto", "yes", "no")}
 # Flags renamed where two dataclasses share a field name on one command.
 EVAL_RENAMES = {"batch_size": "generation_batch_size"}
 
@@ -41,6 +44,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, *, skip: tuple[str
         name = rename.get(field.name, field.name)
         default = field.default
         help_text = f"default: {default}"
+        if field.name in FIELD_CHOICES:
+            help_text = f"one of {', '.join(FIELD_CHOICES[field.name])}; {help_text}"
         if isinstance(default, bool):
             if default:
                 group.add_argument("--no-" + name.replace("_", "-"), dest=name,

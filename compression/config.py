@@ -16,7 +16,7 @@ STRATEGIES = ("spread", "alternate", "first", "last")
 #: Training methods of a run: Shrink and Fine-Tune on the labels, or knowledge distillation from the base.
 METHODS = ("sft", "kd")
 ATTENTION_LOSSES = ("kl", "mse")
-TEACHER_DTYPE_NAMES = ("auto", "float32", "bfloat16")
+TEACHER_DTYPE_NAMES = ("auto", "float32", "bfloat16", "8bit")
 
 
 @dataclass
@@ -141,7 +141,8 @@ class KDArgs:
     attention probabilities. ``normalize_hidden``: compare hidden states after a parameter-free
     layer norm over the hidden dimension (their ``--normalize_hidden``; useful for T5, whose residual
     stream grows large). ``teacher_dtype``: ``"float32"``, ``"bfloat16"`` (halves the teacher's
-    memory) or ``"auto"`` (bfloat16 when training runs under bf16 autocast, else float32).
+    memory), ``"8bit"`` (bitsandbytes LLM.int8() layers, the rest bfloat16: about a quarter of the
+    float32 memory) or ``"auto"`` (bfloat16 when training runs under bf16 autocast, else float32).
 
     Raises:
         CompressionError: a negative or non-finite weight, all weights zero, T <= 0, an unknown
@@ -171,7 +172,8 @@ class KDArgs:
         if self.attention_loss not in ATTENTION_LOSSES:
             raise CompressionError(f"attention loss must be 'kl' or 'mse', got {self.attention_loss!r}")
         if self.teacher_dtype not in TEACHER_DTYPE_NAMES:
-            raise CompressionError(f"teacher dtype must be 'auto', 'float32' or 'bfloat16', got {self.teacher_dtype!r}")
+            raise CompressionError(
+                f"teacher dtype must be 'auto', 'float32', 'bfloat16' or '8bit', got {self.teacher_dtype!r}")
 
     def weights(self) -> dict[str, float]:
         """``{"ce": alpha_ce, "kl": alpha_kl, "hidden": alpha_hidden, "attention": alpha_attention}``."""

@@ -406,9 +406,27 @@ class DistillationTrainer(TermsTrainerMixin, _Trainer):
         return (terms["loss"], student_out) if return_outputs else terms["loss"]
 
 
+def _teacher_8bit(teacher: PreTrainedModel, train_args: TrainArgs) -> PreTrainedModel:
+    """An LLM.int8() copy of ``teacher`` (bitsandbytes via :func:`compression.quantize.quantize`,
+    unquantized weights in bfloat16) on the training device: about a quarter of its float32 memory."""
+    import os
+    import tempfile
+
+    from .quantize import quantize
+
+    device = resolve_device(train_args.device)
+    if device.type == "cuda":  # under torchrun each rank trains on its own GPU
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    with tempfile.TemporaryDirectory(prefix="kd-teacher-") as workdir:
+        teacher.save_pretrained(workdir)
+        return quantize(workdir, "8bit", device=device, rest_dtype="bfloat16")
+
+
 def _teacher_for_training(teacher: PreTrainedModel, kd_args: KDArgs, train_args: TrainArgs) -> PreTrainedModel:
     """The teacher in the requested dtype: the same object when its dtype already matches, else a
-    converted copy (so the caller's teacher is never rounded to bf16)."""
+    converted copy (so the caller's teacher is never rounded to bf16 or quantized)."""
+    if kd_args.teacher_dtype == "8bit":
+        return _teacher_8bit(teacher, train_args)
     if kd_args.teacher_dtype == "auto":
         bf16 = bf16_enabled(train_args, resolve_device(train_args.device))
         dtype = torch.bfloat16 if bf16 else torch.float32
@@ -433,12 +451,13 @@ def distill(student: PreTrainedModel, teacher: PreTrainedModel, tokenizer: Any, 
     cross-entropy (nats per token). Student layers are matched with teacher layers by
     :func:`layer_mapping`. The teacher is frozen (``no_grad``, eval mode), moved to the training device
     (and back afterwards), and held in ``kd_args.teacher_dtype`` (a converted copy when that differs
-    from its dtype). With ``alpha_attention > 0`` both models run eager attention during the run.
+    from its dtype; ``"8bit"``: an LLM.int8() copy, Dettmers et al. 2022, via bitsandbytes). With ``alpha_attention > 0`` both models run eager attention during the run.
 
     Returns:
         :class:`compression.train.TrainResult` (``train_loss``: mean total KD loss).
 
     Raises:
+        QuantizationError: ``teacher_dtype="8bit"`` and bitsandbytes cannot run on this device.
         CompressionError: student and teacher of different families or vocabularies, a hidden-state
             loss with different widths, every weight frozen, empty data, unavailable device.
         OutOfMemoryError: the device ran out of memory.

@@ -217,3 +217,34 @@ def test_distill_refuses_mismatched_models(tmp_path, tiny_t5, tiny_bart, byt5_to
     narrow = T5ForConditionalGeneration(tiny_t5_config(d_model=16, num_layers=2, num_decoder_layers=2))
     with pytest.raises(CompressionError, match="widths"):
         distill(narrow, tiny_t5, byt5_tokenizer, tiny_data, None, args, KDArgs(alpha_hidden=1.0), tmp_path)
+
+
+def test_distill_with_an_8bit_teacher(tmp_path, tiny_t5, byt5_tokenizer, tiny_data):
+    pytest.importorskip("bitsandbytes")
+    from compression.distill import _teacher_for_training
+
+    teacher = tiny_t5
+    args = TrainArgs(max_steps=4, batch_size=4, learning_rate=3e-3, logging_steps=2, device="cpu", bf16="no", seed=0)
+    kd = KDArgs(alpha_hidden=0.5, alpha_attention=0.5, teacher_dtype="8bit")
+    held = _teacher_for_training(teacher, kd, args)
+    assert held is not teacher and getattr(held, "is_loaded_in_8bit", False)
+    assert type(held.encoder.block[0].layer[0].SelfAttention.q).__name__ == "Linear8bitLt"
+    assert type(teacher.encoder.block[0].layer[0].SelfAttention.q) is torch.nn.Linear  # the caller's teacher
+    batch = _batch(byt5_tokenizer, teacher)
+    with torch.no_grad():
+        reference, quantized = teacher(**batch).logits, held(**batch).logits.float()
+    assert quantized.shape == reference.shape and torch.isfinite(quantized).all()
+    assert (quantized - reference).abs().max() < 0.1 * reference.abs().max()  # int8 rounding, not noise
+
+    teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = shrink(teacher, 2, 2)
+    start = {k: v.clone() for k, v in student.state_dict().items()}
+    records = []
+    result = distill(student, teacher, byt5_tokenizer, tiny_data, None, args, kd, tmp_path,
+                     on_progress=records.append, progress_bar=False)
+    assert result.steps == 4
+    train_records = [r for r in records if r["kind"] == "train"]
+    assert train_records and all(math.isfinite(r[name]) for r in train_records
+                                 for name in ("loss", "ce", "kl", "hidden", "attention"))
+    assert all(torch.equal(teacher_state[k], v) for k, v in teacher.state_dict().items())
+    assert any(not torch.equal(start[k], v) for k, v in student.state_dict().items())
