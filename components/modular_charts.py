@@ -48,7 +48,10 @@ AXES = {
 BETTER = {"speedup": 1, "size_mib": -1, "params": -1, "validation_loss": -1, "rouge1": 1, "rouge2": 1,
           "rougeL": 1, "latency_ms": -1}
 #: The dashboard's two panels: ROUGE vs speedup, validation loss vs size.
-DASHBOARD_PANELS = (("speedup", "rouge1"), ("size_mib", "validation_loss"))
+#: ROUGE-1 and validation loss (offline, where ROUGE is near zero, the figure that separates
+#: students), each against speedup and against size: a 2 x 2 grid.
+DASHBOARD_PANELS = (("speedup", "rouge1"), ("size_mib", "rouge1"),
+                    ("speedup", "validation_loss"), ("size_mib", "validation_loss"))
 TERM_LINES = (("loss", "training loss (weighted total)", COLORS["student"], "solid"),
               ("ce", "cross-entropy (nats/token)", COLORS["base"], "solid"),
               ("hidden", "hidden-state MSE (span outputs)", COLORS["quantized"], "dot"),
@@ -118,6 +121,11 @@ def pareto_front(points: Sequence[dict], x_key: str, y_key: str) -> list[dict]:
     return sorted((p for p in usable if not dominated(p)), key=lambda p: p[x_key])
 
 
+def _short(key: str) -> str:
+    """A metric's name for a panel title: ``"speedup"`` -> ``"speedup"``, ``"rouge1"`` -> ``"ROUGE-1 F1"``."""
+    return {"speedup": "speedup", "size_mib": "size"}.get(key, AXES.get(key, key).split(" (")[0])
+
+
 def _hover(point: dict) -> str:
     parts = [f"<b>{point.get('method')}</b> {point.get('label') or ''}".strip()]
     layers = (point.get("encoder_layers"), point.get("decoder_layers"))
@@ -137,7 +145,8 @@ def _hover(point: dict) -> str:
 def tradeoff_figure(points: Sequence[dict], panels: Sequence[tuple[str, str]] = DASHBOARD_PANELS, *,
                     title: str = "Students of one teacher: quality vs speed and size",
                     pareto: bool = False) -> go.Figure:
-    """One panel per ``(x_key, y_key)`` pair, one marker style per method (:data:`METHOD_STYLES`).
+    """One panel per ``(x_key, y_key)`` pair (two panels per row), one marker style per method
+    (:data:`METHOD_STYLES`).
 
     ``points``: dicts with ``method`` (``"teacher"``, ``"SFT"``, ``"KD"``, ``"modular (size-first)"``,
     ``"modular (speed-first)"``...; any other name gets a neutral style), ``label`` (written next to
@@ -153,12 +162,16 @@ def tradeoff_figure(points: Sequence[dict], panels: Sequence[tuple[str, str]] = 
                                         for x, y in panels)]
     if not plotted:
         return empty_figure(title, "Points appear here once models are evaluated", height=420)
-    titles = [f"{AXES.get(y, y).split(' (')[0]} vs {AXES.get(x, x).split(' (')[0]}" for x, y in panels]
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=titles, horizontal_spacing=0.1)
+    titles = [f"{_short(y)} against {_short(x)}" for x, y in panels]
+    n_cols = min(len(panels), 2)
+    n_rows = -(-len(panels) // n_cols)
+    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles, horizontal_spacing=0.1,
+                        vertical_spacing=0.16 if n_rows > 1 else 0.1)
     methods = list(dict.fromkeys([m for m in METHOD_STYLES if any(p.get("method") == m for p in plotted)]
                                  + [p.get("method") for p in plotted]))
     shown: set[str] = set()
-    for col, (x_key, y_key) in enumerate(panels, start=1):
+    for index, (x_key, y_key) in enumerate(panels):
+        row, col = index // n_cols + 1, index % n_cols + 1
         for method in methods:
             rows = [p for p in plotted if p.get("method") == method
                     and as_number(p.get(x_key)) is not None and as_number(p.get(y_key)) is not None]
@@ -172,7 +185,7 @@ def tradeoff_figure(points: Sequence[dict], panels: Sequence[tuple[str, str]] = 
                 textfont={"size": 11, "color": FONT_COLOR},
                 marker={"color": style["color"], "symbol": style["symbol"], "size": style["size"],
                         "line": {"width": 1, "color": "rgba(255,255,255,0.6)"}},
-                hovertext=[_hover(p) for p in rows], hoverinfo="text"), row=1, col=col)
+                hovertext=[_hover(p) for p in rows], hoverinfo="text"), row=row, col=col)
             shown.add(method)
         if pareto:
             front = pareto_front(plotted, x_key, y_key)
@@ -180,11 +193,11 @@ def tradeoff_figure(points: Sequence[dict], panels: Sequence[tuple[str, str]] = 
                 fig.add_trace(go.Scatter(
                     x=[p[x_key] for p in front], y=[p[y_key] for p in front], mode="lines", name="Pareto front",
                     legendgroup="pareto", showlegend="pareto" not in shown, hoverinfo="skip",
-                    line={"color": FONT_COLOR, "width": 1.5, "dash": "dot"}), row=1, col=col)
+                    line={"color": FONT_COLOR, "width": 1.5, "dash": "dot"}), row=row, col=col)
                 shown.add("pareto")
-        fig.update_xaxes(title_text=AXES.get(x_key, x_key), row=1, col=col)
-        fig.update_yaxes(title_text=AXES.get(y_key, y_key), row=1, col=col)
-    style_figure(fig, title, None, None, height=480)
+        fig.update_xaxes(title_text=AXES.get(x_key, x_key), row=row, col=col)
+        fig.update_yaxes(title_text=AXES.get(y_key, y_key), row=row, col=col)
+    style_figure(fig, title, None, None, height=480 if n_rows == 1 else 380 * n_rows)
     # legend under the panels: above them it would cover the panel titles
     fig.update_layout(margin={"l": 64, "r": 16, "t": 72, "b": 120},
                       legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0})

@@ -4,9 +4,9 @@ Train layer modules against a frozen teacher *once* (:func:`compression.modular.
 live loss curve with one line per loss term, cancel), then pick any compression ratio and a
 size-first or speed-first priority: the student is assembled instantly from the modules
 (:func:`compression.modular.assemble`, no training), scored on a few validation pairs (validation
-loss, ROUGE, latency at batch 1) and added as a point to a ROUGE-vs-speedup and
-validation-loss-vs-size chart, next to the teacher and to the SFT/KD students of the same teacher
-found in the runs folder.
+loss, ROUGE, latency at batch 1) and added as a point to four charts - ROUGE-1 and validation loss,
+each against speedup and against size - next to the teacher and to the SFT/KD students of the same
+teacher found in the runs folder.
 
 The teacher is the base model loaded in panel 1 (:class:`components.state.Session`) unless a local
 folder is typed. Modules are written to ``<runs>/.modular/<timestamp>-<teacher>`` (hidden from the

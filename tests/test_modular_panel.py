@@ -185,6 +185,17 @@ def test_tradeoff_figure_and_pareto_front():
     assert figure.layout.xaxis.title.text == modular_charts.AXES["speedup"]
     assert not modular_charts.tradeoff_figure([]).data
 
+    # the dashboard's grid: ROUGE-1 and validation loss, each against speedup and size
+    points = [dict(p, rouge1=r) for p, r in zip(points, (30.0, 25.0, 27.0, 26.0))]
+    grid = modular_charts.tradeoff_figure(points)
+    layout = grid.layout
+    assert [layout[f"xaxis{i}"].title.text for i in ("", 2, 3, 4)] == [
+        modular_charts.AXES[k] for k in ("speedup", "size_mib", "speedup", "size_mib")]
+    assert [layout[f"yaxis{i}"].title.text for i in ("", 2, 3, 4)] == [
+        modular_charts.AXES[k] for k in ("rouge1", "rouge1", "validation_loss", "validation_loss")]
+    assert layout.yaxis.domain[0] > layout.yaxis3.domain[1]  # two rows
+    assert names.count("Teacher") == 2 and [t.name for t in grid.data].count("Teacher") == 4
+
 
 def test_assembly_plan_marks_replaced_spans():
     figure = modular_charts.assembly_plan({"encoder": 4, "decoder": 4}, [
