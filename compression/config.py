@@ -141,8 +141,8 @@ class KDArgs:
     attention probabilities. ``normalize_hidden``: compare hidden states after a parameter-free
     layer norm over the hidden dimension (their ``--normalize_hidden``; useful for T5, whose residual
     stream grows large). ``teacher_dtype``: ``"float32"``, ``"bfloat16"`` (halves the teacher's
-    memory), ``"8bit"`` (bitsandbytes LLM.int8() layers, the rest bfloat16: about a quarter of the
-    float32 memory) or ``"auto"`` (bfloat16 when training runs under bf16 autocast, else float32).
+    memory), ``"8bit"`` (bitsandbytes LLM.int8() layers, the rest bfloat16: a quarter to a half of
+    the float32 memory) or ``"auto"`` (bfloat16 when training runs under bf16 autocast, else float32).
 
     Raises:
         CompressionError: a negative or non-finite weight, all weights zero, T <= 0, an unknown

@@ -408,7 +408,8 @@ class DistillationTrainer(TermsTrainerMixin, _Trainer):
 
 def _teacher_8bit(teacher: PreTrainedModel, train_args: TrainArgs) -> PreTrainedModel:
     """An LLM.int8() copy of ``teacher`` (bitsandbytes via :func:`compression.quantize.quantize`,
-    unquantized weights in bfloat16) on the training device: about a quarter of its float32 memory."""
+    unquantized weights - embedding, norms, T5's ``wo`` - in bfloat16) on the training device: between
+    a quarter and a half of its float32 memory, depending on how much of it is embedding."""
     import os
     import tempfile
 
@@ -451,7 +452,8 @@ def distill(student: PreTrainedModel, teacher: PreTrainedModel, tokenizer: Any, 
     cross-entropy (nats per token). Student layers are matched with teacher layers by
     :func:`layer_mapping`. The teacher is frozen (``no_grad``, eval mode), moved to the training device
     (and back afterwards), and held in ``kd_args.teacher_dtype`` (a converted copy when that differs
-    from its dtype; ``"8bit"``: an LLM.int8() copy, Dettmers et al. 2022, via bitsandbytes). With ``alpha_attention > 0`` both models run eager attention during the run.
+    from its dtype; ``"8bit"``: an LLM.int8() copy, Dettmers et al. 2022, via bitsandbytes). With
+    ``alpha_attention > 0`` both models run eager attention during the run.
 
     Returns:
         :class:`compression.train.TrainResult` (``train_loss``: mean total KD loss).
