@@ -177,14 +177,18 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def write_result(name: str, payload: dict) -> Path:
-    """Write ``benchmarks/results/<name>.json`` = ``{"machine": machine_info(), "results": payload}``.
+def write_result(name: str, payload: dict, report_text: str | None = None) -> Path:
+    """Write ``benchmarks/results/<name>.json`` = ``{"machine": machine_info(), "results": payload}``,
+    and with ``report_text`` the printed tables as ``<name>.md`` (in a code block) beside it.
 
     Written to a temporary file in the same folder and renamed, so a reader never sees half a file.
-    NaN/inf become ``null``; tensors and numpy scalars become numbers. Returns the path.
+    NaN/inf become ``null``; tensors and numpy scalars become numbers. Returns the JSON's path.
     """
     text = json.dumps({"machine": machine_info(), "results": _jsonable(payload)}, indent=2)
-    return atomic_write_text(RESULTS_DIR / f"{name}.json", text + "\n")
+    path = atomic_write_text(RESULTS_DIR / f"{name}.json", text + "\n")
+    if report_text is not None:
+        atomic_write_text(RESULTS_DIR / f"{name}.md", "```\n" + report_text + "\n```\n")
+    return path
 
 
 def _cell(value: Any) -> str:

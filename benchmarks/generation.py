@@ -306,8 +306,7 @@ def run(quick: bool = False) -> dict:
         payload = benchmark(quick)
     text = report(payload)
     print(text)
-    path = common.write_result(NAME, payload)
-    (path.parent / f"{NAME}.md").write_text("```\n" + text + "\n```\n", encoding="utf-8")
+    common.write_result(NAME, payload, text)
     return payload
 
 

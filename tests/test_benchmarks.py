@@ -61,6 +61,8 @@ def test_write_result_is_json_with_machine(tmp_path, monkeypatch):
     assert {"cpu", "cpu_count", "ram_gib", "gpu", "isa", "torch", "transformers", "date"} <= set(machine)
     assert machine["cpu_count"] >= 1
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+    common.write_result("demo", {"value": 2}, "a | b\n1 | 2")
+    assert (tmp_path / "demo.md").read_text() == "```\na | b\n1 | 2\n```\n"
 
 
 def test_xsum_pairs_without_shared_raises(tmp_path, monkeypatch):
