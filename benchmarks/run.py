@@ -55,18 +55,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _machine_text(machine: dict) -> str:
+    """One line naming the machine and software a result was measured with."""
+    gpu = f", GPU {machine['gpu']} ({machine['gpu_memory_gib']} GiB)" if machine.get("gpu") else ", no GPU"
+    return (f"{machine['cpu']} ({machine['cpu_count']} cores, {machine['ram_gib']} GiB RAM{gpu}; CPU flags "
+            f"{', '.join(machine['isa']) or '-'}), torch {machine['torch']}, transformers {machine['transformers']}, "
+            f"{machine['date'][:10]}, OMP_WAIT_POLICY={machine['env'].get('OMP_WAIT_POLICY') or 'default'}")
+
+
 def summary_markdown(summary: dict) -> str:
-    """The README table: headline rows of every module that ran, then the machine."""
-    machine = summary["machine"]
+    """The README table: headline rows of every module that ran, then the machine(s).
+
+    Modules kept from an earlier run (``--only``) may have been measured on another machine or day:
+    then the header says which modules were measured where (each module's ``machine``)."""
     rows = [row for module in summary["modules"].values() for row in module.get("headline", [])]
     mode = "quick" if summary["quick"] else "full"
-    gpu = f", GPU {machine['gpu']} ({machine['gpu_memory_gib']} GiB)" if machine.get("gpu") else ", no GPU"
+    command = f"`python -m benchmarks{' --quick' if summary['quick'] else ''}` ({mode} mode)"
+    where: dict[str, list[str]] = {}
+    for name, module in summary["modules"].items():
+        if module.get("status") == "ok":
+            where.setdefault(_machine_text(module.get("machine") or summary["machine"]), []).append(name)
+    if len(where) <= 1:
+        header = f"Measured with {command} on {next(iter(where), _machine_text(summary['machine']))}."
+    else:
+        header = f"Measured with {command}, module by module: " + "; ".join(
+            f"{', '.join(names)} on {text}" for text, names in where.items()) + "."
     lines = [
-        f"Measured with `python -m benchmarks{' --quick' if summary['quick'] else ''}` ({mode} mode) on "
-        f"{machine['cpu']} ({machine['cpu_count']} cores, {machine['ram_gib']} GiB RAM{gpu}; CPU flags "
-        f"{', '.join(machine['isa']) or '-'}), torch {machine['torch']}, transformers {machine['transformers']}, "
-        f"{machine['date'][:10]}, OMP_WAIT_POLICY={machine['env'].get('OMP_WAIT_POLICY') or 'default'}. "
-        "Ratios are medians over rounds of A/B runs measured alternately in the same session "
+        header + " Ratios are medians over rounds of A/B runs measured alternately in the same session "
         "(min-max in brackets; one round in quick mode).",
         "",
         common.markdown_table(rows, SUMMARY_COLUMNS) if rows else "(no results)",
@@ -83,7 +98,15 @@ def _previous_modules() -> dict:
         modules = json.loads(path.read_text(encoding="utf-8"))["results"]["modules"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
-    return {name: modules[name] for name in MODULES if name in modules}
+    kept = {name: modules[name] for name in MODULES if name in modules}
+    for module in kept.values():  # summaries written before modules recorded their machine
+        if "machine" not in module and module.get("result_file"):
+            try:
+                result = json.loads((common.ROOT / module["result_file"]).read_text(encoding="utf-8"))
+                module["machine"] = result["machine"]
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - start
         headline = module.headline(payload) if hasattr(module, "headline") else []
         summary["modules"][name] = {"status": "ok", "seconds": seconds, "headline": headline,
+                                    "machine": common.machine_info(),
                                     "result_file": str((common.RESULTS_DIR / f"{name}.json").relative_to(common.ROOT))}
         if hasattr(module, "table"):
             tables.append(module.table(payload))

@@ -101,3 +101,21 @@ def test_run_child_returns_the_reported_payload():
     assert common.run_child([sys.executable, "-c", code], env=common.child_env()) == {"x": 1.5, "y": [1, 2]}
     with pytest.raises(RuntimeError, match="failed"):
         common.run_child([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def test_summary_names_each_modules_machine():
+    from benchmarks import run
+
+    here = common.machine_info()
+    other = dict(here, cpu="Other CPU", date="2026-01-01T00:00:00+00:00")
+    row = {"benchmark": "B", "measure": "m", "result": "1", "baseline": "2", "ratio": "2x"}
+    same = run.summary_markdown({"machine": here, "quick": True, "modules": {
+        "finetune": {"status": "ok", "headline": [row], "machine": here}}})
+    assert same.startswith(f"Measured with `python -m benchmarks --quick` (quick mode) on {here['cpu']} (")
+    mixed = run.summary_markdown({"machine": here, "quick": False, "modules": {
+        "finetune": {"status": "ok", "headline": [row], "machine": other},
+        "size": {"status": "ok", "headline": [row], "machine": here},
+        "scaling": {"status": "ok", "headline": [row], "machine": other}}})
+    header = mixed.splitlines()[0]
+    assert "module by module: finetune, scaling on Other CPU (" in header and "2026-01-01" in header
+    assert f"; size on {here['cpu']} (" in header
