@@ -250,12 +250,13 @@ def build_run_config(settings: AppSettings, session: Session, encoder_layers, de
                      summary_column, train_samples, eval_samples, epochs, batch_size, learning_rate,
                      max_source_length, max_target_length, freeze_embeddings, freeze_encoder, quantize,
                      eval_beams, eval_max_new_tokens, run_name, method="sft", kd_alpha_ce=0.2, kd_alpha_kl=0.8,
-                     kd_alpha_hidden=0.0, kd_temperature=2.0, prune_vocab=False):
+                     kd_alpha_hidden=0.0, kd_temperature=2.0, prune_vocab=False, quantize_wo=False):
     """Every panel value turned into a validated :class:`compression.config.RunConfig`.
 
     ``method`` is ``"sft"`` or ``"kd"`` (distil from the loaded base model with the ``kd_*``
     weights, :func:`kd_args`). Training settings: :func:`train_args`. ``prune_vocab`` keeps only the
-    vocabulary the data uses in the quantized copy (:mod:`compression.vocab`).
+    vocabulary the data uses in the quantized copy (:mod:`compression.vocab`); ``quantize_wo`` has
+    bitsandbytes quantize T5's ``wo`` layers too (:func:`compression.quantize.quantize`).
 
     Raises:
         CompressionError and subclasses: whatever is wrong, with what to change.
@@ -279,7 +280,7 @@ def build_run_config(settings: AppSettings, session: Session, encoder_layers, de
     output = run_folder_name(settings, session, shrink, run_name)
     return RunConfig(model=session.model_source, output_dir=str(output), shrink=ShrinkArgs(**shrink), data=data,
                      train=train, eval=evaluation, quantize=quantize, name=(run_name or "").strip() or output.name,
-                     method=method, kd=kd, prune_vocab=bool(prune_vocab))
+                     method=method, kd=kd, prune_vocab=bool(prune_vocab), quantize_wo=bool(quantize_wo))
 
 
 def _clock(seconds) -> str:
@@ -433,6 +434,9 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
             prune_vocab = gr.Checkbox(False, label="Prune the quantized copy's vocabulary to the tokens of the data",
                                       info="smaller and faster (the 32k-row output layer shrinks); words the data "
                                            "never used become <unk>", elem_id="prune-vocab")
+            quantize_wo = gr.Checkbox(False, label="8bit/4bit: quantize T5's feed-forward output layers (wo) too",
+                                      info="the smallest file; it loads with this tool, not with plain "
+                                           "transformers from_pretrained", elem_id="quantize-wo")
         run_name = gr.Textbox(label="Run name (optional)", placeholder="e.g. t5-small-e6d3", elem_id="run-name")
         gr.Markdown(device_summary(), elem_id="device-line")
         with gr.Row():
@@ -448,7 +452,7 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
     values = [source, train_file, validation_file, text_column, summary_column, train_samples, eval_samples,
               epochs, batch_size, learning_rate, max_source, max_target, freeze_embeddings, freeze_encoder,
               quantize, eval_beams, eval_max_new, run_name, method, kd_alpha_ce, kd_alpha_kl, kd_alpha_hidden,
-              kd_temperature, prune_vocab]
+              kd_temperature, prune_vocab, quantize_wo]
     return SimpleNamespace(source=source, train_file=train_file, validation_file=validation_file,
                            text_column=text_column, summary_column=summary_column, train_samples=train_samples,
                            eval_samples=eval_samples, epochs=epochs, batch_size=batch_size,
@@ -456,7 +460,7 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
                            freeze_embeddings=freeze_embeddings, freeze_encoder=freeze_encoder, quantize=quantize,
                            eval_beams=eval_beams, eval_max_new=eval_max_new, run_name=run_name, method=method,
                            kd_alpha_ce=kd_alpha_ce, kd_alpha_kl=kd_alpha_kl, kd_alpha_hidden=kd_alpha_hidden,
-                           kd_temperature=kd_temperature, prune_vocab=prune_vocab, run=run,
+                           kd_temperature=kd_temperature, prune_vocab=prune_vocab, quantize_wo=quantize_wo, run=run,
                            cancel=cancel, values=values)
 
 

@@ -30,6 +30,9 @@ FIELD_CHOICES = {"attention_loss": ATTENTION_LOSSES, "teacher_dtype": TEACHER_DT
                  "bf16": ("auto", "yes", "no")}
 # Flags renamed where two dataclasses share a field name on one command.
 EVAL_RENAMES = {"batch_size": "generation_batch_size"}
+WO_HELP = ("8bit/4bit/fp4: quantize T5's feed-forward output layers (wo) too, which transformers keeps "
+           "unquantized: the smallest file; it loads with this tool (compression.load.load_model), not with "
+           "plain from_pretrained")
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = (),
@@ -130,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--mode", default="8bit", help="8bit, 4bit (NF4), fp4, fp16, bf16, or auto (the fastest "
                                                          "on this device)")
     quantize.add_argument("--device", default="auto")
+    quantize.add_argument("--quantize-wo", action="store_true", help=WO_HELP)
     quantize.add_argument("--output", required=True)
 
     push = commands.add_parser("push", help="upload a checkpoint folder to the hub (token from HF_TOKEN)")
@@ -147,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto (the fastest mode on this device), 8bit, 4bit, fp4, fp16, bf16 or none (default: auto)")
     run.add_argument("--prune-vocab", action="store_true",
                      help="keep only the vocabulary the data uses in the quantized copy (smaller, faster)")
+    run.add_argument("--quantize-wo", action="store_true", help=WO_HELP)
     run.add_argument("--output", help="run folder (default: runs/<timestamp>-<name>)")
     run.add_argument("--name", help="run name used in the default folder")
     run.add_argument("--method", choices=METHODS, default="sft",
@@ -296,7 +301,7 @@ def cmd_quantize(args) -> None:
     from .load import load_tokenizer
     from .quantize import quantize, save_quantized
 
-    model = quantize(args.model, args.mode, device=args.device)
+    model = quantize(args.model, args.mode, device=args.device, quantize_wo=args.quantize_wo)
     size = save_quantized(model, load_tokenizer(args.model), args.output)
     _print(args, {"output": args.output, "mode": args.mode, "size_mib": size,
                   "memory_mib": memory_footprint_mib(model)},
@@ -318,7 +323,8 @@ def cmd_run(args) -> None:
     data, train_args, eval_args = from_flags(DataArgs, args), from_flags(TrainArgs, args), from_flags(EvalArgs, args, EVAL_RENAMES)
     output = args.output or str(RunFolder.default_path("runs", args.name or Path(args.model).name))
     config = RunConfig(model=args.model, output_dir=output, shrink=shrink, data=data, train=train_args,
-                       eval=eval_args, quantize=args.quantize, prune_vocab=args.prune_vocab, name=args.name,
+                       eval=eval_args, quantize=args.quantize, prune_vocab=args.prune_vocab, quantize_wo=args.quantize_wo,
+                       name=args.name,
                        method=args.method, kd=from_flags(KDArgs, args))
     from .pipeline import run_pipeline
 

@@ -192,7 +192,10 @@ class RunConfig:
     fastest on the device, :func:`compression.quantize.fastest_mode`), ``"none"``, ``"8bit"``,
     ``"4bit"`` (NF4), ``"fp4"``, ``"fp16"`` or ``"bf16"``. ``prune_vocab`` keeps only the vocabulary
     the training and validation texts use in the quantized copy (:mod:`compression.vocab`): a smaller,
-    faster model, at the cost of mapping unseen tokens to ``<unk>`` on new text.
+    faster model, at the cost of mapping unseen tokens to ``<unk>`` on new text. ``quantize_wo``
+    quantizes T5's feed-forward output layers ``wo`` too under 8bit/4bit/fp4 (the smallest file,
+    loadable with :func:`compression.load.load_model` but not with plain ``from_pretrained``;
+    :func:`compression.quantize.quantize`).
     """
 
     model: str
@@ -203,6 +206,7 @@ class RunConfig:
     eval: EvalArgs = field(default_factory=EvalArgs)
     quantize: str = "auto"
     prune_vocab: bool = False
+    quantize_wo: bool = False
     name: str | None = None
     method: str = "sft"
     kd: KDArgs = field(default_factory=KDArgs)

@@ -235,10 +235,16 @@ def size_on_disk_mib(model) -> float:
     """Size in MiB (2**20 bytes) of the model saved with ``save_pretrained`` (safetensors).
 
     Saves into a temporary folder and sums the sizes of every file written (weights, config,
-    generation config). Works for bitsandbytes 8/4-bit models, which save their packed weights.
+    generation config). Works for bitsandbytes 8/4-bit models, which save their packed weights,
+    including ones loaded from a quantized folder: transformers 5 cannot turn their load-time weight
+    conversions back (``NotImplementedError``), so those are saved as loaded
+    (``save_original_format=False``; the same tensors and bytes).
     """
     with tempfile.TemporaryDirectory(prefix="size-") as folder:
-        model.save_pretrained(folder)
+        try:
+            model.save_pretrained(folder)
+        except NotImplementedError:
+            model.save_pretrained(folder, save_original_format=False)
         total = sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
     return total / 2**20
 

@@ -69,7 +69,9 @@ def model_card(card: dict) -> str:
     (hub id or local path of the teacher); ``encoder_layers``/``decoder_layers`` (kept teacher layer
     indices, or counts); ``teacher_encoder_layers``/``teacher_decoder_layers`` (teacher depths);
     ``strategy``; ``dataset`` or ``datasets`` (hub ids or file names); ``train_samples``;
-    ``epochs``; ``learning_rate``; ``quantization``; ``params``; ``metrics``: ``{row name:
+    ``epochs``; ``learning_rate``; ``quantization``; ``quantized_wo`` (T5's ``wo`` quantized too:
+    the Use section then loads with :func:`compression.load.load_model`); ``pruned_vocab`` (the Use
+    section says how ids map); ``params``; ``metrics``: ``{row name:
     {"rouge1", "rouge2", "rougeL", "rougeLsum", "validation_loss", "size_mib", "latency_ms"}}``
     (e.g. rows ``base``, ``student``, ``quantized`` as from
     :func:`compression.evaluate.evaluate_model`).
@@ -127,10 +129,20 @@ def model_card(card: dict) -> str:
                       _metric_cell(values.get("size_mib"), ".1f"),
                       _metric_cell(values.get("latency_ms"), ".1f")]
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    lines += ["", "## Use", "", "```python",
-              "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
-              'tokenizer = AutoTokenizer.from_pretrained("<this folder or repo>")',
-              'model = AutoModelForSeq2SeqLM.from_pretrained("<this folder or repo>")', "```", ""]
+    lines += ["", "## Use", ""]
+    if card.get("quantized_wo"):
+        lines += ["T5's feed-forward output layers (`wo`) are quantized too, which plain `from_pretrained` "
+                  "does not load (it keeps `wo` unquantized); load it with this project's loader:", "",
+                  "```python", "from compression.load import load_model",
+                  'model, tokenizer = load_model("<this folder>")', "```", ""]
+    else:
+        lines += ["```python", "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
+                  'tokenizer = AutoTokenizer.from_pretrained("<this folder or repo>")',
+                  'model = AutoModelForSeq2SeqLM.from_pretrained("<this folder or repo>")', "```", ""]
+    if card.get("pruned_vocab"):
+        lines += ["The vocabulary is pruned to the tokens of the training data: model id `i` is tokenizer id "
+                  "`config.vocab_pruning[\"kept_ids\"][i]`. `compression.generation.generate` maps both ways; "
+                  "other code must map input ids and generated ids itself.", ""]
     return "\n".join(lines)
 
 

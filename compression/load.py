@@ -11,6 +11,7 @@ No checkpoint ever runs its own code: ``trust_remote_code`` is always ``False``.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -141,6 +142,52 @@ def _load_config(name_or_path: str, token: str | None) -> PretrainedConfig:
         ) from None
 
 
+@functools.cache
+def _without_fp32_modules(cls: type) -> type:
+    def post_init(self) -> None:
+        cls.post_init(self)
+        self._keep_in_fp32_modules = set()
+
+    @classmethod
+    def from_pretrained(subclass, *args, **kwargs):
+        model = super(subclass, subclass).from_pretrained.__func__(subclass, *args, **kwargs)
+        for name, module in model.named_modules():
+            if name.endswith(".wo") and hasattr(module, "support_avx512bf16_for_cpu"):
+                # bitsandbytes repacks 4-bit weights for its AVX512-BF16 CPU kernel at the first
+                # forward, turning the storage into uint8; T5's feed-forward casts its input to
+                # wo.weight.dtype, so every later forward would feed integers. Keep the storage.
+                module.support_avx512bf16_for_cpu = False
+        return model
+
+    return type(cls.__name__, (cls,), {"post_init": post_init, "from_pretrained": from_pretrained,
+                                       "__module__": cls.__module__, "__doc__": cls.__doc__})
+
+
+def seq2seq_class(config: PretrainedConfig, *, quantize_wo: bool | None = None) -> type:
+    """The transformers class ``AutoModelForSeq2SeqLM`` builds for ``config``, or, when its
+    ``wo`` layers are (to be) quantized, a subclass that lets bitsandbytes quantize them.
+
+    T5-family classes list ``wo`` in ``_keep_in_fp32_modules``, which transformers' bitsandbytes
+    integration always skips; the subclass (same name, so ``save_pretrained`` records the plain
+    architecture) empties that list after ``post_init``. Nothing else changes and no checkpoint code
+    runs. ``quantize_wo`` defaults to the checkpoint's own mark, ``config.quantized_wo`` (written by
+    :func:`compression.quantize.quantize`).
+
+    Raises:
+        NotSeq2SeqError: ``config`` is not an encoder-decoder architecture transformers knows.
+    """
+    try:
+        cls = AutoModelForSeq2SeqLM._model_mapping[type(config)]
+    except KeyError:
+        raise NotSeq2SeqError(f"{config.model_type} is not an encoder-decoder architecture: use a T5 or "
+                              "BART checkpoint") from None
+    if quantize_wo is None:
+        quantize_wo = bool(getattr(config, "quantized_wo", False))
+    if quantize_wo and "wo" in (cls._keep_in_fp32_modules or ()):
+        return _without_fp32_modules(cls)
+    return cls
+
+
 def load_model(name_or_path: str | Path, *, tokenizer: str | Path | None = None,
                token: str | None = None) -> tuple[PreTrainedModel, object]:
     """Load a base checkpoint and its tokenizer, refusing anything this tool cannot shrink.
@@ -165,7 +212,10 @@ def load_model(name_or_path: str | Path, *, tokenizer: str | Path | None = None,
     model_family(config)
     source = str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(source, token=token, trust_remote_code=False)
+        if getattr(config, "quantized_wo", False):  # bitsandbytes-quantized ``wo``: see seq2seq_class
+            model = seq2seq_class(config).from_pretrained(source, token=token)
+        else:
+            model = AutoModelForSeq2SeqLM.from_pretrained(source, token=token, trust_remote_code=False)
     except OSError as error:
         raise ModelLoadError(f"{name} has a config but no loadable weights: {error}") from None
     tok = load_tokenizer(tokenizer if tokenizer is not None else source, token=token)

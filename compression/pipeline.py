@@ -161,12 +161,16 @@ def _run(config, run, on_progress, cancel, token, tokenizer, base, progress_bar)
         if config.prune_vocab:
             texts = [prefix + text for split in pairs.values() for text in split["document"]]
             texts += [text for split in pairs.values() for text in split["summary"]]
-        quantized = quantize(student_dir, mode, device=config.train.device, vocab_texts=texts)
+        quantized = quantize(student_dir, mode, device=config.train.device, vocab_texts=texts,
+                             quantize_wo=config.quantize_wo)
         metrics["quantized"] = evaluate_model(quantized, tok, documents, references, **evaluation)
         metrics["quantized"]["percent_of_base"] = percent_of_base(metrics["quantized"], metrics["base"])
         metrics["quantized"]["mode"] = mode
         metrics["quantized"]["pruned_vocab"] = config.prune_vocab
-        save_quantized(quantized, tok, run.path / "quantized", card=dict(card, quantization=mode, metrics=metrics))
+        metrics["quantized"]["quantized_wo"] = bool(getattr(quantized.config, "quantized_wo", False))
+        save_quantized(quantized, tok, run.path / "quantized",
+                       card=dict(card, quantization=mode, metrics=metrics, pruned_vocab=config.prune_vocab,
+                                 quantized_wo=metrics["quantized"]["quantized_wo"]))
 
     rows = []
     for i in range(min(SUMMARY_ROWS, len(documents))):

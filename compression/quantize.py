@@ -23,9 +23,18 @@ float32, more than all the 8-bit layers of a 3/3 student together. Hence:
   (:mod:`compression.vocab`, TextPruner's vocabulary pruning), which shrinks the embedding to the
   kept rows.
 
-``wo`` itself is *not* quantized: a checkpoint with an 8/4-bit ``wo`` cannot be reloaded by plain
-``transformers`` (T5 forces ``wo`` out of quantization when loading, and then meets int8 weights),
-so quantizing it would break the "reloads with ``from_pretrained`` alone" promise.
+- ``quantize_wo`` (default off): quantize ``wo`` too. transformers keeps ``wo`` out of
+  bitsandbytes when loading (``_keep_in_fp32_modules``, added for fp16 overflow in flan-t5-xxl,
+  transformers issue #20287), so the model is loaded through a subclass of its own transformers
+  class that empties that list (:func:`seq2seq_class`); the 4-bit weights are packed in a tensor of
+  the rest dtype (bitsandbytes' ``quant_storage``), because T5's feed-forward casts its activations
+  to ``wo.weight.dtype`` and a ``uint8`` storage would turn them into integers. The checkpoint is
+  marked ``config.quantized_wo = True``; :func:`compression.load.load_model` reads the mark and
+  loads it the same way (and keeps bitsandbytes from repacking the 4-bit ``wo`` into ``uint8`` for
+  its CPU kernel, for the same cast's sake). Plain ``from_pretrained`` fails loudly on such a folder
+  (4-bit: size mismatch on ``wo`` at load; 8-bit: int8 ``wo`` weights at the first forward) rather
+  than running it wrongly - the price of the smaller file (at t5-small's shape, 3/3, 4-bit, pruned
+  vocabulary: 11.7% of the float32 base instead of 15.5%).
 ``benchmarks/size.py`` measures each choice's size and validation-loss cost.
 """
 
@@ -39,6 +48,8 @@ import torch
 from .errors import ModelLoadError, NotSeq2SeqError, QuantizationError, RemoteCodeError
 
 QUANT_MODES = ("none", "8bit", "4bit", "fp4", "fp16", "bf16")
+#: Config attribute of a checkpoint whose T5 ``wo`` layers are quantized (see ``quantize_wo``).
+QUANTIZED_WO = "quantized_wo"
 #: ``quantize(..., mode=AUTO_MODE)`` picks :func:`fastest_mode` for the device.
 AUTO_MODE = "auto"
 REST_DTYPES = ("bfloat16", "float32")
@@ -87,8 +98,10 @@ def fastest_mode(device: str | torch.device = "cpu") -> str:
       ``benchmarks/size.py`` on a 2-core AMD EPYC with AVX512-BF16 (t5-small-shaped 3/3 student,
       greedy, batch 1, one thread; speedup over float32, median of alternated pairs): bf16 1.76x,
       bitsandbytes 4-bit with bf16 rest 1.72x, 8-bit with bf16 rest 1.49x, 8-bit with float32 rest
-      1.20x (``benchmarks/results/size.json``). bitsandbytes' CPU kernels dequantize their weights
-      at every matmul, so they gain only by moving fewer bytes, and bf16 gains that and more.
+      1.20x; on a 2-core Intel Xeon with AMX-BF16: bf16 1.43x, 4-bit 1.07x, 8-bit 1.01x, and
+      0.86-0.89x (slower) for the rest in float32 or a quantized ``wo``
+      (``benchmarks/results/size.json``). bitsandbytes' CPU kernels dequantize their weights at
+      every matmul, so they gain only by moving fewer bytes, and bf16 gains that and more.
     - other CPUs: ``"none"`` (float32): without bf16 instructions half precision is emulated.
 
     This is a speed choice; for the smallest file use ``"8bit"``/``"4bit"`` with the defaults of
@@ -100,7 +113,7 @@ def fastest_mode(device: str | torch.device = "cpu") -> str:
     return "bf16" if cpu_supports_bf16() else "none"
 
 
-def _bnb_config(mode: str, device: torch.device):
+def _bnb_config(mode: str, device: torch.device, storage: torch.dtype = torch.uint8):
     try:
         import bitsandbytes  # noqa: F401
         from transformers import BitsAndBytesConfig
@@ -118,11 +131,15 @@ def _bnb_config(mode: str, device: torch.device):
         # QLoRA's double quantization (Dettmers et al. 2023, section 3): the per-block absmax
         # constants are themselves quantized, ~0.37 bits per weight less
         bnb_4bit_use_double_quant=True,
+        # packed 4-bit weights in a float tensor when ``wo`` is quantized (see the module docstring)
+        bnb_4bit_quant_storage=storage,
     )
 
 
-def _load(model_dir: Path, **kwargs):
-    from transformers import AutoModelForSeq2SeqLM
+def _load(model_dir: Path, quantize_wo: bool = False, **kwargs):
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    from .load import seq2seq_class
 
     if not (model_dir / "config.json").is_file():
         raise ModelLoadError(
@@ -130,6 +147,9 @@ def _load(model_dir: Path, **kwargs):
             "the fine-tuning step (save_model)"
         )
     try:
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+        if quantize_wo or getattr(config, QUANTIZED_WO, False):
+            return seq2seq_class(config, quantize_wo=True).from_pretrained(model_dir, **kwargs)
         return AutoModelForSeq2SeqLM.from_pretrained(model_dir, **kwargs)
     except ValueError as exc:
         text = str(exc)
@@ -182,7 +202,7 @@ def _pruned_copy(model_dir: Path, texts, workdir: Path) -> Path:
 
 
 def quantize(model_dir: str | Path, mode: str, *, device: str | torch.device = "auto",
-             rest_dtype: str = "bfloat16", vocab_texts=None):
+             rest_dtype: str = "bfloat16", vocab_texts=None, quantize_wo: bool = False):
     """Load the float32 checkpoint in ``model_dir`` quantized as ``mode``; returned in eval mode.
 
     ``mode`` is one of :data:`QUANT_MODES`, or :data:`AUTO_MODE` for :func:`fastest_mode` on the
@@ -201,6 +221,10 @@ def quantize(model_dir: str | Path, mode: str, *, device: str | torch.device = "
             (:func:`compression.vocab.prune_for_texts`). Needs the tokenizer in ``model_dir``.
             The result maps ids through ``config.vocab_pruning``; generate and evaluate it with
             :mod:`compression.generation` / :mod:`compression.evaluate`, which apply the mapping.
+        quantize_wo: for the bitsandbytes modes, quantize T5's feed-forward output layers ``wo``
+            too (see the module docstring): the smallest file, marked ``config.quantized_wo``,
+            which loads with :func:`compression.load.load_model` but not with plain
+            ``from_pretrained``. No effect on architectures without ``wo`` (BART) or other modes.
 
     Raises:
         QuantizationError: unknown mode, device or rest dtype; bitsandbytes missing, broken, or
@@ -224,22 +248,27 @@ def quantize(model_dir: str | Path, mode: str, *, device: str | torch.device = "
 
         with tempfile.TemporaryDirectory(prefix="pruned-") as workdir:
             source = _pruned_copy(model_dir, vocab_texts, Path(workdir))
-            return _quantize_folder(source, mode, target, rest_dtype)
-    return _quantize_folder(model_dir, mode, target, rest_dtype)
+            return _quantize_folder(source, mode, target, rest_dtype, quantize_wo)
+    return _quantize_folder(model_dir, mode, target, rest_dtype, quantize_wo)
 
 
-def _quantize_folder(model_dir: Path, mode: str, target: torch.device, rest_dtype: str):
+def _quantize_folder(model_dir: Path, mode: str, target: torch.device, rest_dtype: str, quantize_wo: bool):
+    from .load import seq2seq_class
+
     if mode in _BNB_MODES:
-        config = _bnb_config(mode, target)
+        rest = getattr(torch, rest_dtype)
+        config = _bnb_config(mode, target, storage=rest if quantize_wo else torch.uint8)
         try:
-            model = _load(model_dir, quantization_config=config, device_map={"": str(target)},
-                          dtype=getattr(torch, rest_dtype))
+            model = _load(model_dir, quantize_wo, quantization_config=config, device_map={"": str(target)},
+                          dtype=rest)
         except (ImportError, RuntimeError) as exc:
             raise QuantizationError(
                 f"bitsandbytes could not quantize to {mode} on {target} ({exc}): run "
                 "`pip install -U 'bitsandbytes>=0.45'`, or choose fp16, bf16 or none"
             ) from exc
         model.eval()
+        if type(model) is not seq2seq_class(model.config, quantize_wo=False):  # its ``wo`` is quantized
+            setattr(model.config, QUANTIZED_WO, True)  # read back by load_model and _load
         _smoke_test(model, mode)
         return model
     model = _load(model_dir)

@@ -273,7 +273,9 @@ def test_build_run_config_for_kd(settings, loaded, tiny_jsonl):
     with pytest.raises(CompressionError, match="numbers"):
         train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "kd", "a lot", 0.8, 0, 2)
     pruned = train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "sft", 0.2, 0.8, 0, 2, True)
-    assert pruned.prune_vocab and pruned.method == "sft"
+    assert pruned.prune_vocab and pruned.method == "sft" and not pruned.quantize_wo
+    smallest = train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "sft", 0.2, 0.8, 0, 2, True, True)
+    assert smallest.prune_vocab and smallest.quantize_wo
     with pytest.raises(CompressionError, match="SFT or KD"):
         train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "theseus")
 

@@ -199,3 +199,19 @@ def test_run_pipeline_auto_quantization_with_pruned_vocabulary(tiny_t5_dir, tiny
     assert quantized["mode"] == fastest_mode("cpu") and quantized["pruned_vocab"] is True
     saved = json.loads((Path(result["run_dir"]) / "quantized" / "config.json").read_text())
     assert saved["vocab_size"] < 384 and "vocab_pruning" in saved
+
+
+def test_run_pipeline_quantizes_wo_too_and_reloads_the_run(tiny_t5_dir, tiny_jsonl, tmp_path):
+    import bitsandbytes as bnb
+
+    from compression.pipeline import load_run_models
+
+    config = tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "run", quantize="8bit", quantize_wo=True,
+                         train=TrainArgs(batch_size=8, max_steps=1))
+    result = run_pipeline(config, progress_bar=False)
+    assert result["metrics"]["quantized"]["quantized_wo"] is True
+    saved = json.loads((Path(result["run_dir"]) / "quantized" / "config.json").read_text())
+    assert saved["quantized_wo"] is True and saved["architectures"] == ["T5ForConditionalGeneration"]
+    assert "compression.load import load_model" in (Path(result["run_dir"]) / "quantized" / "README.md").read_text()
+    quantized, _ = load_run_models(result["run_dir"])["quantized"]
+    assert isinstance(quantized.decoder.block[0].layer[2].DenseReluDense.wo, bnb.nn.Linear8bitLt)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from compression.errors import ModelLoadError, QuantizationError
+from compression.evaluate import size_on_disk_mib
 from compression.quantize import QUANT_MODES, quantize, save_quantized
 from conftest import tiny_t5_config
 
@@ -114,6 +115,7 @@ def test_save_quantized_round_trips_and_shrinks(tmp_path, byt5_tokenizer):
     reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "nf4", device_map={"": "cpu"}).eval()
     assert reloaded.is_loaded_in_4bit
     assert torch.equal(generate_ids(reloaded, byt5_tokenizer), expected)
+    assert abs(size_on_disk_mib(reloaded) - size_on_disk_mib(model)) < 0.01  # a reloaded model can be measured
 
 
 # ---- size options: rest dtype, vocabulary pruning, fastest mode ---------------------------------
@@ -181,3 +183,46 @@ def test_auto_mode_is_the_fastest_mode(tiny_t5_dir, monkeypatch):
     monkeypatch.setattr(q, "cpu_supports_bf16", lambda: True)
     model = quantize(tiny_t5_dir, q.AUTO_MODE, device="cpu")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def _logits(model, tokenizer, text="The council approved a new budget."):
+    batch = tokenizer([PREFIX + text], return_tensors="pt")
+    with torch.inference_mode():
+        return model(**batch, decoder_input_ids=torch.tensor([[0, 5, 6]])).logits.float()
+
+
+@pytest.mark.parametrize("mode", ["4bit", "8bit"])
+def test_quantize_wo_too_is_smaller_stays_correct_and_reloads_with_load_model(tmp_path, byt5_tokenizer, mode):
+    import bitsandbytes as bnb
+    from transformers import AutoModelForSeq2SeqLM
+
+    from compression.load import load_model
+    from compression.quantize import QUANTIZED_WO
+
+    layer = {"4bit": bnb.nn.Linear4bit, "8bit": bnb.nn.Linear8bitLt}[mode]
+    model_dir = save_tiny(tmp_path / "t5-64", byt5_tokenizer, d_model=64, d_kv=16, d_ff=128)
+    reference = _logits(quantize(model_dir, "none", device="cpu"), byt5_tokenizer)
+    kept = load_bnb_options(model_dir, mode)
+    model = load_bnb_options(model_dir, mode, quantize_wo=True)
+    assert not isinstance(kept.decoder.block[0].layer[2].DenseReluDense.wo, layer)
+    assert isinstance(model.decoder.block[0].layer[2].DenseReluDense.wo, layer)
+    assert isinstance(model.encoder.block[0].layer[1].DenseReluDense.wo, layer)
+    assert getattr(model.config, QUANTIZED_WO) is True and not getattr(kept.config, QUANTIZED_WO, False)
+    # every forward, not only the first, sees the same weights (bitsandbytes repacks 4-bit weights
+    # for its CPU kernel at the first forward; T5 casts wo's input to the storage dtype)
+    first, second = _logits(model, byt5_tokenizer), _logits(model, byt5_tokenizer)
+    assert torch.equal(first, second)
+    error = (first - reference).norm() / reference.norm()
+    assert error < 2 * (_logits(kept, byt5_tokenizer) - reference).norm() / reference.norm() + 0.05
+    small = save_quantized(model, byt5_tokenizer, tmp_path / "all")
+    assert small < save_quantized(kept, byt5_tokenizer, tmp_path / "kept")
+    reloaded, _ = load_model(tmp_path / "all")
+    assert isinstance(reloaded.decoder.block[0].layer[2].DenseReluDense.wo, layer)
+    again = _logits(reloaded, byt5_tokenizer)
+    assert torch.equal(again, _logits(reloaded, byt5_tokenizer))
+    assert (again - first).norm() / first.norm() < 0.05
+    assert abs(size_on_disk_mib(reloaded) - size_on_disk_mib(model)) < 0.01
+    # plain transformers fails loudly (4-bit: size mismatch at load; 8-bit: int8 wo at the first
+    # forward), it never runs the file with wrong weights
+    with pytest.raises(RuntimeError):
+        _logits(AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "all"), byt5_tokenizer)
