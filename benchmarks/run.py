@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a few minutes: fewer pairs, points and repeats")
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=MODULES,
                         help=f"run only these modules (of {', '.join(MODULES)})")
+    parser.add_argument("--teacher", metavar="DIR",
+                        help="a fine-tuned checkpoint for the modules that measure quality on one (size)")
     return parser
 
 
@@ -128,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[benchmarks] {name} ({'quick' if args.quick else 'full'}) ...", flush=True)
         start = time.perf_counter()
         try:
-            payload = module.run(args.quick)
+            options = {"teacher": args.teacher} if args.teacher and "teacher" in inspect.signature(module.run).parameters else {}
+            payload = module.run(args.quick, **options)
         except common.SharedDataMissing as err:
             print(f"[benchmarks] {name}: skipped: {err}", flush=True)
             summary["modules"][name] = {"status": f"skipped ({err})"}

@@ -9,7 +9,8 @@ validation loss, and how fast the quantized models generate.
    4-bit (NF4, double quantization) - each bitsandbytes mode with the weights it leaves unquantized
    (embedding = tied ``lm_head``, T5's ``wo``, norms) in float32 (plain bitsandbytes) and in bfloat16
    (``rest_dtype``, the default of :func:`compression.quantize.quantize`) - and with the vocabulary
-   pruned to the ids XSum's 800 pairs use (:mod:`compression.vocab`). Columns: parameters, MiB on
+   pruned to the ids XSum's 800 pairs use (:mod:`compression.vocab`), then with ``wo`` quantized
+   too (``quantize_wo``: loads with :func:`compression.load.load_model`, not plain transformers). Columns: parameters, MiB on
    disk (``save_pretrained``: weights + config), % of the fp32 base's file, MiB in memory
    (``get_memory_footprint``). Target (the issue): 3/3 at 8-bit <= 20 % of the fp32 base, 4-bit
    <= 12 %.
@@ -48,25 +49,28 @@ STUDENTS = {"6/3": (None, 3), "3/3": (3, 3), "6/1": (None, 1)}
 CACHE_TEACHER = Path(__file__).resolve().parent / "cache" / "teacher"
 PREFIX = "summarize: "
 
-# (label, quantize mode, rest dtype, vocabulary) - vocabulary "full", "pruned" (train+validation
-# texts) or "train-only" (quality table only)
+# (label, quantize mode, rest dtype, vocabulary, quantize_wo) - vocabulary "full", "pruned"
+# (train+validation texts) or "train-only" (quality table only); quantize_wo: T5's ``wo`` quantized
+# too (compression.quantize's ``quantize_wo``)
 VARIANTS = [
-    ("fp32", "none", "float32", "full"),
-    ("fp16", "fp16", "float32", "full"),
-    ("bf16", "bf16", "float32", "full"),
-    ("8bit (rest fp32)", "8bit", "float32", "full"),
-    ("8bit (rest bf16)", "8bit", "bfloat16", "full"),
-    ("4bit (rest fp32)", "4bit", "float32", "full"),
-    ("4bit (rest bf16)", "4bit", "bfloat16", "full"),
-    ("bf16 + pruned vocab", "bf16", "float32", "pruned"),
-    ("8bit (rest bf16) + pruned vocab", "8bit", "bfloat16", "pruned"),
-    ("4bit (rest bf16) + pruned vocab", "4bit", "bfloat16", "pruned"),
+    ("fp32", "none", "float32", "full", False),
+    ("fp16", "fp16", "float32", "full", False),
+    ("bf16", "bf16", "float32", "full", False),
+    ("8bit (rest fp32)", "8bit", "float32", "full", False),
+    ("8bit (rest bf16)", "8bit", "bfloat16", "full", False),
+    ("4bit (rest fp32)", "4bit", "float32", "full", False),
+    ("4bit (rest bf16)", "4bit", "bfloat16", "full", False),
+    ("bf16 + pruned vocab", "bf16", "float32", "pruned", False),
+    ("8bit (rest bf16) + pruned vocab", "8bit", "bfloat16", "pruned", False),
+    ("4bit (rest bf16) + pruned vocab", "4bit", "bfloat16", "pruned", False),
+    ("8bit (rest bf16, wo too) + pruned vocab", "8bit", "bfloat16", "pruned", True),
+    ("4bit (rest bf16, wo too) + pruned vocab", "4bit", "bfloat16", "pruned", True),
 ]
-QUALITY_EXTRA = [("fp32 + pruned vocab", "none", "float32", "pruned"),
-                 ("fp32 + pruned vocab (train-only ids)", "none", "float32", "train-only")]
-SPEED_MODES = [("bf16", "bf16", "float32"), ("8bit (rest bf16)", "8bit", "bfloat16"),
-               ("8bit (rest fp32)", "8bit", "float32"), ("4bit (rest bf16)", "4bit", "bfloat16"),
-               ("4bit (rest fp32)", "4bit", "float32")]
+QUALITY_EXTRA = [("fp32 + pruned vocab", "none", "float32", "pruned", False),
+                 ("fp32 + pruned vocab (train-only ids)", "none", "float32", "train-only", False)]
+SPEED_MODES = [("bf16", "bf16", "float32", False), ("8bit (rest bf16)", "8bit", "bfloat16", False),
+               ("8bit (rest fp32)", "8bit", "float32", False), ("4bit (rest bf16)", "4bit", "bfloat16", False),
+               ("4bit (rest fp32)", "4bit", "float32", False), ("4bit (rest bf16, wo too)", "4bit", "bfloat16", True)]
 
 
 def _texts(pairs: list[dict]) -> list[str]:
@@ -89,10 +93,10 @@ def _folders(model, tokenizer, work: Path, pairs: dict) -> dict[str, Path]:
     return folders
 
 
-def _load(folders: dict[str, Path], mode: str, rest: str, vocab: str, device: str = "cpu"):
+def _load(folders: dict[str, Path], mode: str, rest: str, vocab: str, wo: bool = False, device: str = "cpu"):
     from compression.quantize import quantize
 
-    return quantize(folders[vocab], mode, device=device, rest_dtype=rest)
+    return quantize(folders[vocab], mode, device=device, rest_dtype=rest, quantize_wo=wo)
 
 
 def size_table(students: list[str]) -> tuple[list[dict], dict]:
@@ -111,9 +115,9 @@ def size_table(students: list[str]) -> tuple[list[dict], dict]:
         student = shrink(base, enc, dec).eval()
         with tempfile.TemporaryDirectory(prefix="size-") as work:
             folders = _folders(student, tokenizer, Path(work), texts)
-            for name, mode, rest, vocab in VARIANTS:
+            for name, mode, rest, vocab, wo in VARIANTS:
                 print(f"[size] {label} {name}", flush=True)
-                model = _load(folders, mode, rest, vocab)
+                model = _load(folders, mode, rest, vocab, wo)
                 disk = size_on_disk_mib(model)
                 rows.append({"model": label, "variant": name, "params": count_parameters(model),
                              "vocab": model.config.vocab_size, "disk_mib": disk, "pct_of_base": 100.0 * disk / base_mib,
@@ -188,9 +192,9 @@ def quality_table(teacher, tokenizer, n_pairs: int, n_summaries: int) -> list[di
     rows, same_vocab, summaries, top1 = [], {}, None, None
     with tempfile.TemporaryDirectory(prefix="quality-") as work:
         folders = _folders(teacher, tokenizer, Path(work), texts)
-        for name, mode, rest, vocab in VARIANTS[:1] + QUALITY_EXTRA + VARIANTS[1:]:
+        for name, mode, rest, vocab, wo in VARIANTS[:1] + QUALITY_EXTRA + VARIANTS[1:]:
             print(f"[size] validation loss: {name}", flush=True)
-            model = _load(folders, mode, rest, vocab)
+            model = _load(folders, mode, rest, vocab, wo)
             loss = compute_validation_loss(model, tokenizer, documents, references, prefix=PREFIX,
                                            max_source_length=512, max_target_length=64, batch_size=16)
             outputs = generate_summaries(model, tokenizer, documents[:n_summaries], prefix=PREFIX,
@@ -222,12 +226,12 @@ def speed_table(repeats: int, new_tokens: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="speed-") as work:
         folders = {"full": _save(student, tokenizer, Path(work) / "full")}
         for device in devices:
-            reference = _load(folders, "none", "float32", "full", device)
+            reference = _load(folders, "none", "float32", "full", device=device)
             batches = [{k: v.to(device) for k, v in b.items()} for b in _batches(tokenizer, docs, 1, 512)]
             fp32 = _runner(reference, batches, new_tokens, 1)
-            for name, mode, rest in SPEED_MODES:
+            for name, mode, rest, wo in SPEED_MODES:
                 print(f"[size] speed on {device}: fp32 vs {name}", flush=True)
-                model = _load(folders, mode, rest, "full", device)
+                model = _load(folders, mode, rest, "full", wo, device)
                 pair = _pair(fp32, _runner(model, batches, new_tokens, 1), repeats)
                 rows.append({"device": device, "mode": name, "fp32_ms": 1000 * pair["a_median"],
                              "mode_ms": 1000 * pair["b_median"], "speedup": pair["ratio_median"],
