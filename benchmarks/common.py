@@ -29,6 +29,16 @@ from compression.files import atomic_write_text
 ROOT = Path(__file__).resolve().parent.parent
 #: Where ``write_result`` puts ``<name>.json`` (and modules put their figures).
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def use_results_dir(quick: bool) -> Path:
+    """In full mode, move :data:`RESULTS_DIR` to its ``full/`` subfolder (the quick tables are the
+    README's; the full ones live beside them), for the suite and for a module run on its own;
+    returns it."""
+    global RESULTS_DIR
+    if not quick and RESULTS_DIR.name != "full":
+        RESULTS_DIR = RESULTS_DIR / "full"
+    return RESULTS_DIR
 #: The shared data folder next to the repository.
 SHARED_DIR = ROOT.parent / "shared"
 XSUM_DIR = SHARED_DIR / "data" / "xsum"

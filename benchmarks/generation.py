@@ -8,8 +8,9 @@ Shapes (random weights are enough: the output length is fixed, ``min_new_tokens 
   real 32,128-piece T5 vocabulary) and its students 6/3, 3/3, 6/1;
 * full mode only: a 12/12 shape (preset ``"base"``, d_model 768) and its students 12/3, 12/6, 6/6 -
   the shapes of the distilbart table (Shleifer & Rush 2020, table 2) - without the beam-4 x
-  batch-16 setting. Full mode is long on a small CPU (an hour or more on 2 cores); ``--quick``
-  takes a few minutes.
+  batch-16 setting, which alone takes most of an hour on 2 cores: measure it on its own with
+  ``--family t5-base --setting 4x16`` (written to ``generation-t5-base-beam4-batch16.json``). Full
+  mode is long on a small CPU (an hour or more on 2 cores); ``--quick`` takes a few minutes.
 
 Students are made by :func:`compression.layers.shrink` (``spread`` layers). Inputs are real XSum
 validation articles (``"summarize: "`` + document, at most 512 tokens). Each model generates with
@@ -177,13 +178,20 @@ def _pruned_base(models: dict, label: str) -> str | None:
     return None
 
 
-def benchmark(quick: bool) -> dict:
-    """Run the measurements; returns the payload written to ``results/generation.json``."""
+def benchmark(quick: bool, families: list[str] | None = None, settings: list[tuple[int, int]] | None = None) -> dict:
+    """Run the measurements; returns the payload written to ``results/generation.json``.
+
+    ``families``/``settings`` (``(beams, batch)`` pairs) restrict the run to those cells of the
+    speed table, without the pruned-vocabulary models, the fast-path and the step tables (for
+    filling in one setting of a long full run).
+    """
     tokenizer = common.t5_tokenizer()
     tok_path = common.tokenizer_path()
-    families = ["t5-small"] if quick else ["t5-small", "t5-base"]
+    extras = families is None and settings is None
+    families = families or (["t5-small"] if quick else ["t5-small", "t5-base"])
     big = 8 if quick else 16
-    settings = [(1, 1), (1, big)] if quick else [(1, 1), (1, big), (4, 1), (4, big)]  # (beams, batch)
+    chosen = settings
+    settings = settings or ([(1, 1), (1, big)] if quick else [(1, 1), (1, big), (4, 1), (4, big)])  # (beams, batch)
     new_tokens = 24 if quick else 64
     repeats = 3 if quick else 5
     max_source_length = 512
@@ -191,19 +199,19 @@ def benchmark(quick: bool) -> dict:
     train = common.xsum_pairs("train")
     prune_texts = ["summarize: " + p["document"] for p in train + validation] + [p["summary"] for p in train + validation]
     docs_b1 = [p["document"] for p in validation[:1 if quick else 2]]
-    docs_b16 = [p["document"] for p in validation[:8 if quick else 16]]
+    docs_b16 = [p["document"] for p in validation[:max([big] + [n for _, n in settings])]]
 
     rows, fast_rows, breakdown = [], [], []
     for family in families:
         preset, students = FAMILIES[family]
         print(f"[generation] {family}: building base and students", flush=True)
-        models = _models(preset, students, tok_path, prune_texts)
+        models = _models(preset, students, tok_path, prune_texts if extras else None)
         base_label = next(iter(models))
         base = models[base_label]
         for beams, batch_size in settings:
-            if family == "t5-base" and beams > 1 and batch_size > 1:
-                continue  # beam 4 x batch 16 at d_model 768 alone would take most of an hour on 2 cores
-            docs = docs_b1 if batch_size == 1 else docs_b16
+            if family == "t5-base" and beams > 1 and batch_size > 1 and chosen is None:
+                continue  # beam 4 x batch 16 at d_model 768 takes most of an hour on 2 cores: --setting 4x16
+            docs = docs_b1 if batch_size == 1 else docs_b16[:batch_size]
             batches = _batches(tokenizer, docs, batch_size, max_source_length)
             base_run = _runner(base, batches, new_tokens, beams)
             comparisons = [(label, base_label) for label in models if label != base_label]
@@ -231,6 +239,9 @@ def benchmark(quick: bool) -> dict:
                              and r["batch"] == batch_size and "vs" not in r for r in rows):
                         continue
                     rows.append(row)
+        if not extras:
+            del models, base
+            continue
         # fast path vs model.generate, greedy, batch 1 and 16
         batches_b1 = _batches(tokenizer, docs_b1, 1, max_source_length)
         batches_b16 = _batches(tokenizer, docs_b16, big, max_source_length)
@@ -258,7 +269,8 @@ def benchmark(quick: bool) -> dict:
                      "met": r["speedup"] >= TARGET_SPEEDUP, "cpu_met": r["cpu_speedup"] >= TARGET_SPEEDUP}
         for r in target_rows
     }
-    return {"settings": {"quick": quick, "new_tokens": new_tokens, "repeats": repeats, "threads": 1,
+    return {"settings": {"quick": quick, "families": families, "beams_batch": settings, "new_tokens": new_tokens,
+                         "repeats": repeats, "threads": 1,
                          "max_source_length": max_source_length, "weights": "random (fixed output length)",
                          "tokenizer": tok_path},
             "speed": rows, "fast_path": fast_rows, "step_breakdown": breakdown,
@@ -275,11 +287,12 @@ STEP_COLUMNS = ["family", "model", "vocab", "step_cpu_ms", "lm_head_cpu_ms", "lm
 def report(payload: dict) -> str:
     """The three plain-text tables and the target verdict."""
     parts = ["Generation speed (speedup = base time / student time, median of alternated pairs):",
-             common.format_table(payload["speed"], SPEED_COLUMNS), "",
-             "Fast greedy path vs model.generate (speedup = generate time / fast time):",
-             common.format_table(payload["fast_path"], FAST_COLUMNS), "",
-             "Where a batch-1 decoder step goes (CPU ms):",
-             common.format_table(payload["step_breakdown"], STEP_COLUMNS), ""]
+             common.format_table(payload["speed"], SPEED_COLUMNS), ""]
+    if payload["fast_path"]:  # not in a run restricted with --family/--setting
+        parts += ["Fast greedy path vs model.generate (speedup = generate time / fast time):",
+                  common.format_table(payload["fast_path"], FAST_COLUMNS), "",
+                  "Where a batch-1 decoder step goes (CPU ms):",
+                  common.format_table(payload["step_breakdown"], STEP_COLUMNS), ""]
     target = payload["target"]
     for model, v in target["rows"].items():
         parts.append(f"target >= {target['speedup']}x ({target['setting']}): {model} wall {v['speedup']:.2f}x "
@@ -315,20 +328,37 @@ def headline(payload: dict) -> list[dict]:
     return rows
 
 
-def run(quick: bool = False) -> dict:
-    """Measure, print the tables, write ``benchmarks/results/generation.json``; returns the payload."""
+def run(quick: bool = False, families: list[str] | None = None, settings: list[tuple[int, int]] | None = None) -> dict:
+    """Measure, print the tables, write ``benchmarks/results/generation.json`` (a restricted run:
+    ``generation-<families>-beam<B>-batch<N>.json``); returns the payload."""
     with _threads(1):
-        payload = benchmark(quick)
+        payload = benchmark(quick, families, settings)
     text = report(payload)
     print(text)
-    common.write_result(NAME, payload, text)
+    name = NAME
+    if families or settings:
+        name = "-".join([NAME, *(families or []), *(f"beam{b}-batch{n}" for b, n in settings or [])])
+    common.write_result(name, payload, text)
     return payload
+
+
+def _setting(text: str) -> tuple[int, int]:
+    try:
+        beams, batch = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not BEAMSxBATCH, e.g. 4x16") from None
+    return beams, batch
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="t5-small family, greedy only (a few minutes)")
-    run(parser.parse_args(argv).quick)
+    parser.add_argument("--family", nargs="+", choices=list(FAMILIES), help="only these families")
+    parser.add_argument("--setting", nargs="+", type=_setting, metavar="BEAMSxBATCH",
+                        help="only these settings, e.g. 4x16 (with --family: one cell of the full run)")
+    args = parser.parse_args(argv)
+    common.use_results_dir(args.quick)
+    run(args.quick, args.family, args.setting)
     return 0
 
 

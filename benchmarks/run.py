@@ -114,8 +114,7 @@ def _previous_modules() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.quick:  # the quick tables are the README's; the full ones live beside them
-        common.RESULTS_DIR = common.RESULTS_DIR / "full"
+    common.use_results_dir(args.quick)  # the quick tables are the README's; the full ones live beside them
     names = [name for name in MODULES if not args.only or name in args.only]
     summary = {"machine": common.machine_info(), "quick": args.quick, "modules": {}}
     if args.only:  # keep the other modules' rows from the last run of the same mode

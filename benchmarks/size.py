@@ -319,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3/3 student only, fewer repeats")
     parser.add_argument("--teacher", help="a fine-tuned checkpoint folder for the validation-loss table")
     args = parser.parse_args(argv)
+    common.use_results_dir(args.quick)
     run(args.quick, args.teacher)
     return 0
 

@@ -169,8 +169,9 @@ def seq2seq_class(config: PretrainedConfig, *, quantize_wo: bool | None = None) 
 
     T5-family classes list ``wo`` in ``_keep_in_fp32_modules``, which transformers' bitsandbytes
     integration always skips; the subclass (same name, so ``save_pretrained`` records the plain
-    architecture) empties that list after ``post_init``. Nothing else changes and no checkpoint code
-    runs. ``quantize_wo`` defaults to the checkpoint's own mark, ``config.quantized_wo`` (written by
+    architecture) empties that list after ``post_init``, and its ``from_pretrained`` keeps
+    bitsandbytes from repacking a 4-bit ``wo`` into ``uint8`` for the CPU kernel (T5 casts ``wo``'s
+    input to its storage dtype). Nothing else changes and no checkpoint code runs. ``quantize_wo`` defaults to the checkpoint's own mark, ``config.quantized_wo`` (written by
     :func:`compression.quantize.quantize`).
 
     Raises:
