@@ -29,6 +29,7 @@ from transformers import (
 )
 
 from .errors import ModelLoadError, NotSeq2SeqError, RemoteCodeError
+from .quantize import QUANTIZED_WO
 
 T5_FAMILY = ("t5", "mt5", "umt5", "longt5")
 BART_FAMILY = ("bart", "mbart", "pegasus", "pegasus_x", "marian", "plbart", "blenderbot", "blenderbot-small")
@@ -150,7 +151,7 @@ def _without_fp32_modules(cls: type) -> type:
 
     @classmethod
     def from_pretrained(subclass, *args, **kwargs):
-        model = super(subclass, subclass).from_pretrained.__func__(subclass, *args, **kwargs)
+        model = cls.from_pretrained.__func__(subclass, *args, **kwargs)
         for name, module in model.named_modules():
             if name.endswith(".wo") and hasattr(module, "support_avx512bf16_for_cpu"):
                 # bitsandbytes repacks 4-bit weights for its AVX512-BF16 CPU kernel at the first
@@ -171,7 +172,8 @@ def seq2seq_class(config: PretrainedConfig, *, quantize_wo: bool | None = None) 
     integration always skips; the subclass (same name, so ``save_pretrained`` records the plain
     architecture) empties that list after ``post_init``, and its ``from_pretrained`` keeps
     bitsandbytes from repacking a 4-bit ``wo`` into ``uint8`` for the CPU kernel (T5 casts ``wo``'s
-    input to its storage dtype). Nothing else changes and no checkpoint code runs. ``quantize_wo`` defaults to the checkpoint's own mark, ``config.quantized_wo`` (written by
+    input to its storage dtype). Nothing else changes and no checkpoint code runs.
+    ``quantize_wo`` defaults to the checkpoint's own mark, ``config.quantized_wo`` (written by
     :func:`compression.quantize.quantize`).
 
     Raises:
@@ -183,7 +185,7 @@ def seq2seq_class(config: PretrainedConfig, *, quantize_wo: bool | None = None) 
         raise NotSeq2SeqError(f"{config.model_type} is not an encoder-decoder architecture: use a T5 or "
                               "BART checkpoint") from None
     if quantize_wo is None:
-        quantize_wo = bool(getattr(config, "quantized_wo", False))
+        quantize_wo = bool(getattr(config, QUANTIZED_WO, False))
     if quantize_wo and "wo" in (cls._keep_in_fp32_modules or ()):
         return _without_fp32_modules(cls)
     return cls
@@ -213,7 +215,7 @@ def load_model(name_or_path: str | Path, *, tokenizer: str | Path | None = None,
     model_family(config)
     source = str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
     try:
-        if getattr(config, "quantized_wo", False):  # bitsandbytes-quantized ``wo``: see seq2seq_class
+        if getattr(config, QUANTIZED_WO, False):  # bitsandbytes-quantized ``wo``: see seq2seq_class
             model = seq2seq_class(config).from_pretrained(source, token=token)
         else:
             model = AutoModelForSeq2SeqLM.from_pretrained(source, token=token, trust_remote_code=False)

@@ -22,7 +22,7 @@ from .evaluate import evaluate_model, percent_of_base
 from .export import save_model
 from .layers import shrink
 from .load import describe_model, load_model, load_tokenizer, model_family
-from .quantize import AUTO_MODE, fastest_mode, quantize, save_quantized
+from .quantize import AUTO_MODE, QUANTIZED_WO, fastest_mode, quantize, save_quantized
 from .runs import RunFolder
 from .train import finetune
 
@@ -167,7 +167,7 @@ def _run(config, run, on_progress, cancel, token, tokenizer, base, progress_bar)
         metrics["quantized"]["percent_of_base"] = percent_of_base(metrics["quantized"], metrics["base"])
         metrics["quantized"]["mode"] = mode
         metrics["quantized"]["pruned_vocab"] = config.prune_vocab
-        metrics["quantized"]["quantized_wo"] = bool(getattr(quantized.config, "quantized_wo", False))
+        metrics["quantized"]["quantized_wo"] = bool(getattr(quantized.config, QUANTIZED_WO, False))
         save_quantized(quantized, tok, run.path / "quantized",
                        card=dict(card, quantization=mode, metrics=metrics, pruned_vocab=config.prune_vocab,
                                  quantized_wo=metrics["quantized"]["quantized_wo"]))
