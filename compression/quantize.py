@@ -26,7 +26,7 @@ float32, more than all the 8-bit layers of a 3/3 student together. Hence:
 - ``quantize_wo`` (default off): quantize ``wo`` too. transformers keeps ``wo`` out of
   bitsandbytes when loading (``_keep_in_fp32_modules``, added for fp16 overflow in flan-t5-xxl,
   transformers issue #20287), so the model is loaded through a subclass of its own transformers
-  class that empties that list (:func:`seq2seq_class`); the 4-bit weights are packed in a tensor of
+  class that empties that list (:func:`compression.load.seq2seq_class`); the 4-bit weights are packed in a tensor of
   the rest dtype (bitsandbytes' ``quant_storage``), because T5's feed-forward casts its activations
   to ``wo.weight.dtype`` and a ``uint8`` storage would turn them into integers. The checkpoint is
   marked ``config.quantized_wo = True``; :func:`compression.load.load_model` reads the mark and
