@@ -106,6 +106,12 @@ def test_dashboard_in_chromium(page_url, tmp_path):
             page.locator("#epochs input").fill("10")
             page.locator("#learning-rate input").fill("0.003")
             _slider(page, "batch-size", 4)
+            # Force the quantized copy's mode: "auto" picks by CPU (no quantized copy where bf16 is not
+            # native), and this test must not depend on the CPU it runs on.
+            page.get_by_text("Evaluation and quantization").click()
+            page.locator("#quantize input").click()
+            page.locator("#quantize input").fill("8bit")
+            page.get_by_role("option", name="8bit", exact=True).click()
             page.locator("#run-name textarea, #run-name input").first.fill("browser demo")
             page.locator("#run-button").click()
 
