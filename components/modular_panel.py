@@ -440,7 +440,8 @@ def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespa
 
     state = modular_state()
     choices = train_panel.data_choices(settings)
-    default = train_panel.XSUM if train_panel.XSUM in choices else train_panel.UPLOAD
+    default = train_panel.default_data_choice(choices)
+    default_source_length, default_target_length = train_panel.preset_lengths(default)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320, elem_classes=["panel"]):
             gr.Markdown("### Train the modules once\nModular Transformers (Zhou, Le Bras & Choi 2023): each module "
@@ -475,9 +476,9 @@ def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespa
                 batch_size = gr.Slider(1, 64, value=8, step=1, label="Batch size", elem_id="modular-batch-size")
                 learning_rate = gr.Number(3e-4, label="Learning rate", elem_id="modular-learning-rate")
             with gr.Row():
-                max_source = gr.Slider(16, 1024, value=512, step=16, label="Max source length (tokens)",
-                                       elem_id="modular-max-source")
-                max_target = gr.Slider(8, 256, value=64, step=8, label="Max summary length (tokens)",
+                max_source = gr.Slider(16, 1024, value=default_source_length, step=16,
+                                       label="Max source length (tokens)", elem_id="modular-max-source")
+                max_target = gr.Slider(8, 256, value=default_target_length, step=8, label="Max summary length (tokens)",
                                        elem_id="modular-max-target")
             with gr.Row():
                 train = gr.Button("Train modules", variant="primary", elem_id="modular-train-button")
@@ -514,7 +515,8 @@ def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespa
             table = gr.Dataframe(pd.DataFrame(columns=TABLE_COLUMNS), label="Scored models", interactive=False,
                                  wrap=True, elem_id="modular-table")
 
-    data_source.change(train_panel.on_source, data_source, [upload_group, text_column, summary_column],
+    data_source.change(train_panel.on_source, data_source,
+                       [upload_group, text_column, summary_column, max_source, max_target],
                        api_name="modular_data_source", show_progress="hidden")
     train_file.upload(partial(train_panel.columns_for_file, settings), train_file, [text_column, summary_column],
                       api_name="modular_file_columns")

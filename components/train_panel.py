@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from compression.dataset_presets import DATASET_PRESETS, DEFAULT_OFFLINE_DATASET
 from compression.errors import CompressionError, DatasetError
 
 from . import charts
@@ -27,7 +28,10 @@ from .plan_panel import shrink_choice
 from .state import AppSettings, Session
 
 UPLOAD = "Upload JSONL/CSV files"
-XSUM = "XSum sample (offline)"
+#: dashboard label -> dataset preset name (:mod:`compression.dataset_presets`), the default first.
+OFFLINE_DATASETS = {DATASET_PRESETS[name].label: name for name in (DEFAULT_OFFLINE_DATASET, "xsum-sample")}
+DEBIAN = DATASET_PRESETS[DEFAULT_OFFLINE_DATASET].label
+XSUM = DATASET_PRESETS["xsum-sample"].label
 #: label -> (hub dataset id, config, text column, summary column)
 HUB_DATASETS = {
     "EdinburghNLP/xsum (hub): document → summary": ("EdinburghNLP/xsum", None, "document", "summary"),
@@ -41,14 +45,22 @@ POLL_SECONDS = 1.0
 
 
 def data_choices(settings: AppSettings) -> list[str]:
-    """Dataset sources offered: uploads, the shared XSum sample when ``../shared`` exists, and hub
-    datasets unless offline."""
+    """Dataset sources offered: uploads, the offline dataset presets whose files are in ``../shared``
+    (Debian package descriptions, the XSum sample), and hub datasets unless offline."""
     choices = [UPLOAD]
-    if settings.shared_dir is not None and (settings.shared_dir / "data" / "xsum" / "train.jsonl").is_file():
-        choices.append(XSUM)
+    if settings.shared_dir is not None:
+        choices += [label for label, name in OFFLINE_DATASETS.items()
+                    if DATASET_PRESETS[name].available(settings.shared_dir)]
     if not settings.is_offline():
         choices += list(HUB_DATASETS)
     return choices
+
+
+def default_data_choice(choices: list[str]) -> str:
+    """The default offline dataset (Debian package descriptions) when offered, else the first
+    offline preset, else uploads."""
+    offline = [choice for choice in choices if choice in OFFLINE_DATASETS]
+    return DEBIAN if DEBIAN in offline else (offline[0] if offline else UPLOAD)
 
 
 def file_columns(path: str | Path) -> list[str]:
@@ -130,16 +142,26 @@ def columns_for_file(settings: AppSettings, train_file: str | None):
 
 
 def on_source(source: str):
-    """Show the upload widgets only for uploads; set fixed column names for the other sources.
-    Returns ``(upload group, text dropdown, summary dropdown)``."""
+    """Show the upload widgets only for uploads; set fixed column names for the other sources, and an
+    offline preset's source/summary lengths (:mod:`compression.dataset_presets`).
+    Returns ``(upload group, text dropdown, summary dropdown, max source slider, max summary slider)``."""
     if source in HUB_DATASETS:
         _, _, text, summary = HUB_DATASETS[source]
         return (gr.Group(visible=False), gr.Dropdown(choices=[text], value=text),
-                gr.Dropdown(choices=[summary], value=summary))
-    if source == XSUM:
-        return (gr.Group(visible=False), gr.Dropdown(choices=["document"], value="document"),
-                gr.Dropdown(choices=["summary"], value="summary"))
-    return gr.Group(visible=True), gr.Dropdown(), gr.Dropdown()
+                gr.Dropdown(choices=[summary], value=summary), gr.Slider(), gr.Slider())
+    if source in OFFLINE_DATASETS:
+        preset = DATASET_PRESETS[OFFLINE_DATASETS[source]]
+        return (gr.Group(visible=False), gr.Dropdown(choices=[preset.text_column], value=preset.text_column),
+                gr.Dropdown(choices=[preset.summary_column], value=preset.summary_column),
+                gr.Slider(value=preset.max_source_length), gr.Slider(value=preset.max_target_length))
+    return gr.Group(visible=True), gr.Dropdown(), gr.Dropdown(), gr.Slider(), gr.Slider()
+
+
+def preset_lengths(source: str) -> tuple[int, int]:
+    """``(max source, max summary)`` tokens the sliders start at for ``source``: an offline preset's
+    own, else 512 / 64."""
+    preset = DATASET_PRESETS[OFFLINE_DATASETS[source]] if source in OFFLINE_DATASETS else DATASET_PRESETS["xsum-sample"]
+    return preset.max_source_length, preset.max_target_length
 
 
 def device_summary() -> str:
@@ -170,12 +192,13 @@ def data_args(settings: AppSettings, source: str, train_file: str | None, valida
                   max_eval_samples=positive_int(eval_samples, "validation samples", allow_none=True),
                   max_source_length=positive_int(max_source_length, "max source length"),
                   max_target_length=positive_int(max_target_length, "max target length"))
-    if source == XSUM:
+    if source in OFFLINE_DATASETS:
+        preset = DATASET_PRESETS[OFFLINE_DATASETS[source]]
         if settings.shared_dir is None:
-            raise DatasetError("the shared XSum sample (../shared) is not on this machine: upload files instead")
-        xsum = settings.shared_dir / "data" / "xsum"
-        return DataArgs(train_file=str(xsum / "train.jsonl"), validation_file=str(xsum / "validation.jsonl"),
-                        text_column="document", summary_column="summary", **limits)
+            raise DatasetError(f"the {source} files (../shared) are not on this machine: upload files instead")
+        train, validation = preset.files(settings.shared_dir)
+        return DataArgs(train_file=str(train), validation_file=str(validation), text_column=preset.text_column,
+                        summary_column=preset.summary_column, prefix=preset.prefix, **limits)
     if source in HUB_DATASETS:
         if settings.is_offline():
             raise DatasetError("hub datasets need the network, and the dashboard runs offline: upload files")
@@ -383,7 +406,8 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
     from functools import partial
 
     choices = data_choices(settings)
-    default = XSUM if XSUM in choices else UPLOAD
+    default = default_data_choice(choices)
+    default_source_length, default_target_length = preset_lengths(default)
     with gr.Column(elem_classes=["panel"]):
         gr.Markdown("### 3 · Data and training")
         source = gr.Dropdown(choices, value=default, label="Dataset", elem_id="data-source",
@@ -408,9 +432,10 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
             batch_size = gr.Slider(1, 64, value=8, step=1, label="Batch size", elem_id="batch-size")
             learning_rate = gr.Number(3e-4, label="Learning rate", elem_id="learning-rate")
         with gr.Row():
-            max_source = gr.Slider(16, 1024, value=512, step=16, label="Max source length (tokens)",
+            max_source = gr.Slider(16, 1024, value=default_source_length, step=16, label="Max source length (tokens)",
                                    elem_id="max-source")
-            max_target = gr.Slider(8, 256, value=64, step=8, label="Max summary length (tokens)", elem_id="max-target")
+            max_target = gr.Slider(8, 256, value=default_target_length, step=8, label="Max summary length (tokens)",
+                                   elem_id="max-target")
         with gr.Row():
             freeze_embeddings = gr.Checkbox(False, label="Freeze embeddings", elem_id="freeze-embeddings")
             freeze_encoder = gr.Checkbox(False, label="Freeze encoder", elem_id="freeze-encoder")
@@ -443,7 +468,8 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
             run = gr.Button("Run", variant="primary", elem_id="run-button")
             cancel = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
 
-    source.change(on_source, source, [upload_group, text_column, summary_column], api_name="data_source",
+    source.change(on_source, source, [upload_group, text_column, summary_column, max_source, max_target],
+                  api_name="data_source",
                   show_progress="hidden")
     method.change(lambda choice: gr.update(visible=choice == "kd"), method, kd_group, show_progress="hidden",
                   api_name=False)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .config import ATTENTION_LOSSES, METHODS, STRATEGIES, TEACHER_DTYPE_NAMES, DataArgs, EvalArgs, KDArgs, RunConfig, ShrinkArgs, TrainArgs
+from .dataset_presets import DATASET_PRESETS, DEFAULT_MAX_SOURCE_LENGTH, DEFAULT_MAX_TARGET_LENGTH
 from .errors import CompressionError
 from .train import LOSS_LOG
 
@@ -28,6 +29,15 @@ def _flag(name: str) -> str:
 # The values a string field accepts, shown in its flag's help (the dataclass validates them).
 FIELD_CHOICES = {"attention_loss": ATTENTION_LOSSES, "teacher_dtype": TEACHER_DTYPE_NAMES,
                  "bf16": ("auto", "yes", "no")}
+# Help of fields whose default needs words.
+FIELD_HELP = {
+    "dataset": f"a dataset preset ({', '.join(DATASET_PRESETS)}: local files under ../shared, with their own "
+               "lengths and prefix) or a hub dataset id, instead of the data files",
+    "max_source_length": f"tokens; default: the dataset preset's, else {DEFAULT_MAX_SOURCE_LENGTH}",
+    "max_target_length": f"tokens; default: the dataset preset's, else {DEFAULT_MAX_TARGET_LENGTH}",
+    "prefix": "text put before each document; default: the dataset preset's, else the model family's "
+              "('summarize: ' for T5, none for BART)",
+}
 # Flags renamed where two dataclasses share a field name on one command.
 EVAL_RENAMES = {"batch_size": "generation_batch_size"}
 WO_HELP = ("8bit/4bit/fp4: quantize T5's feed-forward output layers (wo) too, which transformers keeps "
@@ -46,7 +56,7 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, *, skip: tuple[str
             continue
         name = rename.get(field.name, field.name)
         default = field.default
-        help_text = f"default: {default}"
+        help_text = FIELD_HELP.get(field.name, f"default: {default}")
         if field.name in FIELD_CHOICES:
             help_text = f"one of {', '.join(FIELD_CHOICES[field.name])}; {help_text}"
         if isinstance(default, bool):

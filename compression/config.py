@@ -44,9 +44,12 @@ class ShrinkArgs:
 class DataArgs:
     """Where the article/summary pairs come from and how they are tokenized.
 
-    Either local files (``train_file``/``validation_file``: JSON, JSONL, CSV or Parquet) or a hub
-    dataset (``dataset`` + ``dataset_config``). Lengths are in tokens. ``prefix=None`` means the
-    model family's default (``"summarize: "`` for T5, none for BART).
+    Either local files (``train_file``/``validation_file``: JSON, JSONL, CSV or Parquet), a dataset
+    preset (``dataset`` = a name of :data:`compression.dataset_presets.DATASET_PRESETS`, e.g.
+    ``"debian-descriptions"``: local files under ``../shared``), or a hub dataset (``dataset`` +
+    ``dataset_config``). Lengths are in tokens; left ``None`` they become the preset's (Debian: 256
+    source / 32 target), else 512 / 64. ``prefix=None`` means the preset's prefix, else the model
+    family's default (``"summarize: "`` for T5, none for BART).
     """
 
     train_file: str | None = None
@@ -58,12 +61,21 @@ class DataArgs:
     text_column: str = "document"
     summary_column: str = "summary"
     prefix: str | None = None
-    max_source_length: int = 512
-    max_target_length: int = 64
+    max_source_length: int | None = None
+    max_target_length: int | None = None
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
 
     def __post_init__(self) -> None:
+        from .dataset_presets import DEFAULT_MAX_SOURCE_LENGTH, DEFAULT_MAX_TARGET_LENGTH, dataset_preset
+
+        preset = dataset_preset(self.dataset)
+        if self.max_source_length is None:
+            self.max_source_length = preset.max_source_length if preset else DEFAULT_MAX_SOURCE_LENGTH
+        if self.max_target_length is None:
+            self.max_target_length = preset.max_target_length if preset else DEFAULT_MAX_TARGET_LENGTH
+        if self.prefix is None and preset is not None:
+            self.prefix = preset.prefix
         if self.max_source_length <= 0 or self.max_target_length <= 0:
             raise DatasetError("max source and target lengths must be positive numbers of tokens")
         for name in ("max_train_samples", "max_eval_samples"):

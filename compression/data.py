@@ -9,6 +9,7 @@ padding never counts in the cross-entropy.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import datasets
 import torch
 
 from .config import DataArgs
+from .dataset_presets import dataset_preset
 from .errors import DatasetError
 
 #: The two columns every split has after :func:`load_pairs`.
@@ -33,7 +35,8 @@ def load_pairs(args: DataArgs) -> datasets.DatasetDict:
     """Load article/summary pairs as a ``DatasetDict`` with splits ``"train"`` and (if given) ``"validation"``.
 
     Sources: local files ``args.train_file``/``args.validation_file`` (JSON, JSONL, CSV or Parquet,
-    picked by extension and read with ``datasets.load_dataset``), or a hub dataset ``args.dataset``
+    picked by extension and read with ``datasets.load_dataset``), a dataset preset ``args.dataset``
+    (:mod:`compression.dataset_presets`: its local files under ``../shared``), or a hub dataset ``args.dataset``
     (config ``args.dataset_config``, splits ``args.train_split``/``args.validation_split``).
     Each split keeps exactly two string columns, renamed from ``args.text_column``/``args.summary_column``
     to ``"document"``/``"summary"``. Rows where either field is missing, empty or whitespace are
@@ -44,9 +47,15 @@ def load_pairs(args: DataArgs) -> datasets.DatasetDict:
         DatasetError: no source or two sources given; a file missing, unreadable or of an unsupported
             type; a named column absent (the message lists the columns present); a split empty after
             dropping blank rows; a hub dataset that cannot be reached (the message says local files work
-            offline) or lacks the split.
+            offline) or lacks the split; a preset whose files are not on this machine.
     """
     has_files = args.train_file is not None or args.validation_file is not None
+    preset = dataset_preset(args.dataset)
+    if preset is not None and not has_files:
+        train, validation = preset.files()
+        args = dataclasses.replace(args, dataset=None, train_file=str(train), validation_file=str(validation),
+                                   text_column=preset.text_column, summary_column=preset.summary_column)
+        has_files = True
     if has_files and args.dataset:
         raise DatasetError(
             "give either local files (train/validation file) or a hub dataset, not both; clear one of them"
@@ -61,7 +70,8 @@ def load_pairs(args: DataArgs) -> datasets.DatasetDict:
         raw = {split: _read_hub(args, name) for split, name in splits.items() if name}
     else:
         raise DatasetError(
-            "no data given: set a train file (JSON, JSONL, CSV or Parquet) or a hub dataset name such as 'xsum'"
+            "no data given: set a train file (JSON, JSONL, CSV or Parquet), a dataset preset such as "
+            "'debian-descriptions', or a hub dataset name such as 'xsum'"
         )
 
     limits = {"train": args.max_train_samples, "validation": args.max_eval_samples}

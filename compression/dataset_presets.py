@@ -1,0 +1,104 @@
+"""Named offline datasets: local pair files under ``../shared`` with the lengths and prefix that suit them.
+
+A preset is chosen by name wherever a dataset is accepted (``--dataset debian-descriptions`` on the
+command line, :attr:`compression.config.DataArgs.dataset`, the dashboard's data choices). It
+resolves to the JSONL files in the shared data folder (``../shared`` beside the repository, or the
+folder named by the ``COMPRESSION_SHARED_DIR`` environment variable) and carries its own source and
+target lengths and task prefix, used wherever the caller left them unset.
+
+``debian-descriptions`` (the default offline dataset): 51,596 train + 1,625 validation pairs of a
+Debian package's long description (``document``) and its one-line synopsis (``summary``), headline
+generation (see ``../shared/data/debian-descriptions/README.md``). Documents have a median of 48
+words (p99 207), so 256 source tokens keep nearly all of every document; summaries a median of 7
+words, so 32 target tokens keep them whole. Prefix: none. The offline teacher is trained from
+random initialisation, for which a constant "summarize: " carries no information and costs two
+source tokens per pair at every step (T5's prefix matters to checkpoints pre-trained multi-task
+with it, Raffel et al. 2020, Appendix D; give ``--prefix "summarize: "`` when starting from one).
+
+``xsum-sample``: the 700 + 100 XSum pairs under ``../shared/data/xsum`` with this project's general
+defaults (512 / 64 tokens, the model family's prefix).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DatasetError
+
+#: Environment variable naming the shared data folder (default: ``../shared`` beside the repository).
+SHARED_ENV = "COMPRESSION_SHARED_DIR"
+#: Source and target lengths (tokens) when neither the caller nor a preset sets them.
+DEFAULT_MAX_SOURCE_LENGTH = 512
+DEFAULT_MAX_TARGET_LENGTH = 64
+
+
+def shared_dir() -> Path:
+    """The shared data folder: ``$COMPRESSION_SHARED_DIR`` when set, else ``../shared`` beside the
+    repository root. It may not exist (see :meth:`DatasetPreset.files`)."""
+    override = os.environ.get(SHARED_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(__file__).resolve().parents[2] / "shared"
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    """A named pair of local JSONL files with their lengths (tokens) and prefix.
+
+    ``folder`` is relative to :func:`shared_dir`; ``prefix=None`` keeps the model family's default
+    (:func:`compression.data.default_prefix`).
+    """
+
+    name: str
+    label: str
+    folder: str
+    max_source_length: int
+    max_target_length: int
+    prefix: str | None
+    train_file: str = "train.jsonl"
+    validation_file: str = "validation.jsonl"
+    text_column: str = "document"
+    summary_column: str = "summary"
+
+    def files(self, shared: str | Path | None = None) -> tuple[Path, Path]:
+        """``(train file, validation file)`` of this preset under ``shared`` (default :func:`shared_dir`).
+
+        Raises:
+            DatasetError: the files are not on this machine (the message names the folder and the
+                environment variable that points elsewhere).
+        """
+        folder = Path(shared if shared is not None else shared_dir()) / self.folder
+        train, validation = folder / self.train_file, folder / self.validation_file
+        if not (train.is_file() and validation.is_file()):
+            raise DatasetError(
+                f"dataset preset {self.name!r} reads {folder}, which is not on this machine: put the shared "
+                f"data folder beside the repository (../shared), set {SHARED_ENV} to where it is, or give "
+                "your own train/validation files")
+        return train, validation
+
+    def available(self, shared: str | Path | None = None) -> bool:
+        """Whether the preset's files are on this machine."""
+        try:
+            self.files(shared)
+        except DatasetError:
+            return False
+        return True
+
+
+DATASET_PRESETS: dict[str, DatasetPreset] = {
+    "debian-descriptions": DatasetPreset(
+        name="debian-descriptions", label="Debian package descriptions (offline)",
+        folder="data/debian-descriptions", max_source_length=256, max_target_length=32, prefix=""),
+    "xsum-sample": DatasetPreset(
+        name="xsum-sample", label="XSum sample (offline)", folder="data/xsum",
+        max_source_length=DEFAULT_MAX_SOURCE_LENGTH, max_target_length=DEFAULT_MAX_TARGET_LENGTH, prefix=None),
+}
+#: The dataset offline runs, the teacher recipe and the dashboard use by default.
+DEFAULT_OFFLINE_DATASET = "debian-descriptions"
+
+
+def dataset_preset(name: str | None) -> DatasetPreset | None:
+    """The preset called ``name``, or ``None`` when ``name`` is not a preset (a hub dataset id)."""
+    return DATASET_PRESETS.get(name) if name else None
