@@ -290,7 +290,8 @@ def cmd_finetune(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .data import load_pairs, resolve_prefix
-    from .evaluate import compare_table, evaluate_model
+    from .evaluate import evaluate_model
+    from .table import compare_table
 
     data, eval_args = from_flags(DataArgs, args), from_flags(EvalArgs, args)
     if data.validation_file is None and data.dataset is None and data.train_file is not None:
@@ -326,7 +327,7 @@ def cmd_push(args) -> None:
 
 
 def cmd_run(args) -> None:
-    from .evaluate import compare_table
+    from .table import compare_table
     from .runs import RunFolder
 
     shrink = ShrinkArgs(args.encoder_layers, args.decoder_layers, args.strategy)

@@ -17,6 +17,7 @@ from typing import Any
 import datasets
 import torch
 
+from .arch import T5_FAMILY
 from .config import DataArgs
 from .dataset_presets import dataset_preset
 from .errors import DatasetError
@@ -25,8 +26,6 @@ from .errors import DatasetError
 DOCUMENT, SUMMARY = "document", "summary"
 #: File extension -> ``datasets`` builder.
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-#: ``config.model_type`` values of the T5 family, whose checkpoints expect a task prefix.
-T5_FAMILY = ("t5", "mt5", "longt5", "umt5")
 #: Label id ignored by the cross-entropy (PyTorch ``CrossEntropyLoss.ignore_index`` default).
 LABEL_PAD = -100
 

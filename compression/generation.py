@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import OutOfMemoryError
+
 #: Model types whose forward the fast path was verified on (tests/test_generation.py).
 FAST_MODEL_TYPES = ("t5", "mt5", "bart")
 
@@ -222,3 +224,45 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
                                     max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                                     num_beams=num_beams, **kwargs)
     return to_tokenizer_ids(model, output)
+
+
+def model_device(model) -> torch.device:
+    """The device ``model``'s weights are on (``model.device``, else its first parameter's)."""
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    return next(model.parameters()).device
+
+
+def oom_error(what: str) -> OutOfMemoryError:
+    """The :class:`OutOfMemoryError` raised when generation or scoring runs out of memory."""
+    return OutOfMemoryError(
+        f"out of memory while {what}: lower the evaluation batch size, max source length or "
+        "max new tokens, or use fewer beams"
+    )
+
+
+def encode_sources(tokenizer, texts: list[str], *, prefix: str, max_source_length: int, device) -> dict:
+    """``prefix + text`` for each text, tokenized, truncated to ``max_source_length`` tokens and
+    padded: ``{"input_ids", "attention_mask"}`` ``[batch, src_len]`` on ``device``."""
+    batch = tokenizer(
+        [prefix + text for text in texts],
+        max_length=max_source_length,
+        truncation=True,
+        padding=True,
+        return_tensors="pt",
+    )
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def generate_batch(model, batch: dict, **generate_kwargs) -> torch.Tensor:
+    """:func:`generate` (fast greedy path, else ``model.generate``) on a batch from
+    :func:`encode_sources`; tokenizer ids in and out, also for a vocabulary-pruned model.
+
+    Raises:
+        OutOfMemoryError: the device ran out of memory.
+    """
+    try:
+        return generate(model, batch["input_ids"], batch.get("attention_mask"), **generate_kwargs)
+    except torch.OutOfMemoryError as exc:
+        raise oom_error("generating summaries") from exc

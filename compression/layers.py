@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import copy
 
-from torch import nn
 from transformers import PreTrainedModel
 
+from .arch import (  # noqa: F401  (layer helpers re-exported from their old home)
+    get_layer_stacks,
+    model_family,
+    move_relative_attention_bias,
+    renumber_layer_indices,
+    set_layer_stack,
+    set_t5_decoder_depth,
+    stack_modules,
+)
 from .config import STRATEGIES
 from .errors import LayerSelectionError
-from .load import T5_FAMILY, describe_model, model_family
+from .load import describe_model
 
 # teacher depth -> student depth -> teacher layers to copy (seq2seq-distillation, LAYERS_TO_COPY).
 LAYERS_TO_COPY: dict[int, dict[int, list[int]]] = {
@@ -144,58 +152,6 @@ def layers_to_supervise(n_teacher: int, kept: list[int]) -> list[int]:
     return [kept[j + 1] - 1 for j in range(n_student - 1)] + [n_teacher - 1]
 
 
-def get_layer_stacks(model: PreTrainedModel) -> tuple[nn.ModuleList, nn.ModuleList]:
-    """The encoder and decoder layer lists: ``encoder.block``/``decoder.block`` for T5,
-    ``model.encoder.layers``/``model.decoder.layers`` for BART.
-
-    Raises:
-        NotSeq2SeqError: not a T5- or BART-family encoder-decoder.
-    """
-    encoder, decoder = _stack_modules(model)
-    attr = "block" if model_family(model) == "t5" else "layers"
-    return getattr(encoder, attr), getattr(decoder, attr)
-
-
-def _stack_modules(model: PreTrainedModel) -> tuple[nn.Module, nn.Module]:
-    model_family(model)
-    return model.get_encoder(), model.get_decoder()
-
-
-def _move_relative_attention_bias(teacher_block: nn.Module, student_first: nn.Module) -> None:
-    """T5 keeps the relative position bias only in block 0 of each stack; give it to the new first block."""
-    teacher_modules = dict(teacher_block.named_modules())
-    for name, module in student_first.named_modules():
-        source = teacher_modules.get(name)
-        if source is None or not getattr(source, "has_relative_attention_bias", False):
-            continue
-        for attr in ("relative_attention_bias", "global_relative_attention_bias"):
-            if hasattr(source, attr):
-                setattr(module, attr, copy.deepcopy(getattr(source, attr)))
-        module.has_relative_attention_bias = True
-
-
-def renumber_layer_indices(layers: nn.ModuleList) -> None:
-    """Cached generation indexes the KV cache by each attention module's ``layer_idx``."""
-    for index, layer in enumerate(layers):
-        for module in layer.modules():
-            if hasattr(module, "layer_idx"):
-                module.layer_idx = index
-
-
-def set_t5_decoder_depth(config) -> None:
-    """Make transformers size the generation KV cache by the decoder's depth, not the encoder's.
-
-    transformers 5 builds the decoder cache from ``config.get_text_config(decoder=True)``, which for
-    T5's flat config maps ``num_hidden_layers`` to the *encoder* depth ``num_layers``: a T5 whose
-    decoder is deeper than its encoder (a 2/3 student, t5-efficient ``dl`` variants) fails in cached
-    generation with an IndexError. A ``decoder_layers`` entry is what that lookup reads for the
-    decoder side, so it is set to ``num_decoder_layers``; it is stored in ``config.json`` and the fix
-    travels with the checkpoint to plain transformers. No effect on other families.
-    """
-    if getattr(config, "model_type", None) in T5_FAMILY:
-        config.decoder_layers = config.num_decoder_layers
-
-
 def shrink(model: PreTrainedModel, encoder_layers: int | str | list[int] | None = None,
            decoder_layers: int | str | list[int] | None = None, strategy: str = "spread") -> PreTrainedModel:
     """Make a student by copying the chosen teacher layers (SFT, Shleifer & Rush 2020 §3).
@@ -223,24 +179,11 @@ def shrink(model: PreTrainedModel, encoder_layers: int | str | list[int] | None 
         "decoder": parse_layers(decoder_layers, len(teacher_decoder), strategy, "decoder"),
     }
     student = copy.deepcopy(model)
-    attr = "block" if family == "t5" else "layers"
-    for stack_name, stack in zip(("encoder", "decoder"), _stack_modules(student)):
-        old = getattr(stack, attr)
-        new = nn.ModuleList([old[i] for i in kept[stack_name]])
+    for stack_name, old in zip(("encoder", "decoder"), get_layer_stacks(student)):
+        new = [old[i] for i in kept[stack_name]]
         if family == "t5" and kept[stack_name][0] != 0:
-            _move_relative_attention_bias(old[0], new[0])
-        renumber_layer_indices(new)
-        setattr(stack, attr, new)
-        if family == "t5":
-            stack.config.num_layers = len(new)
-            if stack_name == "decoder":
-                stack.config.num_decoder_layers = len(new)
-    n_enc, n_dec = len(kept["encoder"]), len(kept["decoder"])
-    if family == "t5":
-        student.config.num_layers, student.config.num_decoder_layers = n_enc, n_dec
-        set_t5_decoder_depth(student.config)
-    else:
-        student.config.encoder_layers, student.config.decoder_layers = n_enc, n_dec
+            move_relative_attention_bias(old[0], new[0])
+        set_layer_stack(student, stack_name, new)
     student.config.shrink = {
         "method": "sft",
         "teacher": getattr(model.config, "_name_or_path", "") or None,

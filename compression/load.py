@@ -11,7 +11,6 @@ No checkpoint ever runs its own code: ``trust_remote_code`` is always ``False``.
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 
@@ -28,11 +27,17 @@ from transformers import (
     T5Tokenizer,
 )
 
-from .errors import ModelLoadError, NotSeq2SeqError, RemoteCodeError
-from .quantize import QUANTIZED_WO
-
-T5_FAMILY = ("t5", "mt5", "umt5", "longt5")
-BART_FAMILY = ("bart", "mbart", "pegasus", "pegasus_x", "marian", "plbart", "blenderbot", "blenderbot-small")
+from .arch import (  # noqa: F401  (model_family, seq2seq_class and the families are re-exported)
+    BART_FAMILY,
+    QUANTIZED_WO,
+    T5_FAMILY,
+    count_parameters,
+    get_layer_stacks,
+    model_family,
+    seq2seq_class,
+    set_t5_decoder_depth,
+)
+from .errors import ModelLoadError, RemoteCodeError
 
 # T5-efficient shapes as published in the google/t5-efficient-* configs (relu feed-forward,
 # tied embeddings, 32 relative-position buckets). Parameter counts at the 32128-piece T5 vocab:
@@ -63,33 +68,6 @@ HUB_PRESETS = (
     "facebook/bart-base",
     "sshleifer/distilbart-cnn-12-6",
 )
-
-
-def model_family(model_or_config: PreTrainedModel | PretrainedConfig) -> str:
-    """Return ``"t5"`` or ``"bart"``: which layer layout the model has.
-
-    T5 family (T5, T5 v1.1, flan-T5, T5-efficient, mT5, UMT5, LongT5): ``encoder.block``/``decoder.block``,
-    depth in ``num_layers``/``num_decoder_layers``. BART family (BART, mBART, Pegasus, Marian...):
-    ``model.encoder.layers``/``model.decoder.layers``, depth in ``encoder_layers``/``decoder_layers``.
-
-    Raises:
-        NotSeq2SeqError: the model is not an encoder-decoder, or of a family this tool cannot shrink.
-    """
-    config = getattr(model_or_config, "config", model_or_config)
-    model_type = getattr(config, "model_type", None)
-    if not getattr(config, "is_encoder_decoder", False):
-        raise NotSeq2SeqError(
-            f"{model_type or 'this model'} is not an encoder-decoder (seq2seq) model: only T5-family "
-            "and BART-family summarizers can be shrunk; pick e.g. t5-small or facebook/bart-base"
-        )
-    if model_type in T5_FAMILY:
-        return "t5"
-    if model_type in BART_FAMILY:
-        return "bart"
-    raise NotSeq2SeqError(
-        f"model type {model_type!r} is an encoder-decoder this tool does not support yet: "
-        f"supported are {', '.join(T5_FAMILY + BART_FAMILY)}"
-    )
 
 
 def load_tokenizer(name_or_path: str | Path, *, token: str | None = None):
@@ -143,54 +121,6 @@ def _load_config(name_or_path: str, token: str | None) -> PretrainedConfig:
         ) from None
 
 
-@functools.cache
-def _without_fp32_modules(cls: type) -> type:
-    def post_init(self) -> None:
-        cls.post_init(self)
-        self._keep_in_fp32_modules = set()
-
-    @classmethod
-    def from_pretrained(subclass, *args, **kwargs):
-        model = cls.from_pretrained.__func__(subclass, *args, **kwargs)
-        for name, module in model.named_modules():
-            if name.endswith(".wo") and hasattr(module, "support_avx512bf16_for_cpu"):
-                # bitsandbytes repacks 4-bit weights for its AVX512-BF16 CPU kernel at the first
-                # forward, turning the storage into uint8; T5's feed-forward casts its input to
-                # wo.weight.dtype, so every later forward would feed integers. Keep the storage.
-                module.support_avx512bf16_for_cpu = False
-        return model
-
-    return type(cls.__name__, (cls,), {"post_init": post_init, "from_pretrained": from_pretrained,
-                                       "__module__": cls.__module__, "__doc__": cls.__doc__})
-
-
-def seq2seq_class(config: PretrainedConfig, *, quantize_wo: bool | None = None) -> type:
-    """The transformers class ``AutoModelForSeq2SeqLM`` builds for ``config``, or, when its
-    ``wo`` layers are (to be) quantized, a subclass that lets bitsandbytes quantize them.
-
-    T5-family classes list ``wo`` in ``_keep_in_fp32_modules``, which transformers' bitsandbytes
-    integration always skips; the subclass (same name, so ``save_pretrained`` records the plain
-    architecture) empties that list after ``post_init``, and its ``from_pretrained`` keeps
-    bitsandbytes from repacking a 4-bit ``wo`` into ``uint8`` for the CPU kernel (T5 casts ``wo``'s
-    input to its storage dtype). Nothing else changes and no checkpoint code runs.
-    ``quantize_wo`` defaults to the checkpoint's own mark, ``config.quantized_wo`` (written by
-    :func:`compression.quantize.quantize`).
-
-    Raises:
-        NotSeq2SeqError: ``config`` is not an encoder-decoder architecture transformers knows.
-    """
-    try:
-        cls = AutoModelForSeq2SeqLM._model_mapping[type(config)]
-    except KeyError:
-        raise NotSeq2SeqError(f"{config.model_type} is not an encoder-decoder architecture: use a T5 or "
-                              "BART checkpoint") from None
-    if quantize_wo is None:
-        quantize_wo = bool(getattr(config, QUANTIZED_WO, False))
-    if quantize_wo and "wo" in (cls._keep_in_fp32_modules or ()):
-        return _without_fp32_modules(cls)
-    return cls
-
-
 def load_model(name_or_path: str | Path, *, tokenizer: str | Path | None = None,
                token: str | None = None) -> tuple[PreTrainedModel, object]:
     """Load a base checkpoint and its tokenizer, refusing anything this tool cannot shrink.
@@ -222,8 +152,6 @@ def load_model(name_or_path: str | Path, *, tokenizer: str | Path | None = None,
     except OSError as error:
         raise ModelLoadError(f"{name} has a config but no loadable weights: {error}") from None
     tok = load_tokenizer(tokenizer if tokenizer is not None else source, token=token)
-    from .layers import set_t5_decoder_depth
-
     set_t5_decoder_depth(model.config)
     return model.eval(), tok
 
@@ -266,24 +194,14 @@ def describe_model(model: PreTrainedModel) -> dict:
 
     Returns:
         dict with ``family``, ``model_type``, ``encoder_layers``, ``decoder_layers``, ``d_model``,
-        ``vocab_size``, ``params`` (unique parameters, tied weights once), ``size_mib`` (bytes of
+        ``vocab_size``, ``params`` (:func:`compression.arch.count_parameters`), ``size_mib`` (bytes of
         those parameters and buffers at their dtypes / 2**20, i.e. the fp32 file size for an fp32
         model) and ``shrink`` (kept indices when the model is a student, else ``None``).
     """
-    from .layers import get_layer_stacks
-
     family = model_family(model)
     encoder, decoder = get_layer_stacks(model)
-    seen: set[int] = set()
-    params = 0
-    size = 0
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        if isinstance(tensor, torch.nn.Parameter):
-            params += tensor.numel()
-        size += tensor.numel() * tensor.element_size()
+    tensors = {id(t): t for t in list(model.parameters()) + list(model.buffers())}.values()
+    size = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
     config = model.config
     return {
         "family": family,
@@ -292,7 +210,7 @@ def describe_model(model: PreTrainedModel) -> dict:
         "decoder_layers": len(decoder),
         "d_model": getattr(config, "d_model", None),
         "vocab_size": config.vocab_size,
-        "params": params,
+        "params": count_parameters(model),
         "size_mib": size / 2**20,
         "shrink": getattr(config, "shrink", None),
     }

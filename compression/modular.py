@@ -80,18 +80,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForSeq2SeqLM, PretrainedConfig, PreTrainedModel
 from transformers.trainer_utils import EvalLoopOutput
 
+from .arch import count_parameters, get_layer_stacks, model_family, set_layer_stack
 from .config import ATTENTION_LOSSES, TrainArgs
 from .data import LABEL_PAD
-from .distill import TermsTrainerMixin, _attention_map_loss, _masked_mse, _zero
+from .distill import TermsTrainerMixin
 from .errors import ModularError
-from .layers import get_layer_stacks, renumber_layer_indices, set_t5_decoder_depth
-from .load import model_family
+from .losses import attention_map_loss, masked_mse, modular_loss
 from .train import _Trainer, run_trainer
 
 STACKS = ("encoder", "decoder")
@@ -220,11 +219,6 @@ def _reset_output_capturing(model: nn.Module) -> None:
         module.__dict__.pop("_output_capturing_hooks_installed", None)
 
 
-def _count_params(model: nn.Module) -> int:
-    """Unique parameters (tied weights once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
 def _attention_submodules(layer: nn.Module, family: str) -> dict[str, nn.Module]:
     """``{"self": ..., "cross": ...}``: the attention modules of a layer (cross only in decoder layers).
     Both T5Attention and BartAttention return the attention probabilities last in their output tuple."""
@@ -291,17 +285,14 @@ class _Recorder:
             teacher_maps: dict) -> None:
         mask = self.masks.get(stack)
         if self.args.alpha_hidden > 0:
-            self.hidden_terms.append(_masked_mse(student, teacher, mask, self.args.normalize_hidden))
+            self.hidden_terms.append(masked_mse(student, teacher, mask, self.args.normalize_hidden))
         if self.wants_attention:
             for key, student_map in student_maps.items():
                 if student_map is None or teacher_maps.get(key) is None:
                     raise ModularError("attention probabilities are missing: attention distillation needs "
                                        "attn_implementation='eager' (set alpha_attention to 0 to skip it)")
                 self.attention_terms.append(
-                    _attention_map_loss(student_map, teacher_maps[key], mask, self.args.attention_loss))
-
-    def total(self, terms: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
-        return sum(terms, _zero(like))
+                    attention_map_loss(student_map, teacher_maps[key], mask, self.args.attention_loss))
 
 
 class _Supervised(nn.Module):
@@ -564,14 +555,8 @@ class _ModularTrainer(TermsTrainerMixin, _Trainer):
         supervise = args.alpha_hidden > 0 or args.alpha_attention > 0
         with modular.use_plan(plan, recorder if supervise else None):
             outputs = model(**inputs)
-        logits = outputs.logits
-        terms = {
-            "ce": F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=LABEL_PAD),
-            "hidden": recorder.total(recorder.hidden_terms, logits),
-            "attention": recorder.total(recorder.attention_terms, logits),
-        }
-        loss = (args.alpha_ce * terms["ce"] + args.alpha_hidden * terms["hidden"]
-                + args.alpha_attention * terms["attention"])
+        terms = modular_loss(outputs.logits, labels, recorder.hidden_terms, recorder.attention_terms, args)
+        loss = terms.pop("loss")
         if model.training:
             self._record_terms(terms)
         return (loss, outputs) if return_outputs else loss
@@ -679,8 +664,8 @@ def save_modular(modular: ModularModel, directory: str | Path, tokenizer: Any = 
         "teacher_decoder_layers": modular.depths["decoder"],
         "granularities": list(modular.granularities),
         "modules": modules,
-        "teacher_params": _count_params(modular.teacher),
-        "module_params": _count_params(modular.layers),
+        "teacher_params": count_parameters(modular.teacher),
+        "module_params": count_parameters(modular.layers),
         **modular.info,
     }
     (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -892,25 +877,11 @@ def assemble(modular: ModularModel, ratio: float, priority: str = "size",
     model, lists = copy.deepcopy((modular.teacher, modular.assemble_layers(plan)))
     model.requires_grad_(True)
     configs = _stack_configs(model)
-    stacks = {"encoder": model.get_encoder(), "decoder": model.get_decoder()}
-    attr = "block" if modular.family == "t5" else "layers"
     depths = {}
     for stack in STACKS:
-        new = lists[stack]
-        for layer in new:
+        for layer in lists[stack]:
             _share_config(layer, configs[stack])
-        renumber_layer_indices(new)
-        setattr(stacks[stack], attr, new)
-        depths[stack] = len(new)
-        if modular.family == "t5":
-            configs[stack].num_layers = len(new)
-            if stack == "decoder":
-                configs[stack].num_decoder_layers = len(new)
-    if modular.family == "t5":
-        model.config.num_layers, model.config.num_decoder_layers = depths["encoder"], depths["decoder"]
-        set_t5_decoder_depth(model.config)
-    else:
-        model.config.encoder_layers, model.config.decoder_layers = depths["encoder"], depths["decoder"]
+        depths[stack] = len(set_layer_stack(model, stack, lists[stack]))
     _reset_output_capturing(model)
     total = modular.depths["encoder"] + modular.depths["decoder"]
     model.config.modular = {
@@ -925,7 +896,7 @@ def assemble(modular: ModularModel, ratio: float, priority: str = "size",
         "teacher_decoder_layers": modular.depths["decoder"],
         "encoder_layers": depths["encoder"],
         "decoder_layers": depths["decoder"],
-        "teacher_params": _count_params(modular.teacher),
-        "params": _count_params(model),
+        "teacher_params": count_parameters(modular.teacher),
+        "params": count_parameters(model),
     }
     return model.eval()

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .config import RunConfig
 from .data import load_pairs, resolve_prefix, tokenize_pairs
-from .evaluate import evaluate_model, percent_of_base
+from .evaluate import evaluate_model
+from .metrics import percent_of_base
 from .export import save_model
 from .layers import shrink
 from .load import describe_model, load_model, load_tokenizer, model_family

@@ -45,11 +45,12 @@ from pathlib import Path
 
 import torch
 
+from .arch import QUANTIZED_WO, seq2seq_class
+from .device import cpu_has_native_bf16 as cpu_supports_bf16  # one check, in compression.device
+from .device import resolve_device
 from .errors import ModelLoadError, NotSeq2SeqError, QuantizationError, RemoteCodeError
 
 QUANT_MODES = ("none", "8bit", "4bit", "fp4", "fp16", "bf16")
-#: Config attribute of a checkpoint whose T5 ``wo`` layers are quantized (see ``quantize_wo``).
-QUANTIZED_WO = "quantized_wo"
 #: ``quantize(..., mode=AUTO_MODE)`` picks :func:`fastest_mode` for the device.
 AUTO_MODE = "auto"
 REST_DTYPES = ("bfloat16", "float32")
@@ -60,33 +61,7 @@ logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise QuantizationError(f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda'") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise QuantizationError("device 'cuda' asked for but no CUDA GPU is visible: use 'cpu' or 'auto'")
-    return resolved
-
-
-def cpu_supports_bf16() -> bool:
-    """True when this CPU has native bfloat16 matrix instructions (AVX512-BF16 or AMX-BF16), the
-    condition under which oneDNN runs bf16 matmuls faster than float32 (``/proc/cpuinfo`` flags, else
-    ``torch.ops.mkldnn._is_mkldnn_bf16_supported``)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool({"avx512_bf16", "amx_bf16"} & flags)
-    except OSError:
-        pass
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return resolve_device(device, allowed=("cpu", "cuda"), error=QuantizationError)
 
 
 def fastest_mode(device: str | torch.device = "cpu") -> str:
@@ -138,8 +113,6 @@ def _bnb_config(mode: str, device: torch.device, storage: torch.dtype = torch.ui
 
 def _load(model_dir: Path, quantize_wo: bool = False, **kwargs):
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
-
-    from .load import seq2seq_class
 
     if not (model_dir / "config.json").is_file():
         raise ModelLoadError(
@@ -253,8 +226,6 @@ def quantize(model_dir: str | Path, mode: str, *, device: str | torch.device = "
 
 
 def _quantize_folder(model_dir: Path, mode: str, target: torch.device, rest_dtype: str, quantize_wo: bool):
-    from .load import seq2seq_class
-
     if mode in _BNB_MODES:
         rest = getattr(torch, rest_dtype)
         config = _bnb_config(mode, target, storage=rest if quantize_wo else torch.uint8)

@@ -273,7 +273,7 @@ def list_runs(root: str | Path = DEFAULT_ROOT) -> list[dict]:
     ``params``, ``size_mib`` (from ``metrics.json``); ``None`` where unknown. Corrupt or partial
     files never raise. A missing ``root`` gives ``[]``.
     """
-    from .evaluate import percent_of_base
+    from .metrics import percent_of_base
 
     root = Path(root)
     try:

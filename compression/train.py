@@ -3,7 +3,7 @@
 Built on ``transformers.Seq2SeqTrainer`` (AdamW, linear schedule, DDP under ``torchrun``, bf16
 autocast via accelerate). Two small additions on top of the library:
 
-* :class:`ProgressCallback` turns the Trainer's log events into plain dicts (step, loss, learning
+* :class:`compression.progress.ProgressCallback` turns the Trainer's log events into plain dicts (step, loss, learning
   rate, real tokens/s, ETA) for a UI or CLI, appends them to ``output_dir/loss_log.jsonl`` and stops
   training within one optimizer step when a ``threading.Event`` is set.
 * the training loss is summed over target tokens and divided by the Trainer's count of target
@@ -16,7 +16,6 @@ autocast via accelerate). Two small additions on top of the library:
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,19 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
-from transformers.loss.loss_utils import fixed_cross_entropy
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import EvalLoopOutput
 from transformers.utils import is_torch_tf32_available
 
 from .config import TrainArgs
-from .data import LABEL_PAD, count_tokens, make_collator
+from .data import count_tokens, make_collator
+from .device import bf16_native, cpu_has_native_bf16, resolve_device  # noqa: F401  (re-exported)
 from .errors import CompressionError, OutOfMemoryError
+from .losses import example_cross_entropy, token_loss  # noqa: F401  (token_loss re-exported)
+from .progress import LOSS_LOG, ProgressCallback  # noqa: F401  (re-exported)
 
-#: File (in the output folder) with one JSON progress record per line.
-LOSS_LOG = "loss_log.jsonl"
 #: Folder (in the output folder) holding the weights when training was cancelled.
 LAST_CHECKPOINT = "last-checkpoint"
 #: Evaluations per run when ``TrainArgs.eval_steps`` is unset (half-way and at the end). Each one is a
@@ -71,43 +69,6 @@ class TrainResult:
     padding_fraction: float = 0.0
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA if available, then Apple MPS, then CPU; ``"cpu"``/``"cuda"``/``"mps"`` as named.
-
-    Raises:
-        CompressionError: the named device is not available on this machine.
-    """
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = mps is not None and mps.is_available()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if has_mps else "cpu")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": has_mps}
-    if name not in available:
-        raise CompressionError(f"unknown device {name!r}: choose 'auto', 'cpu', 'cuda' or 'mps'")
-    if not available[name]:
-        raise CompressionError(f"device {name!r} is not available on this machine: choose 'auto' or 'cpu'")
-    return torch.device(name)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware: AVX512-BF16 or AMX-BF16 (Intel Cooper
-    Lake / Sapphire Rapids and later, AMD Zen 4 and later). There oneDNN's bf16 GEMM runs several
-    times faster than fp32 (measured on a 2-core AMD EPYC with AVX512-BF16: 858 against 199 GFLOP/s
-    at 2048^3, ``benchmarks/results/full/finetune.json``). Elsewhere bf16 is emulated, and slower."""
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if all(check is not None for check in checks):
-        return any(check() for check in checks)
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def bf16_enabled(args: TrainArgs, device: torch.device) -> bool:
     """Whether to train under bf16 autocast (weights and optimizer state stay fp32).
 
@@ -121,9 +82,7 @@ def bf16_enabled(args: TrainArgs, device: torch.device) -> bool:
         return True
     if args.bf16 == "no":
         return False
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_has_native_bf16()
+    return bf16_native(device)
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -139,29 +98,6 @@ def _oom_error(err: BaseException, batch_size: int) -> OutOfMemoryError:
         f"ran out of memory ({str(err).splitlines()[0][:200]}); lower the batch size (now {batch_size}) "
         "and raise gradient accumulation to keep the effective batch, or lower the max source/target lengths"
     )
-
-
-def _example_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher-forced cross-entropy summed per example ``[batch]`` (float32, nats) and target tokens
-    per example ``[batch]`` (int64), padding (-100) excluded."""
-    labels = batch["labels"]
-    logits = model(**batch).logits  # [batch, tgt_len, vocab]
-    losses = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=LABEL_PAD, reduction="none")
-    return losses.sum(dim=1), (labels != LABEL_PAD).sum(dim=1)
-
-
-def token_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
-    """Training loss: cross-entropy summed over target tokens / ``num_items_in_batch`` (the Trainer's
-    count of target tokens in the whole accumulated, all-process batch), so gradient accumulation and
-    DDP give a true per-token mean. Passed as the Trainer's ``compute_loss_func``: T5 and BART return a
-    per-batch mean and ignore ``num_items_in_batch``, while the Trainer assumes they use it (it skips
-    the division by accumulation steps and multiplies by the process count), which would scale the
-    gradients by ``accumulation steps x processes``. Uses transformers' ``fixed_cross_entropy``.
-    ``logits`` ``[batch, tgt_len, vocab]``, ``labels`` ``[batch, tgt_len]`` with -100 padding.
-    """
-    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-    return fixed_cross_entropy(logits.float().flatten(0, 1), labels.flatten().to(logits.device),
-                               num_items_in_batch, ignore_index=LABEL_PAD)
 
 
 def evaluate_loss(model: torch.nn.Module, tokenizer: Any, dataset, batch_size: int = 16) -> float:
@@ -191,7 +127,7 @@ def evaluate_loss(model: torch.nn.Module, tokenizer: Any, dataset, batch_size: i
             for start in range(0, len(rows), batch_size):
                 batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
                 batch = {key: value.to(device) for key, value in batch.items()}
-                sums, counts = _example_losses(model, batch)
+                sums, counts = example_cross_entropy(model(**batch).logits, batch["labels"])
                 total += sums.sum().item()
                 count += int(counts.sum().item())
     except Exception as err:
@@ -203,91 +139,6 @@ def evaluate_loss(model: torch.nn.Module, tokenizer: Any, dataset, batch_size: i
     if count == 0:
         raise CompressionError("evaluate_loss: every summary is empty after tokenization; check the data")
     return total / count
-
-
-class ProgressCallback(TrainerCallback):
-    """Turn Trainer log events into plain progress records; stop on a cancel event.
-
-    Each record is a dict: ``kind`` (``"train"`` or ``"eval"``), ``step`` (optimizer step),
-    ``total_steps``, ``epoch`` (fractional), ``loss`` (train: mean training cross-entropy since
-    the previous record, nats) or ``eval_loss`` (token-weighted validation cross-entropy, nats),
-    ``learning_rate`` (latest), ``tokens_per_s`` (real source + target tokens per second of wall
-    time since training began, all processes), ``elapsed_s`` and ``eta_s`` (seconds). On the
-    main process only, each record goes to ``on_progress`` and is appended (flushed) as one JSON
-    line to ``log_path``. Every key of ``extra_keys`` present in a Trainer log (a distillation run's
-    per-term losses ``ce``, ``kl``, ``hidden``, ``attention``; Modular Transformers' ``eval_loss_g2``...)
-    is added to the record as a float. In ``on_step_end``, a set ``cancel`` event makes the Trainer
-    stop after the current optimizer step (agreed across processes under DDP).
-    """
-
-    def __init__(
-        self,
-        on_progress: Callable[[dict], None] | None = None,
-        cancel: threading.Event | None = None,
-        log_path: str | Path | None = None,
-        tokens_seen: Callable[[], int] | None = None,
-        extra_keys: Sequence[str] = (),
-    ) -> None:
-        self.extra_keys = tuple(extra_keys)
-        self.on_progress = on_progress
-        self.cancel = cancel
-        self.log_path = Path(log_path) if log_path is not None else None
-        self.tokens_seen = tokens_seen or (lambda: 0)
-        self.records: list[dict] = []
-        self.cancelled = False
-        self._start = time.perf_counter()
-        self._learning_rate: float | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.cancel is None:
-            return control
-        stop = self.cancel.is_set()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            flag = torch.tensor([int(stop)], device=args.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            stop = bool(flag.item())
-        if stop:
-            self.cancelled = True
-            control.should_training_stop = True
-        return control
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        if "loss" in logs:
-            kind, key = "train", "loss"
-        elif "eval_loss" in logs:
-            kind, key = "eval", "eval_loss"
-        else:  # the end-of-training summary (train_runtime...) is in TrainResult instead
-            return
-        if logs.get("learning_rate") is not None:
-            self._learning_rate = float(logs["learning_rate"])
-        elapsed = time.perf_counter() - self._start
-        step, total = state.global_step, state.max_steps
-        eta = elapsed / step * max(total - step, 0) if step else None
-        record = {
-            "kind": kind,
-            "step": step,
-            "total_steps": total,
-            "epoch": float(state.epoch or 0.0),
-            key: float(logs[key]),
-            "learning_rate": self._learning_rate,
-            "tokens_per_s": self.tokens_seen() / elapsed if elapsed > 0 else 0.0,
-            "elapsed_s": elapsed,
-            "eta_s": eta,
-        }
-        record.update({name: float(logs[name]) for name in self.extra_keys if logs.get(name) is not None})
-        self.records.append(record)
-        if not state.is_world_process_zero:
-            return
-        if self.log_path is not None:
-            with open(self.log_path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-                handle.flush()
-        if self.on_progress is not None:
-            self.on_progress(dict(record))
 
 
 def sort_by_length(dataset):
@@ -345,7 +196,7 @@ class _Trainer(Seq2SeqTrainer):
             for batch in dataloader:
                 batch = self._prepare_inputs(batch)
                 with self.compute_loss_context_manager():
-                    sums, counts = _example_losses(model, batch)
+                    sums, counts = example_cross_entropy(model(**batch).logits, batch["labels"])
                 # gather_for_metrics drops the rows accelerate duplicated to even out the last batch.
                 sums, counts = self.accelerator.gather_for_metrics((sums, counts))
                 total += sums.sum().item()

@@ -1,4 +1,5 @@
-"""compression.evaluate: ROUGE, bootstrap, % of base, generation order, evaluate_model, sizes."""
+"""compression.evaluate, .metrics, .timing and .table: ROUGE, bootstrap, % of base, generation order,
+evaluate_model, sizes, latency, the CLI table."""
 
 from __future__ import annotations
 
@@ -8,23 +9,18 @@ import torch
 from rouge_score import rouge_scorer
 
 from compression.config import EvalArgs
+from compression.arch import count_parameters
 from compression.evaluate import (
-    ROUGE_TYPES,
-    bootstrap_ci,
-    compare_table,
     compute_validation_loss,
-    count_parameters,
     evaluate_model,
     generate_summaries,
-    measure_latency,
     memory_footprint_mib,
-    paired_speedup,
-    percent_of_base,
-    rouge_scores,
     score_model,
     size_on_disk_mib,
-    split_sentences,
 )
+from compression.metrics import ROUGE_TYPES, bootstrap_ci, percent_of_base, rouge_scores, split_sentences
+from compression.table import compare_table
+from compression.timing import measure_latency, paired_speedup
 from conftest import ARTICLES, tiny_t5_config
 
 DOCS = [a for a, _ in ARTICLES]

@@ -1,0 +1,124 @@
+"""Summary-quality metrics: ROUGE-1/2/L/Lsum, bootstrap confidence intervals, % of the base.
+
+Pure functions of strings and numbers (no torch, no model), shared by evaluation, the run table,
+the dashboard and the benchmarks. ROUGE comes from Google's ``rouge_score`` package (the scorer used
+by Hugging Face's summarization example, ``examples/pytorch/summarization/run_summarization.py``),
+with the Porter stemmer; scores are percentages (0-100). Confidence intervals are
+percentile-bootstrap intervals of the mean (Efron & Tibshirani 1993, ch. 13), the same resampling
+``rouge_score.scoring.BootstrapAggregator`` does, but seeded so the numbers are reproducible.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+# A sentence ends at ., ! or ? (optionally followed by a closing quote or bracket) and whitespace.
+# Hugging Face's summarization example splits with nltk.sent_tokenize before rougeLsum; nltk's punkt
+# model is a separate download these machines cannot make, so this plain rule stands in for it.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split ``text`` into sentences at ``.``/``!``/``?`` followed by whitespace (regex, not nltk)."""
+    return [part.strip() for part in _SENTENCE_END.split(text.strip()) if part.strip()]
+
+
+def rouge_scores(predictions: list[str], references: list[str]) -> dict:
+    """ROUGE-1/2/L/Lsum of ``predictions`` against ``references`` (``rouge_score``, Porter stemmer).
+
+    Returns ``{"rouge1": {"precision", "recall", "fmeasure"}, "rouge2": ..., "rougeL": ...,
+    "rougeLsum": ..., "per_sample": {"rouge1": [F1, ...], ...}}``: every number is a percentage
+    (0-100); the P/R/F entries are means over the samples of the per-sample scores times 100.
+    For ``rougeLsum`` (summary-level LCS, Lin 2004 section 3.2) both texts have their sentences
+    joined with newlines first, as Hugging Face's summarization example does with
+    ``nltk.sent_tokenize``; here a regex split (:func:`split_sentences`) replaces nltk, whose punkt
+    model needs a download. Identical non-empty texts score 100; an empty prediction scores 0.
+
+    Raises:
+        ValueError: the two lists differ in length, or are empty.
+    """
+    from rouge_score import rouge_scorer
+
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"{len(predictions)} predictions but {len(references)} references: give one reference "
+            "per prediction"
+        )
+    if not predictions:
+        raise ValueError("no predictions to score: give at least one prediction/reference pair")
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    fields = ("precision", "recall", "fmeasure")
+    samples = {rouge_type: {f: [] for f in fields} for rouge_type in ROUGE_TYPES}
+    for prediction, reference in zip(predictions, references):
+        scores = scorer.score(reference, prediction)
+        lsum = scorer.score("\n".join(split_sentences(reference)),
+                            "\n".join(split_sentences(prediction)))["rougeLsum"]
+        scores["rougeLsum"] = lsum
+        for rouge_type in ROUGE_TYPES:
+            for f in fields:
+                samples[rouge_type][f].append(100.0 * getattr(scores[rouge_type], f))
+    result: dict = {
+        rouge_type: {f: float(np.mean(samples[rouge_type][f])) for f in fields}
+        for rouge_type in ROUGE_TYPES
+    }
+    result["per_sample"] = {rouge_type: samples[rouge_type]["fmeasure"] for rouge_type in ROUGE_TYPES}
+    return result
+
+
+def bootstrap_ci(per_sample: list[float], *, samples: int = 1000, confidence: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval ``(low, high)`` of the mean of ``per_sample``.
+
+    Draws ``samples`` resamples with replacement (numpy ``default_rng(seed)``, so the same inputs
+    give the same interval), takes each resample's mean, and returns the ``(1-confidence)/2`` and
+    ``(1+confidence)/2`` percentiles of those means (Efron & Tibshirani 1993, ch. 13). Units are
+    those of the inputs (ROUGE percentages here).
+
+    Raises:
+        ValueError: empty input, ``samples`` < 1, or ``confidence`` outside (0, 1).
+    """
+    values = np.asarray(per_sample, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no scores to bootstrap: give at least one per-sample score")
+    if samples < 1:
+        raise ValueError("bootstrap samples must be at least 1 (1000 is usual)")
+    if not 0 < confidence < 1:
+        raise ValueError("confidence must lie between 0 and 1 (e.g. 0.95)")
+    rng = np.random.default_rng(seed)
+    means = np.empty(samples, dtype=np.float64)
+    chunk = max(1, 2_000_000 // values.size)  # bounds memory at ~16 MB of indices per chunk
+    for start in range(0, samples, chunk):
+        stop = min(samples, start + chunk)
+        indices = rng.integers(0, values.size, size=(stop - start, values.size))
+        means[start:stop] = values[indices].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def rouge_f1(metrics: dict, rouge_type: str) -> float | None:
+    """The F1 of ``rouge_type`` in either result shape (``{"rouge1": 31.2}`` or
+    ``{"rouge1": {"fmeasure": 31.2}}``), or ``None`` when missing."""
+    value = metrics.get(rouge_type)
+    if isinstance(value, dict):
+        value = value.get("fmeasure")
+    return None if value is None else float(value)
+
+
+def percent_of_base(student: dict, base: dict) -> dict:
+    """Each ROUGE F1 of ``student`` as a percentage of ``base``'s: ``{"rouge1": 93.1, ...}``.
+
+    Accepts either :func:`compression.evaluate.evaluate_model` results (``{"rouge1": 31.2, ...}``) or :func:`rouge_scores`
+    results (``{"rouge1": {"fmeasure": 31.2, ...}}``). A metric is ``None`` when the base's score is
+    0 or missing (e.g. an untrained teacher offline) or the student's is missing: never a division
+    by zero. The blog post's headline "ROUGE F1 kept at 92-94% of the original" is this number.
+    """
+    result = {}
+    for rouge_type in ROUGE_TYPES:
+        s, b = rouge_f1(student, rouge_type), rouge_f1(base, rouge_type)
+        result[rouge_type] = None if s is None or not b else 100.0 * s / b
+    return result

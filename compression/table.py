@@ -1,0 +1,43 @@
+"""The plain-text tables the command line prints (``python -m compression evaluate`` / ``run``)."""
+
+from __future__ import annotations
+
+from .metrics import percent_of_base, rouge_f1
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def compare_table(metrics: dict[str, dict]) -> str:
+    """A plain-text table, one row per model (e.g. ``base``, ``student``, ``quantized``).
+
+    Columns: parameters, size (MiB), ROUGE-1/2/L F1 (0-100), the student's ROUGE-1/2/L as % of the
+    base row's (:func:`percent_of_base`; the ``"base"`` row, else the first row), validation loss
+    (nats/token) and latency (ms per document at batch 1). Missing values print as ``-``.
+    """
+    if not metrics:
+        return "(no models evaluated)"
+    base = metrics.get("base", next(iter(metrics.values())))
+    header = ["model", "params", "size MiB", "R-1", "R-2", "R-L", "% base R-1/R-2/R-L",
+              "val loss", "latency ms"]
+    rows = [header]
+    for name, row in metrics.items():
+        pct = percent_of_base(row, base)
+        rows.append([
+            name,
+            _fmt(row.get("params"), ","),
+            _fmt(row.get("size_mib"), ".1f"),
+            _fmt(rouge_f1(row, "rouge1"), ".2f"),
+            _fmt(rouge_f1(row, "rouge2"), ".2f"),
+            _fmt(rouge_f1(row, "rougeL"), ".2f"),
+            "/".join(_fmt(pct[m], ".1f") for m in ("rouge1", "rouge2", "rougeL")),
+            _fmt(row.get("validation_loss"), ".4f"),
+            _fmt(row.get("latency_ms"), ".1f"),
+        ])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
