@@ -16,7 +16,18 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ATTENTION_LOSSES, METHODS, STRATEGIES, TEACHER_DTYPE_NAMES, DataArgs, EvalArgs, KDArgs, RunConfig, ShrinkArgs, TrainArgs
+from .config import (
+    ATTENTION_LOSSES,
+    METHODS,
+    STRATEGIES,
+    TEACHER_DTYPE_NAMES,
+    DataArgs,
+    EvalArgs,
+    KDArgs,
+    RunConfig,
+    ShrinkArgs,
+    TrainArgs,
+)
 from .dataset_presets import DATASET_PRESETS, DEFAULT_MAX_SOURCE_LENGTH, DEFAULT_MAX_TARGET_LENGTH
 from .errors import CompressionError
 from .train import LOSS_LOG
@@ -327,8 +338,8 @@ def cmd_push(args) -> None:
 
 
 def cmd_run(args) -> None:
-    from .table import compare_table
     from .runs import RunFolder
+    from .table import compare_table
 
     shrink = ShrinkArgs(args.encoder_layers, args.decoder_layers, args.strategy)
     data, train_args, eval_args = from_flags(DataArgs, args), from_flags(TrainArgs, args), from_flags(EvalArgs, args, EVAL_RENAMES)

@@ -19,10 +19,10 @@ from pathlib import Path
 from .config import RunConfig
 from .data import load_pairs, resolve_prefix, tokenize_pairs
 from .evaluate import evaluate_model
-from .metrics import percent_of_base
 from .export import save_model
 from .layers import shrink
 from .load import describe_model, load_model, load_tokenizer, model_family
+from .metrics import percent_of_base
 from .quantize import AUTO_MODE, QUANTIZED_WO, fastest_mode, quantize, save_quantized
 from .runs import RunFolder
 from .train import finetune

@@ -261,6 +261,28 @@ def test_incomplete_checkpoints_are_refused(tmp_path, tiny_t5):
         load_modular(folder)
 
 
+def test_checkpoint_is_written_atomically_and_keeps_the_training_files(tmp_path, tiny_t5, monkeypatch):
+    folder = tmp_path / "modular"
+    folder.mkdir()
+    (folder / "loss_log.jsonl").write_text('{"step": 1}\n', encoding="utf-8")
+    modular = ModularModel(tiny_t5, (2,))
+    save_modular(modular, folder)
+    save_modular(modular, folder)  # over an existing checkpoint
+    assert (folder / "loss_log.jsonl").read_text(encoding="utf-8") == '{"step": 1}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["modular"]  # no staging or old folders left
+    assert load_modular(folder).module_names() == modular.module_names()
+
+    import compression.modular.checkpoint as checkpoint
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    with pytest.raises(ModularError, match="disk space"):
+        save_modular(modular, tmp_path / "other")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["modular"]  # nothing half-written
+
+
 # ---------------------------------------------------------------------------- training
 
 def test_supervision_targets_are_the_teacher_span_on_the_same_input():
