@@ -14,8 +14,9 @@ runs list) and can be loaded again later. The tab's own state (modules, points) 
 :class:`ModularState` in a ``gr.State`` per browser session. Long work follows
 :mod:`components.train_panel`: training runs as a :class:`components.jobs.Job` (a worker thread whose
 progress records the generator collects); the generator yields the progress line and the curve
-about once a second; Cancel sets a ``threading.Event``; closing the page cancels too. Scoring uses
-:func:`compression.evaluate.score_model` and :func:`compression.evaluate.paired_speedup`.
+about once a second; Cancel sets a ``threading.Event``; closing the page cancels too. Training,
+scoring and the runs to compare with come from the engine: :func:`compression.modular.train_modular`,
+:func:`compression.modular.score_assembly` and :func:`compression.runs.comparable_runs`.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ GRANULARITY_CHOICES = [2, 3, 4, 6]
 POLL_SECONDS = 1.0
 TABLE_COLUMNS = ["method", "layers (enc/dec)", "ratio (×)", "parameters (M)", "size (MiB)", "ROUGE-1", "ROUGE-2",
                  "ROUGE-L", "validation loss (nats/token)", "latency (ms/summary)", "speedup (×)", "modules used"]
-METHOD_OF_PRIORITY = {"size": "modular (size-first)", "speed": "modular (speed-first)"}
 
 
 @dataclass
@@ -57,8 +57,8 @@ class ModularState:
     ``modular``: the :class:`compression.modular.ModularModel` (teacher + modules); ``tokenizer``: its
     tokenizer; ``modular_dir``: the folder the modules were saved to or loaded from; ``records``: the
     latest training's progress records; ``cancel``: the running training's cancel event;
-    ``eval_key``/``eval_pairs``: the validation pairs ``(documents, references, prefix, max source
-    length, max target length)`` the points were scored on; ``teacher_point``: the teacher scored on
+    ``eval_key``/``eval_pairs``: the :class:`compression.modular.EvaluationSet` the points were
+    scored on; ``teacher_point``: the teacher scored on
     them; ``points``: the assembled students scored so far.
     """
 
@@ -70,7 +70,7 @@ class ModularState:
     records: list = field(default_factory=list)
     cancel: threading.Event | None = None
     eval_key: str | None = None
-    eval_pairs: tuple | None = None
+    eval_pairs: Any = None
     teacher_point: dict | None = None
     points: list = field(default_factory=list)
 
@@ -166,7 +166,7 @@ def train_modules_job(settings: AppSettings, session: Session, state: ModularSta
     Raises (as ``gr.Error``): a training already going on in this tab, no teacher, bad data or
     settings, out of memory.
     """
-    from compression.modular import ModularArgs
+    from compression.modular import ModularArgs, ModularConfig
     from compression.runs import RunFolder
 
     if state.cancel is not None and not state.cancel.is_set():
@@ -179,27 +179,12 @@ def train_modules_job(settings: AppSettings, session: Session, state: ModularSta
     output = RunFolder.default_path(settings.runs_dir / MODULAR_DIR, Path(source_model).name or "teacher")
     cancel = threading.Event()
 
-    def work(emit):
-        from compression.data import load_pairs, resolve_prefix, tokenize_pairs
-        from compression.load import load_model
-        from compression.modular import train_modules
+    config = ModularConfig(teacher=source_model, data=data, train=train_args, modular=modular_args, output=output)
 
-        emit({"kind": "stage", "stage": "load", "message": f"loading {label} and the data"})
-        teacher, tokenizer = load_model(source_model)
-        pairs = load_pairs(data)
-        if "validation" not in pairs:
-            pairs["validation"] = pairs["train"].select(range(min(len(pairs["train"]), 100)))
-        lengths = dict(prefix=resolve_prefix(data, teacher), max_source_length=data.max_source_length,
-                       max_target_length=data.max_target_length)
-        train_set = tokenize_pairs(pairs["train"], tokenizer, **lengths)
-        validation_set = tokenize_pairs(pairs["validation"], tokenizer, **lengths)
-        emit({"kind": "stage", "stage": "train",
-              "message": f"training granularities {', '.join(map(str, modular_args.granularities))} on "
-                         f"{len(train_set)} pairs for {train_args.epochs:g} epoch(s)"})
-        modular = train_modules(teacher, tokenizer, train_set, validation_set, train_args, modular_args, output,
-                                on_progress=emit, cancel=cancel, progress_bar=False)
-        emit({"kind": "stage", "stage": "done", "message": f"modules saved to {output}"})
-        return modular, tokenizer
+    def work(emit):
+        from compression.modular import train_modular
+
+        return train_modular(config, on_progress=emit, cancel=cancel, progress_bar=False)
 
     job = Job(work, cancel, name=f"modular-train {output}")
     state.cancel, state.records = cancel, job.records
@@ -265,73 +250,27 @@ def load_modules(settings: AppSettings, state: ModularState, folder: str | None)
 # ------------------------------------------------------------------------------ assembling
 
 def _eval_pairs(settings: AppSettings, state: ModularState, source, train_file, validation_file, text_column,
-                summary_column, eval_samples, max_source_length, max_target_length) -> tuple:
-    """``(documents, references, prefix, max source, max target)`` of the validation pairs to score
-    on (the validation split, else the first training pairs), cached per data choice; a new
-    choice drops the points scored on the old one."""
-    from compression.data import load_pairs, resolve_prefix
+                summary_column, eval_samples, max_source_length, max_target_length):
+    """The :class:`compression.modular.EvaluationSet` of the data settings, cached per data choice;
+    a new choice drops the points scored on the old one."""
+    from compression.modular import EvaluationSet
 
     data = train_panel.data_args(settings, source, train_file, validation_file, text_column, summary_column,
                                  None, eval_samples, max_source_length, max_target_length)
     key = json.dumps([data.train_file, data.validation_file, data.dataset, data.text_column, data.summary_column,
                       data.max_eval_samples, data.max_source_length, data.max_target_length])
     if state.eval_key != key or state.eval_pairs is None:
-        pairs = load_pairs(data)
-        split = pairs["validation"] if "validation" in pairs else pairs["train"]
-        if "validation" not in pairs and data.max_eval_samples:
-            split = split.select(range(min(len(split), data.max_eval_samples)))
-        prefix = resolve_prefix(data, state.modular.teacher)
-        state.eval_pairs = (list(split["document"]), list(split["summary"]), prefix, data.max_source_length,
-                            data.max_target_length)
+        state.eval_pairs = EvaluationSet.from_data(data, state.modular.teacher)
         state.eval_key, state.teacher_point, state.points = key, None, []
     return state.eval_pairs
 
 
-def _same_model(a: str | None, b: str | None) -> bool:
-    if not a or not b:
-        return False
-    if a == b:
-        return True
-    try:
-        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
-    except OSError:
-        return False
-
-
 def run_points(settings: AppSettings, teacher_source: str | None) -> list[dict]:
-    """Students of complete runs in the runs folder whose base model is ``teacher_source``, as chart
-    points: ``method`` ``"KD"`` when the run's ``config.json`` says ``"method": "kd"`` (a run of
-    :func:`compression.pipeline.run_pipeline` with ``method="kd"``), else ``"SFT"``; layers from ``architecture.json``; ROUGE, validation loss and
-    size from ``metrics.json``; speedup = base latency / student latency as the run measured them.
-    Those runs scored their own validation pairs, which the hover text says."""
-    from compression.runs import list_runs, load_run
+    """Students of the finished SFT/KD runs of this teacher in the runs folder, as chart points
+    (:func:`compression.runs.comparable_runs`)."""
+    from compression.runs import comparable_runs
 
-    points = []
-    for row in list_runs(settings.runs_dir):
-        if row.get("status") != "complete" or not _same_model(row.get("model"), teacher_source):
-            continue
-        try:
-            run = load_run(row["path"])
-        except CompressionError:
-            continue
-        try:
-            architecture = json.loads((Path(row["path"]) / "architecture.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            architecture = {}
-        base, student = run["metrics"].get("base") or {}, run["metrics"].get("student") or {}
-        layers = architecture.get("student") or {}
-        speedup = None
-        if isinstance(base.get("latency_ms"), (int, float)) and isinstance(student.get("latency_ms"), (int, float)) \
-                and student["latency_ms"] > 0:
-            speedup = base["latency_ms"] / student["latency_ms"]
-        e, d = layers.get("encoder_layers"), layers.get("decoder_layers")
-        points.append({"method": "KD" if row.get("method") == "kd" else "SFT", "label": f"{e}/{d}" if None not in (e, d) else row["name"],
-                       "encoder_layers": e, "decoder_layers": d, "params": student.get("params"),
-                       "size_mib": student.get("size_mib"), "rouge1": student.get("rouge1"),
-                       "rouge2": student.get("rouge2"), "rougeL": student.get("rougeL"),
-                       "validation_loss": student.get("validation_loss"), "speedup": speedup,
-                       "note": f"run {row['name']} (scored on its own validation pairs)"})
-    return points
+    return [point.as_dict() for point in comparable_runs(settings.runs_dir, teacher_source)]
 
 
 def points_table(points: list[dict]) -> pd.DataFrame:
@@ -363,18 +302,16 @@ def assemble_and_evaluate(settings: AppSettings, state: ModularState, ratio, pri
                           max_target_length):
     """Assemble the student at ``ratio`` with ``priority`` (no training), score it and add its point.
 
-    Scores teacher (once per data choice) and student with
-    :func:`compression.evaluate.score_model` on the validation pairs of the data settings, and times
-    them with :func:`compression.evaluate.paired_speedup` (greedy, batch 1, 32 forced new tokens on
-    2 articles, 3 alternations). Re-assembling the same
+    Scores teacher (once per data choice) and student on the validation pairs of the data settings
+    with :func:`compression.modular.score_teacher` / :func:`compression.modular.score_assembly`
+    (quality, size, and speedup at batch 1). Re-assembling the same
     modules replaces that point. Returns ``(assembly markdown, assembly plan figure, points table,
     trade-off figure)``.
 
     Raises (as ``gr.Error``): no modules yet, a ratio outside 1..max_ratio or an unknown priority
     (:class:`compression.errors.ModularError`), bad data settings.
     """
-    from compression.evaluate import paired_speedup, score_model
-    from compression.modular import assemble
+    from compression.modular import score_assembly, score_teacher
 
     if state.modular is None:
         raise ModularError("no modules yet: train them (Train modules) or load a modules folder first")
@@ -383,25 +320,12 @@ def assemble_and_evaluate(settings: AppSettings, state: ModularState, ratio, pri
     except (TypeError, ValueError):
         raise ModularError(f"the compression ratio must be a number (got {ratio!r})") from None
     new_tokens = positive_int(max_new_tokens, "max new tokens")
-    documents, references, prefix, max_source, max_target = _eval_pairs(
-        settings, state, source, train_file, validation_file, text_column, summary_column, eval_samples,
-        max_source_length, max_target_length)
-    lengths = dict(prefix=prefix, max_source_length=max_source)
-    scoring = dict(lengths, max_target_length=max_target, max_new_tokens=new_tokens)
-    student = assemble(state.modular, ratio, priority)
-    teacher = state.modular.teacher
-    record = student.config.modular
+    pairs = _eval_pairs(settings, state, source, train_file, validation_file, text_column, summary_column,
+                        eval_samples, max_source_length, max_target_length)
+    scored, record = score_assembly(state.modular, state.tokenizer, ratio, priority, pairs, max_new_tokens=new_tokens)
     if state.teacher_point is None:
-        state.teacher_point = {"method": "teacher", "label": "teacher", "ratio": 1.0, "speedup": 1.0,
-                               "encoder_layers": record["teacher_encoder_layers"],
-                               "decoder_layers": record["teacher_decoder_layers"],
-                               **score_model(teacher, state.tokenizer, documents, references, **scoring)}
-    replaced = [span["module"] for span in record["replaced"]]
-    point = {"method": METHOD_OF_PRIORITY[priority], "label": f"{record['encoder_layers']}/{record['decoder_layers']}",
-             "encoder_layers": record["encoder_layers"], "decoder_layers": record["decoder_layers"],
-             "ratio": record["ratio"], "replaced": replaced, "note": f"ratio {record['ratio']:.2f}×",
-             **score_model(student, state.tokenizer, documents, references, **scoring),
-             **paired_speedup(teacher, student, state.tokenizer, documents, **lengths)}
+        state.teacher_point = score_teacher(state.modular, state.tokenizer, pairs, max_new_tokens=new_tokens).as_dict()
+    point, replaced = scored.as_dict(), scored.replaced
     state.points = [p for p in state.points if (p["method"], p.get("replaced")) != (point["method"], replaced)]
     state.points.append(point)
     text = (f"**{point['method']}** at **{record['ratio']:.2f}×** (asked {ratio:.2f}×): encoder "
@@ -409,7 +333,7 @@ def assemble_and_evaluate(settings: AppSettings, state: ModularState, ratio, pri
             f"{record['teacher_decoder_layers']} → **{record['decoder_layers']}** layers, "
             f"{point['params'] / 1e6:.2f} M parameters ({100 * point['params'] / state.teacher_point['params']:.0f}% "
             f"of the teacher). Modules: {', '.join(f'`{m}`' for m in replaced) or 'none (the teacher)'}. "
-            f"On {len(documents)} validation pairs: validation loss **{point['validation_loss']:.4f}** nats/token "
+            f"On {len(pairs)} validation pairs: validation loss **{point['validation_loss']:.4f}** nats/token "
             f"(teacher {state.teacher_point['validation_loss']:.4f}), ROUGE-1 {point['rouge1']:.2f}, "
             f"**{point['speedup']:.2f}×** the teacher's generation speed.")
     depths = {"encoder": record["teacher_encoder_layers"], "decoder": record["teacher_decoder_layers"]}

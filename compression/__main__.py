@@ -210,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "omit to list the reachable ratios")
     assemble.add_argument("--priority", choices=("size", "speed"), default="size")
     assemble.add_argument("--output", help="checkpoint folder for the assembled student")
+    assemble.add_argument("--score", action="store_true",
+                          help="also score the student and the teacher on the validation pairs of the data flags "
+                               "(ROUGE, validation loss, size, speedup at batch 1) and print the point")
+    assemble.add_argument("--max-new-tokens", type=int, default=32,
+                          help="with --score: at most this many new tokens per scored summary (default: 32)")
+    _data_flags(assemble)
 
     return parser
 
@@ -263,13 +269,19 @@ def cmd_shrink(args) -> None:
 
 def _tokenized(data: DataArgs, model, tokenizer):
     """(train, validation or None) tokenized with the model family's prefix."""
-    from .data import load_pairs, resolve_prefix, tokenize_pairs
+    from .data import prepare_data
 
-    pairs = load_pairs(data)
-    lengths = dict(prefix=resolve_prefix(data, model), max_source_length=data.max_source_length,
-                   max_target_length=data.max_target_length)
-    validation = tokenize_pairs(pairs["validation"], tokenizer, **lengths) if "validation" in pairs else None
-    return tokenize_pairs(pairs["train"], tokenizer, **lengths), validation
+    prepared = prepare_data(data, model, tokenizer)
+    return prepared.train, prepared.validation
+
+
+def _evaluation_data(data: DataArgs) -> DataArgs:
+    """Data flags for scoring: one file given serves as both splits."""
+    if data.validation_file is None and data.dataset is None and data.train_file is not None:
+        data = dataclasses.replace(data, validation_file=data.train_file)
+    if data.train_file is None and data.validation_file is not None:
+        data = dataclasses.replace(data, train_file=data.validation_file)
+    return data
 
 
 def _is_main_process() -> bool:
@@ -304,11 +316,7 @@ def cmd_evaluate(args) -> None:
     from .evaluate import evaluate_model
     from .table import compare_table
 
-    data, eval_args = from_flags(DataArgs, args), from_flags(EvalArgs, args)
-    if data.validation_file is None and data.dataset is None and data.train_file is not None:
-        data = dataclasses.replace(data, validation_file=data.train_file)
-    if data.train_file is None and data.validation_file is not None:
-        data = dataclasses.replace(data, train_file=data.validation_file)
+    data, eval_args = _evaluation_data(from_flags(DataArgs, args)), from_flags(EvalArgs, args)
     model, tokenizer = _load_base(args)
     split = load_pairs(data)["validation"]
     metrics = evaluate_model(model, tokenizer, list(split["document"]), list(split["summary"]),
@@ -400,15 +408,12 @@ def cmd_distill(args) -> None:
 
 
 def cmd_modular_train(args) -> None:
-    from .load import load_model
-    from .modular import ModularArgs, max_ratio, train_modules
+    from .modular import ModularArgs, ModularConfig, max_ratio, train_modular
 
-    data, train_args = from_flags(DataArgs, args), from_flags(TrainArgs, args)
-    modular_args = from_flags(ModularArgs, args)
-    teacher, tokenizer = load_model(args.teacher, tokenizer=args.tokenizer, token=_token())
-    train_set, validation = _tokenized(data, teacher, tokenizer)
-    modular = train_modules(teacher, tokenizer, train_set, validation, train_args, modular_args, args.output,
-                            progress_bar=not args.json)
+    config = ModularConfig(teacher=args.teacher, tokenizer=args.tokenizer, data=from_flags(DataArgs, args),
+                           train=from_flags(TrainArgs, args), modular=from_flags(ModularArgs, args),
+                           output=args.output)
+    modular, _ = train_modular(config, token=_token(), progress_bar=not args.json)
     ratios = {p: max_ratio(modular, p) for p in ("size", "speed")}
     _print(args, {"output": args.output, "max_ratio": ratios},
            f"modules trained -> {args.output}; assemble any ratio up to {ratios['size']:.2f}x (size-first) "
@@ -418,7 +423,15 @@ def cmd_modular_train(args) -> None:
 def cmd_assemble(args) -> None:
     from .export import save_model
     from .load import describe_model, load_tokenizer
-    from .modular import assemble, available_ratios, load_modular
+    from .modular import (
+        TEACHER_DIR,
+        EvaluationSet,
+        assemble,
+        available_ratios,
+        load_modular,
+        score_assembly,
+        score_teacher,
+    )
 
     modular = load_modular(args.modular)
     if args.ratio is None:
@@ -426,17 +439,34 @@ def cmd_assemble(args) -> None:
         _print(args, {"priority": args.priority, "ratios": ratios},
                f"{args.priority}-first ratios: " + ", ".join(f"{r:.2f}" for r in ratios))
         return
-    if not args.output:
-        raise CompressionError("give --output, the folder for the assembled student")
-    model = assemble(modular, args.ratio, args.priority)
-    tokenizer = load_tokenizer(Path(args.modular) / "teacher")
-    save_model(model, tokenizer, args.output, card={
-        "model_name": f"Modular Transformers student ({args.priority}-first, {args.ratio:g}x)",
-        "base_model": str(args.modular)})
-    facts = describe_model(model)
-    _print(args, {"output": args.output, **facts, "modular": model.config.modular},
-           f"{facts['encoder_layers']}/{facts['decoder_layers']} layers, {facts['params'] / 1e6:.2f}M parameters "
-           f"(ratio {model.config.modular['ratio']:.2f}x) -> {args.output}")
+    if not args.output and not args.score:
+        raise CompressionError("give --output, the folder for the assembled student (or --score to score it)")
+    tokenizer = load_tokenizer(Path(args.modular) / TEACHER_DIR)
+    payload: dict = {}
+    lines: list[str] = []
+    if args.output:
+        model = assemble(modular, args.ratio, args.priority)
+        save_model(model, tokenizer, args.output, card={
+            "model_name": f"Modular Transformers student ({args.priority}-first, {args.ratio:g}x)",
+            "base_model": str(args.modular)})
+        facts = describe_model(model)
+        payload.update(output=args.output, **facts, modular=model.config.modular)
+        lines.append(f"{facts['encoder_layers']}/{facts['decoder_layers']} layers, {facts['params'] / 1e6:.2f}M "
+                     f"parameters (ratio {model.config.modular['ratio']:.2f}x) -> {args.output}")
+    if args.score:
+        from .table import points_table
+
+        data = _evaluation_data(from_flags(DataArgs, args))
+        if data.train_file is None and data.dataset is None:
+            raise CompressionError("--score needs the pairs to score on: give --validation-file (or --dataset)")
+        pairs = EvaluationSet.from_data(data, modular.teacher)
+        point, record = score_assembly(modular, tokenizer, args.ratio, args.priority, pairs,
+                                       max_new_tokens=args.max_new_tokens)
+        teacher = score_teacher(modular, tokenizer, pairs, max_new_tokens=args.max_new_tokens)
+        teacher.latency_ms = point.teacher_latency_ms
+        payload.update(point=point.as_dict(), teacher=teacher.as_dict(), modular=record)
+        lines.append(f"scored on {len(pairs)} pairs:\n" + points_table([teacher, point]))
+    _print(args, payload, "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +236,41 @@ def count_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     if "labels" in batch:
         total = total + (batch["labels"] != LABEL_PAD).sum()
     return total.to(torch.int64)
+
+
+@dataclass
+class PreparedData:
+    """What :func:`prepare_data` returns: the raw ``pairs`` (``DatasetDict`` with ``document``/
+    ``summary``; ``"validation"`` absent when there is none and no fallback), the tokenized
+    ``train`` and ``validation`` sets (``None`` when there is no validation split), the ``prefix``
+    every source got, and whether the validation split is the first training pairs
+    (``validation_from_train``)."""
+
+    pairs: datasets.DatasetDict
+    train: datasets.Dataset
+    validation: datasets.Dataset | None
+    prefix: str
+    validation_from_train: bool = False
+
+
+def prepare_data(args: DataArgs, model: Any, tokenizer: Any, *,
+                 validation_fallback: int | None = None) -> PreparedData:
+    """The one data preamble of every workflow (run pipeline, CLI commands, Modular Transformers):
+    load the pairs (:func:`load_pairs`), fall back to the first ``validation_fallback`` training
+    pairs when there is no validation split (``None``: no fallback), resolve the source prefix for
+    ``model``'s family (:func:`resolve_prefix`) and tokenize both splits (:func:`tokenize_pairs`,
+    ``args.max_source_length``/``args.max_target_length`` tokens).
+
+    Raises:
+        DatasetError: missing, unreadable or empty data, or absent columns (see :func:`load_pairs`).
+    """
+    pairs = load_pairs(args)
+    from_train = False
+    if "validation" not in pairs and validation_fallback:
+        pairs["validation"] = pairs["train"].select(range(min(len(pairs["train"]), validation_fallback)))
+        from_train = True
+    prefix = resolve_prefix(args, model)
+    lengths = dict(prefix=prefix, max_source_length=args.max_source_length, max_target_length=args.max_target_length)
+    train = tokenize_pairs(pairs["train"], tokenizer, **lengths)
+    validation = tokenize_pairs(pairs["validation"], tokenizer, **lengths) if "validation" in pairs else None
+    return PreparedData(pairs, train, validation, prefix, from_train)

@@ -11,6 +11,7 @@ percentile-bootstrap intervals of the mean (Efron & Tibshirani 1993, ch. 13), th
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -122,3 +123,38 @@ def percent_of_base(student: dict, base: dict) -> dict:
         s, b = rouge_f1(student, rouge_type), rouge_f1(base, rouge_type)
         result[rouge_type] = None if s is None or not b else 100.0 * s / b
     return result
+
+
+@dataclass
+class Point:
+    """One scored model on a quality/size/speed chart: the teacher, an assembled Modular
+    Transformers student, or the student of a finished SFT/KD run.
+
+    ``method``: ``"teacher"``, ``"modular (size-first)"``, ``"modular (speed-first)"``, ``"SFT"`` or
+    ``"KD"``; ``label``: short text for the chart (``"3/2"``); ``encoder_layers``/``decoder_layers``;
+    ``ratio``: teacher layers / student layers (×); ``params``: parameters; ``size_mib``: MiB on disk;
+    ``rouge1``/``rouge2``/``rougeL``: F1 in 0-100; ``validation_loss``: nats per target token;
+    ``latency_ms``/``teacher_latency_ms``: ms per summary at batch 1; ``speedup``: teacher time /
+    student time (×); ``replaced``: names of the modules used; ``note``: hover text.
+    """
+
+    method: str
+    label: str
+    encoder_layers: int | None = None
+    decoder_layers: int | None = None
+    ratio: float | None = None
+    params: int | None = None
+    size_mib: float | None = None
+    rouge1: float | None = None
+    rouge2: float | None = None
+    rougeL: float | None = None
+    validation_loss: float | None = None
+    latency_ms: float | None = None
+    teacher_latency_ms: float | None = None
+    speedup: float | None = None
+    replaced: list[str] = field(default_factory=list)
+    note: str | None = None
+
+    def as_dict(self) -> dict:
+        """The point as a plain dict (what charts, tables and JSON output read)."""
+        return asdict(self)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import RunConfig
-from .data import load_pairs, resolve_prefix, tokenize_pairs
+from .data import prepare_data
 from .evaluate import evaluate_model
 from .export import save_model
 from .layers import shrink
@@ -29,7 +29,8 @@ from .train import finetune
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("load", "shrink", "train", "evaluate", "quantize", "export", "done")
+#: Validation pairs taken from the start of the training set when the data has no validation split.
+VALIDATION_FALLBACK = 100
 SUMMARY_ROWS = 20  # validation samples kept side by side in summaries.jsonl
 
 
@@ -105,15 +106,10 @@ def _run(config, run, on_progress, cancel, token, tokenizer, base, progress_bar)
         base_model, tok = base
         if tokenizer is not None:
             tok = load_tokenizer(tokenizer)
-    pairs = load_pairs(config.data)
-    if "validation" not in pairs:
-        pairs["validation"] = pairs["train"].select(range(min(len(pairs["train"]), 100)))
+    data = prepare_data(config.data, base_model, tok, validation_fallback=VALIDATION_FALLBACK)
+    if data.validation_from_train:
         logger.warning("no validation set given: evaluating on the first training pairs")
-    prefix = resolve_prefix(config.data, base_model)
-    lengths = dict(prefix=prefix, max_source_length=config.data.max_source_length,
-                   max_target_length=config.data.max_target_length)
-    train_set = tokenize_pairs(pairs["train"], tok, **lengths)
-    validation_set = tokenize_pairs(pairs["validation"], tok, **lengths)
+    pairs, prefix, train_set, validation_set = data.pairs, data.prefix, data.train, data.validation
 
     announce("shrink", f"keeping encoder {config.shrink.encoder_layers or 'all'}, "
                                  f"decoder {config.shrink.decoder_layers or 'all'} ({config.shrink.strategy})")

@@ -342,6 +342,56 @@ def load_run(path: str | Path) -> dict:
     }
 
 
+def same_model(a: str | None, b: str | None) -> bool:
+    """Whether two model sources (hub ids or folders) name the same model: equal text, or folders
+    that resolve to the same path."""
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except OSError:
+        return False
+
+
+def comparable_runs(root: str | Path, teacher_source: str | None) -> list:
+    """Students of the complete runs under ``root`` whose base model is ``teacher_source``, as
+    :class:`compression.metrics.Point` s to chart beside Modular Transformers students.
+
+    ``method`` ``"KD"`` when the run's ``config.json`` says ``"method": "kd"``, else ``"SFT"``;
+    layers from ``architecture.json``; ROUGE (F1, 0-100), validation loss (nats/token), parameters
+    and size (MiB) from ``metrics.json``; ``speedup`` = base latency / student latency (ms at batch
+    1) as the run measured them (``None`` when missing). Those runs scored their own validation
+    pairs, which ``note`` says. Unreadable runs are skipped; a missing ``root`` gives ``[]``.
+    """
+    from .metrics import Point
+
+    points = []
+    for row in list_runs(root):
+        if row.get("status") != "complete" or not same_model(row.get("model"), teacher_source):
+            continue
+        try:
+            run = load_run(row["path"])
+        except RunError:
+            continue
+        layers = _dict(_dict(_read_json(Path(row["path"]) / "architecture.json")).get("student"))
+        base, student = _dict(run["metrics"].get("base")), _dict(run["metrics"].get("student"))
+        base_ms, student_ms = _number(base.get("latency_ms")), _number(student.get("latency_ms"))
+        e, d = layers.get("encoder_layers"), layers.get("decoder_layers")
+        points.append(Point(
+            method="KD" if row.get("method") == "kd" else "SFT",
+            label=f"{e}/{d}" if None not in (e, d) else row["name"],
+            encoder_layers=e, decoder_layers=d, params=_number(student.get("params")),
+            size_mib=_number(student.get("size_mib")), rouge1=_number(student.get("rouge1")),
+            rouge2=_number(student.get("rouge2")), rougeL=_number(student.get("rougeL")),
+            validation_loss=_number(student.get("validation_loss")),
+            latency_ms=student_ms, teacher_latency_ms=base_ms,
+            speedup=base_ms / student_ms if base_ms is not None and student_ms else None,
+            note=f"run {row['name']} (scored on its own validation pairs)"))
+    return points
+
+
 def resolve_inside(path: str | Path, allowed_roots: list[Path]) -> Path:
     """``path`` fully resolved (``~``, ``..`` and symlinks followed), if it lies inside one of
     ``allowed_roots`` (also resolved); a root itself counts as inside. Relative paths are taken

@@ -41,3 +41,22 @@ def compare_table(metrics: dict[str, dict]) -> str:
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def points_table(points) -> str:
+    """A plain-text table of :class:`compression.metrics.Point` s: method, layers, ratio (×),
+    parameters, size (MiB), ROUGE-1/2/L F1 (0-100), validation loss (nats/token), latency (ms per
+    summary at batch 1) and speedup over the teacher (×). Missing values print as ``-``."""
+    header = ["model", "layers", "ratio", "params", "size MiB", "R-1", "R-2", "R-L", "val loss", "latency ms",
+              "speedup"]
+    rows = [header]
+    for p in points:
+        layers = f"{p.encoder_layers}/{p.decoder_layers}" if None not in (p.encoder_layers, p.decoder_layers) else "-"
+        rows.append([p.method, layers, _fmt(p.ratio, ".2f"), _fmt(p.params, ","), _fmt(p.size_mib, ".1f"),
+                     _fmt(p.rouge1, ".2f"), _fmt(p.rouge2, ".2f"), _fmt(p.rougeL, ".2f"),
+                     _fmt(p.validation_loss, ".4f"), _fmt(p.latency_ms, ".1f"), _fmt(p.speedup, ".2f")])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -172,6 +172,14 @@ def test_cli_distill_modular_train_and_assemble(tiny_t5_dir, tiny_jsonl, tmp_pat
                  "--priority", "speed", "--output", str(tmp_path / "assembled")]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["encoder_layers"] + printed["decoder_layers"] == 4
+    assert main(["assemble", "--modular", str(tmp_path / "modular"), "--ratio", "2", "--score",
+                 "--validation-file", str(validation), "--max-eval-samples", "2", "--max-new-tokens", "4"]) == 0
+    table = capsys.readouterr().out
+    assert "scored on 2 pairs" in table and "teacher" in table and "modular (size-first)" in table
+    assert main(["--json", "assemble", "--modular", str(tmp_path / "modular"), "--ratio", "2", "--score",
+                 "--validation-file", str(validation), "--max-eval-samples", "2", "--max-new-tokens", "4"]) == 0
+    point = json.loads(capsys.readouterr().out)["point"]
+    assert point["ratio"] == 2.0 and point["speedup"] > 0 and point["validation_loss"] > 0
     assert main(["assemble", "--modular", str(tmp_path / "modular"), "--ratio", "9", "--output",
                  str(tmp_path / "x")]) == 2
     assert "ratio" in capsys.readouterr().err

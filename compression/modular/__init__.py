@@ -10,6 +10,7 @@ loss, assembly priorities, checkpoint layout) and why: ``docs/modular.md``.
 - :mod:`.trainer`: ``train_modules`` on the Trainer.
 - :mod:`.checkpoint`: ``save_modular`` (atomic) / ``load_modular``.
 - :mod:`.assembly`: ``plan_for_ratio``, ``assemble`` and the reachable ratios.
+- :mod:`.workflow`: ``train_modular`` from a ``ModularConfig``, ``EvaluationSet``, ``score_assembly``.
 """
 
 from .assembly import assemble, available_ratios, max_ratio, plan_for_ratio
@@ -32,6 +33,7 @@ from .spans import (
 )
 from .supervision import Recorder
 from .trainer import train_modules
+from .workflow import METHOD_OF_PRIORITY, EvaluationSet, ModularConfig, score_assembly, score_teacher, train_modular
 
 _Recorder = Recorder  # the name tests and older code used
 
@@ -39,5 +41,6 @@ __all__ = [
     "CONFIG_FILE", "DEFAULT_GRANULARITIES", "FORMAT_VERSION", "MODULES_FILE", "PRIORITIES", "STACKS", "TEACHER_DIR",
     "ModularArgs", "ModularModel", "Recorder", "Span", "assemble", "available_ratios", "granularity_weights",
     "load_modular", "max_ratio", "module_name", "parse_granularities", "plan_for_ratio", "save_modular",
-    "spans_of", "train_modules",
+    "spans_of", "train_modules", "METHOD_OF_PRIORITY", "EvaluationSet", "ModularConfig", "score_assembly",
+    "score_teacher", "train_modular",
 ]

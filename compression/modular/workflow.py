@@ -1,0 +1,162 @@
+"""Modular Transformers as a workflow: train once from a recipe, then assemble and score students.
+
+The engine side of the dashboard's "Train once, assemble many" tab and of ``python -m compression
+modular-train`` / ``assemble --score``: :func:`train_modular` (load the teacher and the data, train,
+save), an :class:`EvaluationSet` (the validation pairs every point is scored on), and
+:func:`score_teacher` / :func:`score_assembly`, which return :class:`compression.metrics.Point` s
+(quality from :func:`compression.evaluate.score_model`, speed from
+:func:`compression.timing.paired_speedup`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import DataArgs, TrainArgs
+from ..data import load_pairs, prepare_data, resolve_prefix
+from ..errors import DatasetError
+from ..evaluate import score_model
+from ..metrics import Point
+from ..timing import paired_speedup
+from .assembly import assemble
+from .model import ModularModel
+from .spans import ModularArgs
+from .trainer import train_modules
+
+#: Validation pairs taken from the start of the training set when the data has no validation split.
+VALIDATION_FALLBACK = 100
+#: Method names of assembled students in :class:`Point`, by priority.
+METHOD_OF_PRIORITY = {"size": "modular (size-first)", "speed": "modular (speed-first)"}
+
+
+@dataclass
+class ModularConfig:
+    """Everything :func:`train_modular` needs: the ``teacher`` (hub id or folder; ``tokenizer`` when
+    the checkpoint has none), the ``data``, the Trainer settings ``train``, the module settings
+    ``modular`` and the ``output`` folder of the modular checkpoint."""
+
+    teacher: str
+    data: DataArgs
+    output: str | Path
+    train: TrainArgs = field(default_factory=TrainArgs)
+    modular: ModularArgs = field(default_factory=ModularArgs)
+    tokenizer: str | None = None
+
+
+def train_modular(config: ModularConfig, on_progress: Callable[[dict], None] | None = None,
+                  cancel: threading.Event | None = None, *, token: str | None = None,
+                  progress_bar: bool = True) -> tuple[ModularModel, Any]:
+    """Load the teacher and the data, train the modules (:func:`compression.modular.train_modules`)
+    and save them to ``config.output``.
+
+    ``on_progress`` receives stage records ``{"kind": "stage", "stage": "load"|"train"|"done",
+    "message"}`` and the training's progress records (:class:`compression.progress.ProgressCallback`);
+    ``cancel`` stops training after the current step (what was trained is saved). Without a
+    validation split the first :data:`VALIDATION_FALLBACK` training pairs validate.
+
+    Returns:
+        ``(modular model, tokenizer)``.
+
+    Raises:
+        ModelLoadError, NotSeq2SeqError, RemoteCodeError: the teacher cannot be loaded.
+        DatasetError: bad data. ModularError: granularities this teacher cannot take.
+        CompressionError, OutOfMemoryError: see :func:`compression.modular.train_modules`.
+    """
+    from ..load import load_model
+
+    def stage(name: str, message: str) -> None:
+        if on_progress is not None:
+            on_progress({"kind": "stage", "stage": name, "message": message})
+
+    stage("load", f"loading {config.teacher} and the data")
+    teacher, tokenizer = load_model(config.teacher, tokenizer=config.tokenizer, token=token)
+    data = prepare_data(config.data, teacher, tokenizer, validation_fallback=VALIDATION_FALLBACK)
+    stage("train", f"training granularities {', '.join(map(str, config.modular.granularities))} on "
+                   f"{len(data.train)} pairs for {config.train.epochs:g} epoch(s)")
+    modular = train_modules(teacher, tokenizer, data.train, data.validation, config.train, config.modular,
+                            config.output, on_progress=on_progress, cancel=cancel, progress_bar=progress_bar)
+    stage("done", f"modules saved to {config.output}")
+    return modular, tokenizer
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """The pairs points are scored on: ``documents`` and ``references`` (same length), the source
+    ``prefix``, and the source/summary truncation lengths in tokens."""
+
+    documents: tuple[str, ...]
+    references: tuple[str, ...]
+    prefix: str
+    max_source_length: int
+    max_target_length: int
+
+    @classmethod
+    def from_data(cls, data: DataArgs, model: Any) -> EvaluationSet:
+        """The validation split of ``data``, else its first ``data.max_eval_samples`` training pairs;
+        the prefix is the one ``model``'s family expects (:func:`compression.data.resolve_prefix`).
+
+        Raises:
+            DatasetError: bad data, or no pairs at all.
+        """
+        pairs = load_pairs(data)
+        split = pairs["validation"] if "validation" in pairs else pairs["train"]
+        if "validation" not in pairs and data.max_eval_samples:
+            split = split.select(range(min(len(split), data.max_eval_samples)))
+        if len(split) == 0:
+            raise DatasetError("no pairs to score on: give a validation file or more training pairs")
+        return cls(tuple(split["document"]), tuple(split["summary"]), resolve_prefix(data, model),
+                   data.max_source_length, data.max_target_length)
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+
+def _quality(model, tokenizer, pairs: EvaluationSet, max_new_tokens: int) -> dict:
+    return score_model(model, tokenizer, list(pairs.documents), list(pairs.references), prefix=pairs.prefix,
+                       max_source_length=pairs.max_source_length, max_target_length=pairs.max_target_length,
+                       max_new_tokens=max_new_tokens)
+
+
+def score_teacher(modular: ModularModel, tokenizer, pairs: EvaluationSet, *, max_new_tokens: int = 32) -> Point:
+    """The teacher as the reference point (ratio 1, speedup 1), scored like the students.
+
+    Raises:
+        ValueError, CompressionError, OutOfMemoryError: see :func:`compression.evaluate.score_model`.
+    """
+    return Point(method="teacher", label="teacher", ratio=1.0, speedup=1.0,
+                 encoder_layers=modular.depths["encoder"], decoder_layers=modular.depths["decoder"],
+                 **_quality(modular.teacher, tokenizer, pairs, max_new_tokens))
+
+
+def score_assembly(modular: ModularModel, tokenizer, ratio: float, priority: str, pairs: EvaluationSet, *,
+                   max_new_tokens: int = 32, speed_samples: int = 2, speed_repeats: int = 3,
+                   granularities=None) -> tuple[Point, dict]:
+    """Assemble the student at ``ratio`` with ``priority`` (:func:`compression.modular.assemble`, no
+    training) and score it on ``pairs``: ROUGE and validation loss (greedy, at most
+    ``max_new_tokens`` new tokens), size, and the speedup over the teacher (batch 1, 32 forced new
+    tokens on ``speed_samples`` documents, teacher and student alternated ``speed_repeats`` times:
+    :func:`compression.timing.paired_speedup`).
+
+    Returns:
+        ``(point, record)``: the :class:`Point` and the student's ``config.modular`` record (ratio
+        achieved, depths, replaced spans).
+
+    Raises:
+        ModularError: a ratio outside 1..max_ratio, an unknown priority or granularity.
+        ValueError, CompressionError, OutOfMemoryError: see :func:`compression.evaluate.score_model`.
+    """
+    student = assemble(modular, ratio, priority, granularities)
+    record = student.config.modular
+    speed = paired_speedup(modular.teacher, student, tokenizer, list(pairs.documents), prefix=pairs.prefix,
+                           max_source_length=pairs.max_source_length, samples=speed_samples, repeats=speed_repeats)
+    point = Point(method=METHOD_OF_PRIORITY.get(priority, priority),
+                  label=f"{record['encoder_layers']}/{record['decoder_layers']}",
+                  encoder_layers=record["encoder_layers"], decoder_layers=record["decoder_layers"],
+                  ratio=record["ratio"], replaced=[span["module"] for span in record["replaced"]],
+                  note=f"ratio {record['ratio']:.2f}×", **_quality(student, tokenizer, pairs, max_new_tokens),
+                  **speed)
+    return point, record
