@@ -82,8 +82,11 @@ def build_demo(settings=None):
                          concurrency_limit=2, concurrency_id="load").success(
             plan.handler, plan.inputs, [plan.picture, plan.estimate], api_name="plan_after_load")
         # Panels 1-3 -> 4, then 5 and 6: one training job at a time on this machine.
-        model_inputs = [session, plan.encoder, plan.decoder, plan.strategy, plan.encoder_custom, plan.decoder_custom]
-        run_event = train.run.click(partial(train_panel.run_training, settings), model_inputs + train.values,
+        form = {"shrink.encoder_layers": plan.encoder, "shrink.decoder_layers": plan.decoder,
+                "shrink.strategy": plan.strategy, "encoder_custom": plan.encoder_custom,
+                "decoder_custom": plan.decoder_custom, **train.form}
+        run_event = train.run.click(partial(train_panel.run_training, settings, list(form)),
+                                    [session, *form.values()],
                                     [live.progress, live.loss], api_name="run", concurrency_limit=1,
                                     concurrency_id="gpu")
         run_event.success(partial(results_panel.show_results, settings), session, results.outputs,

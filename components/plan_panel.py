@@ -7,6 +7,7 @@ parameter counts recorded when the base model was loaded.
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import gradio as gr
@@ -61,10 +62,13 @@ def shrink_choice(session: Session, encoder_layers, decoder_layers, strategy: st
         if strategy not in STRATEGIES:
             raise LayerSelectionError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGY_CHOICES)}")
         try:
-            kwargs = {"encoder_layers": int(encoder_layers), "decoder_layers": int(decoder_layers),
-                      "strategy": strategy}
+            counts = [float(encoder_layers), float(decoder_layers)]
         except (TypeError, ValueError):
-            raise LayerSelectionError("the layer counts must be whole numbers") from None
+            counts = [math.nan]
+        if not all(count.is_integer() for count in counts):  # 2.5 is refused, never rounded
+            raise LayerSelectionError(f"the layer counts must be whole numbers (got {encoder_layers!r}, "
+                                      f"{decoder_layers!r})")
+        kwargs = {"encoder_layers": int(counts[0]), "decoder_layers": int(counts[1]), "strategy": strategy}
     kept_enc = parse_layers(kwargs["encoder_layers"], n_enc, kwargs["strategy"], "encoder")
     kept_dec = parse_layers(kwargs["decoder_layers"], n_dec, kwargs["strategy"], "decoder")
     return kwargs, kept_enc, kept_dec

@@ -10,6 +10,7 @@ visitor goes away, the generator is closed and the run is cancelled.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import threading
@@ -39,7 +40,6 @@ HUB_DATASETS = {
 }
 TEXT_GUESSES = ("document", "article", "text", "content", "source", "body")
 SUMMARY_GUESSES = ("summary", "highlights", "headline", "title", "target", "abstract")
-QUANT_CHOICES = ("auto", "none", "8bit", "4bit", "fp4", "fp16", "bf16")
 METHOD_CHOICES = [("SFT: fine-tune on the summaries", "sft"), ("KD: distil from the base model (teacher)", "kd")]
 POLL_SECONDS = 1.0
 
@@ -253,57 +253,41 @@ def train_args(data, epochs, batch_size, learning_rate, **flags):
                      **flags)
 
 
-def kd_args(alpha_ce, alpha_kl, alpha_hidden, temperature):
-    """The KD weights typed in the panel as a :class:`compression.config.KDArgs`.
-
-    Raises:
-        CompressionError: a value that is not a number, a negative weight, all weights 0, T <= 0.
-    """
-    from compression.config import KDArgs
-
-    try:
-        values = [float(v) for v in (alpha_ce, alpha_kl, alpha_hidden, temperature)]
-    except (TypeError, ValueError):
-        raise CompressionError("KD weights and temperature must be numbers (defaults: 0.2, 0.8, 0, 2)") from None
-    return KDArgs(alpha_ce=values[0], alpha_kl=values[1], alpha_hidden=values[2], temperature=values[3])
+#: Form values the page turns into settings itself (data source, custom layer lists); every other key
+#: of the Run form is a :class:`compression.config.RunConfig` field name (``"train.epochs"``...).
+PAGE_KEYS = ("source", "encoder_custom", "decoder_custom")
+DATA_KEYS = ("data.train_file", "data.validation_file", "data.text_column", "data.summary_column",
+             "data.max_train_samples", "data.max_eval_samples", "data.max_source_length", "data.max_target_length")
 
 
-def build_run_config(settings: AppSettings, session: Session, encoder_layers, decoder_layers, strategy,
-                     encoder_custom, decoder_custom, source, train_file, validation_file, text_column,
-                     summary_column, train_samples, eval_samples, epochs, batch_size, learning_rate,
-                     max_source_length, max_target_length, freeze_embeddings, freeze_encoder, quantize,
-                     eval_beams, eval_max_new_tokens, run_name, method="sft", kd_alpha_ce=0.2, kd_alpha_kl=0.8,
-                     kd_alpha_hidden=0.0, kd_temperature=2.0, prune_vocab=False, quantize_wo=False):
-    """Every panel value turned into a validated :class:`compression.config.RunConfig`.
+def build_run_config(settings: AppSettings, session: Session, form: dict):
+    """The Run form, a dict keyed by field name, turned into a validated :class:`compression.config.RunConfig`.
 
-    ``method`` is ``"sft"`` or ``"kd"`` (distil from the loaded base model with the ``kd_*``
-    weights, :func:`kd_args`). Training settings: :func:`train_args`. ``prune_vocab`` keeps only the
-    vocabulary the data uses in the quantized copy (:mod:`compression.vocab`); ``quantize_wo`` has
-    bitsandbytes quantize T5's ``wo`` layers too (:func:`compression.quantize.quantize`).
+    Keys: :data:`PAGE_KEYS`, the ``shrink.*`` and ``data.*`` fields (read through
+    :func:`components.plan_panel.shrink_choice` and :func:`data_args`), ``name`` (the run name), and
+    any other ``RunConfig`` field (``"train.epochs"``, ``"quantize"``, ``"kd.alpha_kl"``...), passed
+    to :meth:`compression.config.RunConfig.from_form`. ``train.logging_steps`` is chosen by
+    :func:`train_args` (about 100 points of the loss curve).
 
     Raises:
         CompressionError and subclasses: whatever is wrong, with what to change.
     """
-    from compression.config import METHODS, EvalArgs, RunConfig, ShrinkArgs
+    from compression.config import RunConfig
 
     if session.model_source is None:
         raise CompressionError("load a base model first (panel 1)")
-    shrink, _, _ = shrink_choice(session, encoder_layers, decoder_layers, strategy, encoder_custom, decoder_custom)
-    data = data_args(settings, source, train_file, validation_file, text_column, summary_column, train_samples,
-                     eval_samples, max_source_length, max_target_length)
-    train = train_args(data, epochs, batch_size, learning_rate, freeze_embeddings=bool(freeze_embeddings),
-                       freeze_encoder=bool(freeze_encoder))
-    evaluation = EvalArgs(num_beams=positive_int(eval_beams, "beams"),
-                          max_new_tokens=positive_int(eval_max_new_tokens, "max new tokens"))
-    if quantize not in QUANT_CHOICES:
-        raise CompressionError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANT_CHOICES)}")
-    if method not in METHODS:
-        raise CompressionError(f"unknown training method {method!r}: choose SFT or KD")
-    kd = kd_args(kd_alpha_ce, kd_alpha_kl, kd_alpha_hidden, kd_temperature)
+    form = dict(form)
+    page = {key: form.pop(key, None) for key in PAGE_KEYS}
+    shrink, _, _ = shrink_choice(session, form.pop("shrink.encoder_layers", None), form.pop("shrink.decoder_layers", None),
+                                 form.pop("shrink.strategy", None), page["encoder_custom"], page["decoder_custom"])
+    data = data_args(settings, page["source"], *(form.pop(key, None) for key in DATA_KEYS))
+    logging = train_args(data, form.get("train.epochs"), form.get("train.batch_size"),
+                         form.get("train.learning_rate")).logging_steps
+    run_name = (form.pop("name", None) or "").strip()
     output = run_folder_name(settings, session, shrink, run_name)
-    return RunConfig(model=session.model_source, output_dir=str(output), shrink=ShrinkArgs(**shrink), data=data,
-                     train=train, eval=evaluation, quantize=quantize, name=(run_name or "").strip() or output.name,
-                     method=method, kd=kd, prune_vocab=bool(prune_vocab), quantize_wo=bool(quantize_wo))
+    return RunConfig.from_form({**form, "model": session.model_source, "output_dir": str(output),
+                                "name": run_name or output.name, "shrink": shrink,
+                                "data": dataclasses.asdict(data), "train.logging_steps": logging})
 
 
 def _clock(seconds) -> str:
@@ -352,11 +336,11 @@ def progress_markdown(stages: list[dict], records: list[dict], final: str | None
 
 
 @user_errors
-def run_training(settings: AppSettings, session: Session, *values):
+def run_training(settings: AppSettings, keys: list[str], session: Session, *values):
     """Generator behind Run: validate the settings, start the pipeline in a worker thread, and yield
     ``(progress markdown, loss figure)`` about once a second until it ends.
 
-    ``values`` are :func:`build_run_config`'s arguments after ``session``. When the run ends the
+    ``keys`` name the form's ``values`` (field names, see :func:`build_run_config`). When the run ends the
     session holds ``run_dir`` and ``result`` (``{"status", "metrics", "summaries", "config"}``) for
     the results panel.
 
@@ -367,7 +351,7 @@ def run_training(settings: AppSettings, session: Session, *values):
 
     if session.cancel is not None and not session.cancel.is_set():
         raise CompressionError("a run is already going on in this session: wait for it or cancel it")
-    config = build_run_config(settings, session, *values)
+    config = build_run_config(settings, session, dict(zip(keys, values, strict=True)))
     cancel = threading.Event()
     job = Job(lambda emit: pipeline.run_pipeline(config, on_progress=emit, cancel=cancel, progress_bar=False),
               cancel, name=f"sft-run {config.output_dir}")
@@ -405,6 +389,8 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
     Run click is wired in :mod:`app` (it reads panels 1-2 and feeds panels 5-6)."""
     from functools import partial
 
+    from compression.config import QUANTIZE_CHOICES, EvalArgs, KDArgs, RunConfig, TrainArgs
+
     choices = data_choices(settings)
     default = default_data_choice(choices)
     default_source_length, default_target_length = preset_lengths(default)
@@ -427,39 +413,39 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
         with gr.Row():
             train_samples = gr.Number(1000, label="Pairs to train on", precision=0, minimum=1, elem_id="train-samples")
             eval_samples = gr.Number(50, label="Validation pairs", precision=0, minimum=1, elem_id="eval-samples")
-            epochs = gr.Number(1, label="Epochs", minimum=0.01, elem_id="epochs")
+            epochs = gr.Number(TrainArgs.epochs, label="Epochs", minimum=0.01, elem_id="epochs")
         with gr.Row():
-            batch_size = gr.Slider(1, 64, value=8, step=1, label="Batch size", elem_id="batch-size")
-            learning_rate = gr.Number(3e-4, label="Learning rate", elem_id="learning-rate")
+            batch_size = gr.Slider(1, 64, value=TrainArgs.batch_size, step=1, label="Batch size", elem_id="batch-size")
+            learning_rate = gr.Number(TrainArgs.learning_rate, label="Learning rate", elem_id="learning-rate")
         with gr.Row():
             max_source = gr.Slider(16, 1024, value=default_source_length, step=16, label="Max source length (tokens)",
                                    elem_id="max-source")
             max_target = gr.Slider(8, 256, value=default_target_length, step=8, label="Max summary length (tokens)",
                                    elem_id="max-target")
         with gr.Row():
-            freeze_embeddings = gr.Checkbox(False, label="Freeze embeddings", elem_id="freeze-embeddings")
-            freeze_encoder = gr.Checkbox(False, label="Freeze encoder", elem_id="freeze-encoder")
-        method = gr.Radio(METHOD_CHOICES, value="sft", label="Training method", elem_id="method",
+            freeze_embeddings = gr.Checkbox(TrainArgs.freeze_embeddings, label="Freeze embeddings", elem_id="freeze-embeddings")
+            freeze_encoder = gr.Checkbox(TrainArgs.freeze_encoder, label="Freeze encoder", elem_id="freeze-encoder")
+        method = gr.Radio(METHOD_CHOICES, value=RunConfig.method, label="Training method", elem_id="method",
                           info="KD runs the base model beside the student at every step: slower, "
                                "often better at equal size (Shleifer & Rush 2020)")
-        with gr.Group(visible=False) as kd_group:
+        with gr.Group(visible=RunConfig.method == "kd") as kd_group:
             with gr.Row():
-                kd_alpha_kl = gr.Number(0.8, label="Soft-target KL weight", minimum=0, elem_id="kd-alpha-kl")
-                kd_alpha_ce = gr.Number(0.2, label="Label cross-entropy weight", minimum=0, elem_id="kd-alpha-ce")
-                kd_alpha_hidden = gr.Number(0.0, label="Hidden-state MSE weight", minimum=0,
+                kd_alpha_kl = gr.Number(KDArgs.alpha_kl, label="Soft-target KL weight", minimum=0, elem_id="kd-alpha-kl")
+                kd_alpha_ce = gr.Number(KDArgs.alpha_ce, label="Label cross-entropy weight", minimum=0, elem_id="kd-alpha-ce")
+                kd_alpha_hidden = gr.Number(KDArgs.alpha_hidden, label="Hidden-state MSE weight", minimum=0,
                                             elem_id="kd-alpha-hidden")
-                kd_temperature = gr.Number(2.0, label="Temperature T", minimum=0.01, elem_id="kd-temperature")
+                kd_temperature = gr.Number(KDArgs.temperature, label="Temperature T", minimum=0.01, elem_id="kd-temperature")
         with gr.Accordion("Evaluation and quantization", open=False):
             with gr.Row():
-                quantize = gr.Dropdown(list(QUANT_CHOICES), value="auto", label="Quantize the student",
+                quantize = gr.Dropdown(list(QUANTIZE_CHOICES), value=RunConfig.quantize, label="Quantize the student",
                                        info="auto: the fastest on this device; 8bit/4bit/fp4: bitsandbytes; fp16/bf16: half precision",
                                        elem_id="quantize")
-                eval_beams = gr.Slider(1, 8, value=1, step=1, label="Beams", elem_id="eval-beams")
-                eval_max_new = gr.Slider(8, 256, value=64, step=8, label="Max new tokens", elem_id="eval-max-new")
-            prune_vocab = gr.Checkbox(False, label="Prune the quantized copy's vocabulary to the tokens of the data",
+                eval_beams = gr.Slider(1, 8, value=EvalArgs.num_beams, step=1, label="Beams", elem_id="eval-beams")
+                eval_max_new = gr.Slider(8, 256, value=EvalArgs.max_new_tokens, step=8, label="Max new tokens", elem_id="eval-max-new")
+            prune_vocab = gr.Checkbox(RunConfig.prune_vocab, label="Prune the quantized copy's vocabulary to the tokens of the data",
                                       info="smaller and faster (the 32k-row output layer shrinks); words the data "
                                            "never used become <unk>", elem_id="prune-vocab")
-            quantize_wo = gr.Checkbox(False, label="8bit/4bit: quantize T5's feed-forward output layers (wo) too",
+            quantize_wo = gr.Checkbox(RunConfig.quantize_wo, label="8bit/4bit: quantize T5's feed-forward output layers (wo) too",
                                       info="the smallest file; it loads with this tool, not with plain "
                                            "transformers from_pretrained", elem_id="quantize-wo")
         run_name = gr.Textbox(label="Run name (optional)", placeholder="e.g. t5-small-e6d3", elem_id="run-name")
@@ -475,10 +461,18 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
                   api_name=False)
     train_file.upload(partial(columns_for_file, settings), train_file, [text_column, summary_column],
                       api_name="file_columns")
-    values = [source, train_file, validation_file, text_column, summary_column, train_samples, eval_samples,
-              epochs, batch_size, learning_rate, max_source, max_target, freeze_embeddings, freeze_encoder,
-              quantize, eval_beams, eval_max_new, run_name, method, kd_alpha_ce, kd_alpha_kl, kd_alpha_hidden,
-              kd_temperature, prune_vocab, quantize_wo]
+    # The Run form, keyed by RunConfig field name (build_run_config); the layer widgets come from panel 2.
+    # The order is the /run API's argument order: append new settings at the end.
+    form = {"source": source, "data.train_file": train_file, "data.validation_file": validation_file,
+            "data.text_column": text_column, "data.summary_column": summary_column,
+            "data.max_train_samples": train_samples, "data.max_eval_samples": eval_samples, "train.epochs": epochs,
+            "train.batch_size": batch_size, "train.learning_rate": learning_rate,
+            "data.max_source_length": max_source, "data.max_target_length": max_target,
+            "train.freeze_embeddings": freeze_embeddings, "train.freeze_encoder": freeze_encoder,
+            "quantize": quantize, "eval.num_beams": eval_beams, "eval.max_new_tokens": eval_max_new, "name": run_name,
+            "method": method, "kd.alpha_ce": kd_alpha_ce, "kd.alpha_kl": kd_alpha_kl,
+            "kd.alpha_hidden": kd_alpha_hidden, "kd.temperature": kd_temperature, "prune_vocab": prune_vocab,
+            "quantize_wo": quantize_wo}
     return SimpleNamespace(source=source, train_file=train_file, validation_file=validation_file,
                            text_column=text_column, summary_column=summary_column, train_samples=train_samples,
                            eval_samples=eval_samples, epochs=epochs, batch_size=batch_size,
@@ -487,7 +481,7 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
                            eval_beams=eval_beams, eval_max_new=eval_max_new, run_name=run_name, method=method,
                            kd_alpha_ce=kd_alpha_ce, kd_alpha_kl=kd_alpha_kl, kd_alpha_hidden=kd_alpha_hidden,
                            kd_temperature=kd_temperature, prune_vocab=prune_vocab, quantize_wo=quantize_wo, run=run,
-                           cancel=cancel, values=values)
+                           cancel=cancel, form=form)
 
 
 def build_live_panel() -> SimpleNamespace:

@@ -14,21 +14,22 @@ import json
 import logging
 import os
 import sys
+import typing
 from pathlib import Path
 
 from .config import (
-    ATTENTION_LOSSES,
-    METHODS,
-    STRATEGIES,
-    TEACHER_DTYPE_NAMES,
+    QUANTIZE_CHOICES,
     DataArgs,
     EvalArgs,
     KDArgs,
+    ModularArgs,
+    Priority,
     RunConfig,
     ShrinkArgs,
     TrainArgs,
+    choices,
+    field_types,
 )
-from .dataset_presets import DATASET_PRESETS, DEFAULT_MAX_SOURCE_LENGTH, DEFAULT_MAX_TARGET_LENGTH
 from .errors import CompressionError
 from .train import LOSS_LOG
 
@@ -37,56 +38,55 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-# The values a string field accepts, shown in its flag's help (the dataclass validates them).
-FIELD_CHOICES = {"attention_loss": ATTENTION_LOSSES, "teacher_dtype": TEACHER_DTYPE_NAMES,
-                 "bf16": ("auto", "yes", "no")}
-# Help of fields whose default needs words.
-FIELD_HELP = {
-    "dataset": f"a dataset preset ({', '.join(DATASET_PRESETS)}: local files under ../shared, with their own "
-               "lengths and prefix) or a hub dataset id, instead of the data files",
-    "max_source_length": f"tokens; default: the dataset preset's, else {DEFAULT_MAX_SOURCE_LENGTH}",
-    "max_target_length": f"tokens; default: the dataset preset's, else {DEFAULT_MAX_TARGET_LENGTH}",
-    "prefix": "text put before each document; default: the dataset preset's, else the model family's "
-              "('summarize: ' for T5, none for BART)",
-}
 # Flags renamed where two dataclasses share a field name on one command.
 EVAL_RENAMES = {"batch_size": "generation_batch_size"}
-WO_HELP = ("8bit/4bit/fp4: quantize T5's feed-forward output layers (wo) too, which transformers keeps "
-           "unquantized: the smallest file; it loads with this tool (compression.load.load_model), not with "
-           "plain from_pretrained")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (``error: ...``, exit status 2), like every other user error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog.split()[-1] if ' ' in self.prog else self.prog}: {message}\n")
+
+
+def _converter(members: tuple):
+    if str in members or any(m not in (int, float, bool, type(None)) for m in members if choices((m,)) is None):
+        return str
+    if float in members:
+        return float
+    if int in members:
+        return int
+    return str
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = (),
                         rename: dict[str, str] | None = None) -> None:
-    """One flag per field of ``cls`` (``max_source_length`` -> ``--max-source-length``);
-    ``rename`` maps a field to another flag name where two dataclasses share it."""
+    """One flag per field of ``cls`` (``max_source_length`` -> ``--max-source-length``), its type,
+    choices (``Literal`` fields) and help (the field's ``help`` metadata and its default) taken from
+    the field; ``rename`` maps a field to another flag name where two dataclasses share it. Nested
+    settings dataclasses are skipped (they get their own group)."""
     group = parser.add_argument_group(cls.__name__)
     rename = rename or {}
+    kinds = field_types(cls)
     for field in dataclasses.fields(cls):
-        if field.name in skip:
+        members = kinds[field.name]
+        if field.name in skip or dataclasses.is_dataclass(members[0]) or field.default is dataclasses.MISSING:
             continue
         name = rename.get(field.name, field.name)
         default = field.default
-        help_text = FIELD_HELP.get(field.name, f"default: {default}")
-        if field.name in FIELD_CHOICES:
-            help_text = f"one of {', '.join(FIELD_CHOICES[field.name])}; {help_text}"
+        help_text = field.metadata.get("help", "")
         if isinstance(default, bool):
             if default:
-                group.add_argument("--no-" + name.replace("_", "-"), dest=name,
-                                   action="store_false", help=f"turn off {name.replace('_', ' ')}")
+                group.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false",
+                                   help=f"turn off: {help_text}")
             else:
-                group.add_argument(_flag(name), dest=name, action="store_true")
+                group.add_argument(_flag(name), dest=name, action="store_true", help=help_text)
             continue
-        kind = str(field.type)
-        if "str" in kind:
-            convert = str
-        elif "float" in kind:
-            convert = float
-        elif "int" in kind:
-            convert = int
-        else:
-            convert = str
-        group.add_argument(_flag(name), dest=name, type=convert, default=default, help=help_text)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text = f"{help_text} (default: {shown})" if default is not None else help_text
+        allowed = choices(members)
+        group.add_argument(_flag(name), dest=name, type=_converter(members) if allowed is None else str,
+                           choices=allowed, default=default, help=help_text)
 
 
 def from_flags(cls, namespace: argparse.Namespace, rename: dict[str, str] | None = None):
@@ -103,10 +103,11 @@ def _data_flags(parser, *, validation: bool = True) -> None:
 
 
 def _shrink_flags(parser) -> None:
-    parser.add_argument("--encoder-layers", help="count to keep (e.g. 3) or indices (e.g. 0,2,5); default: all")
-    parser.add_argument("--decoder-layers", help="count to keep (e.g. 3) or indices (e.g. 0,2,5); default: all")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="spread",
-                        help="which layers a count keeps (default: spread, the SFT paper's choice)")
+    add_dataclass_flags(parser, ShrinkArgs)
+
+
+def _help(cls, name: str) -> str:
+    return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
 
 
 def _model_flags(parser) -> None:
@@ -119,7 +120,7 @@ def _token() -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m compression",
         description="Shrink-and-Fine-Tune (SFT) compression of seq2seq summarizers: shrink a teacher's "
                     "encoder/decoder layers into a student, fine-tune it, and compare ROUGE, size and speed.")
@@ -151,10 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     quantize = commands.add_parser("quantize", help="bitsandbytes 8/4-bit or half precision copy of a checkpoint")
     quantize.add_argument("--model", required=True, help="local checkpoint folder")
-    quantize.add_argument("--mode", default="8bit", help="8bit, 4bit (NF4), fp4, fp16, bf16, or auto (the fastest "
-                                                         "on this device)")
-    quantize.add_argument("--device", default="auto")
-    quantize.add_argument("--quantize-wo", action="store_true", help=WO_HELP)
+    quantize.add_argument("--mode", default="8bit", choices=[c for c in QUANTIZE_CHOICES if c != "none"],
+                          help="8bit, 4bit (NF4), fp4: bitsandbytes; fp16, bf16: half precision; auto: the fastest "
+                               "on this device (default: 8bit)")
+    quantize.add_argument("--device", default="auto", choices=choices(field_types(TrainArgs)["device"]))
+    quantize.add_argument("--quantize-wo", action="store_true", help=_help(RunConfig, "quantize_wo"))
     quantize.add_argument("--output", required=True)
 
     push = commands.add_parser("push", help="upload a checkpoint folder to the hub (token from HF_TOKEN)")
@@ -168,22 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(run)
     add_dataclass_flags(run, TrainArgs)
     add_dataclass_flags(run, EvalArgs, rename=EVAL_RENAMES)
-    run.add_argument("--quantize", default="auto",
-                     help="auto (the fastest mode on this device), 8bit, 4bit, fp4, fp16, bf16 or none (default: auto)")
-    run.add_argument("--prune-vocab", action="store_true",
-                     help="keep only the vocabulary the data uses in the quantized copy (smaller, faster)")
-    run.add_argument("--quantize-wo", action="store_true", help=WO_HELP)
     run.add_argument("--output", help="run folder (default: runs/<timestamp>-<name>)")
-    run.add_argument("--name", help="run name used in the default folder")
-    run.add_argument("--method", choices=METHODS, default="sft",
-                     help="sft: fine-tune the student on the summaries; kd: distil it from the base model "
-                          "with the KDArgs weights below (default: sft)")
+    add_dataclass_flags(run, RunConfig, skip=("model", "output_dir", "tokenizer"))
     add_dataclass_flags(run, KDArgs)
 
     runs = commands.add_parser("runs", help="list the runs in a runs folder")
     runs.add_argument("--root", default="runs")
-
-    from .modular import ModularArgs
 
     distill = commands.add_parser("distill", help="knowledge distillation (KD) of a student against a frozen teacher")
     distill.add_argument("--teacher", required=True, help="hub id or local checkpoint folder")
@@ -208,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     assemble.add_argument("--modular", required=True, help="folder written by modular-train")
     assemble.add_argument("--ratio", type=float, help="teacher layers / student layers (1 = the teacher); "
                                                       "omit to list the reachable ratios")
-    assemble.add_argument("--priority", choices=("size", "speed"), default="size")
+    assemble.add_argument("--priority", choices=typing.get_args(Priority), default="size",
+                          help="size: stacks compressed evenly; speed: the shallowest decoder (default: size)")
     assemble.add_argument("--output", help="checkpoint folder for the assembled student")
     assemble.add_argument("--score", action="store_true",
                           help="also score the student and the teacher on the validation pairs of the data flags "
@@ -250,9 +243,9 @@ def cmd_shrink(args) -> None:
     from .layers import shrink
     from .load import describe_model
 
-    ShrinkArgs(args.encoder_layers, args.decoder_layers, args.strategy)
+    plan = from_flags(ShrinkArgs, args)
     model, tokenizer = _load_base(args)
-    student = shrink(model, args.encoder_layers, args.decoder_layers, args.strategy)
+    student = shrink(model, plan.encoder_layers, plan.decoder_layers, plan.strategy)
     student.config.shrink["teacher"] = args.model
     record = student.config.shrink
     save_model(student, tokenizer, args.output, card={
@@ -345,20 +338,25 @@ def cmd_push(args) -> None:
     _print(args, {"url": url}, url)
 
 
-def cmd_run(args) -> None:
+def run_config(args) -> RunConfig:
+    """The validated :class:`RunConfig` of ``run``'s flags (nothing is loaded or written yet)."""
     from .runs import RunFolder
+
+    output = args.output or str(RunFolder.default_path("runs", args.name or Path(args.model).name))
+    return RunConfig(model=args.model, output_dir=output, tokenizer=args.tokenizer, shrink=from_flags(ShrinkArgs, args),
+                     data=from_flags(DataArgs, args), train=from_flags(TrainArgs, args),
+                     eval=from_flags(EvalArgs, args, EVAL_RENAMES), kd=from_flags(KDArgs, args),
+                     **{f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)
+                        if f.name in ("quantize", "prune_vocab", "quantize_wo", "name", "method")})
+
+
+def cmd_run(args) -> None:
     from .table import compare_table
 
-    shrink = ShrinkArgs(args.encoder_layers, args.decoder_layers, args.strategy)
-    data, train_args, eval_args = from_flags(DataArgs, args), from_flags(TrainArgs, args), from_flags(EvalArgs, args, EVAL_RENAMES)
-    output = args.output or str(RunFolder.default_path("runs", args.name or Path(args.model).name))
-    config = RunConfig(model=args.model, output_dir=output, shrink=shrink, data=data, train=train_args,
-                       eval=eval_args, quantize=args.quantize, prune_vocab=args.prune_vocab, quantize_wo=args.quantize_wo,
-                       name=args.name,
-                       method=args.method, kd=from_flags(KDArgs, args))
+    config = run_config(args)
     from .pipeline import run_pipeline
 
-    result = run_pipeline(config, token=_token(), tokenizer=args.tokenizer, progress_bar=not args.json)
+    result = run_pipeline(config, token=_token(), progress_bar=not args.json)
     if result["status"] != "complete":
         _print(args, result, f"run {result['status']}: {result['run_dir']}")
         return
@@ -382,12 +380,12 @@ def cmd_distill(args) -> None:
     from .load import load_model
 
     data, train_args, kd_args = from_flags(DataArgs, args), from_flags(TrainArgs, args), from_flags(KDArgs, args)
+    plan = from_flags(ShrinkArgs, args)
     teacher, tokenizer = load_model(args.teacher, tokenizer=args.tokenizer, token=_token())
     if args.student:
         student, _ = load_model(args.student)
     else:
-        ShrinkArgs(args.encoder_layers, args.decoder_layers, args.strategy)
-        student = shrink(teacher, args.encoder_layers, args.decoder_layers, args.strategy)
+        student = shrink(teacher, plan.encoder_layers, plan.decoder_layers, plan.strategy)
         student.config.shrink["teacher"] = args.teacher
     train_set, validation = _tokenized(data, teacher, tokenizer)
     output = Path(args.output)
@@ -408,7 +406,7 @@ def cmd_distill(args) -> None:
 
 
 def cmd_modular_train(args) -> None:
-    from .modular import ModularArgs, ModularConfig, max_ratio, train_modular
+    from .modular import ModularConfig, max_ratio, train_modular
 
     config = ModularConfig(teacher=args.teacher, tokenizer=args.tokenizer, data=from_flags(DataArgs, args),
                            train=from_flags(TrainArgs, args), modular=from_flags(ModularArgs, args),

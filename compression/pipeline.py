@@ -59,7 +59,7 @@ def _without_predictions(metrics: dict) -> dict:
 
 def run_pipeline(config: RunConfig, *, on_progress: Callable[[dict], None] | None = None,
                  cancel: threading.Event | None = None, token: str | None = None,
-                 tokenizer: str | None = None, base=None, progress_bar: bool = True) -> dict:
+                 base=None, progress_bar: bool = True) -> dict:
     """Run shrink -> train -> evaluate -> quantize -> export end to end into ``config.output_dir``.
 
     The student is trained by ``config.method``: ``"sft"`` (:func:`compression.train.finetune`) or
@@ -74,7 +74,6 @@ def run_pipeline(config: RunConfig, *, on_progress: Callable[[dict], None] | Non
         cancel: set it to stop training within one step; the run is then marked cancelled, keeps
             its loss log and ``last-checkpoint/``, and is not evaluated.
         token: hub token for private checkpoints (used, never stored).
-        tokenizer: tokenizer folder when the base checkpoint has none.
         base: an already loaded ``(model, tokenizer)`` to use instead of loading ``config.model``.
 
     Returns:
@@ -91,21 +90,21 @@ def run_pipeline(config: RunConfig, *, on_progress: Callable[[dict], None] | Non
     run = RunFolder.open(config.output_dir)
     run.write_json("config.json", config.to_dict())
     try:
-        return _run(config, run, on_progress, cancel, token, tokenizer, base, progress_bar)
+        return _run(config, run, on_progress, cancel, token, base, progress_bar)
     except BaseException as error:
         run.mark_failed(f"{type(error).__name__}: {error}")
         raise
 
 
-def _run(config, run, on_progress, cancel, token, tokenizer, base, progress_bar) -> dict:
+def _run(config, run, on_progress, cancel, token, base, progress_bar) -> dict:
     announce = _Stages(on_progress)
     announce("load", f"loading {config.model}")
     if base is None:
-        base_model, tok = load_model(config.model, tokenizer=tokenizer, token=token)
+        base_model, tok = load_model(config.model, tokenizer=config.tokenizer, token=token)
     else:
         base_model, tok = base
-        if tokenizer is not None:
-            tok = load_tokenizer(tokenizer)
+        if config.tokenizer is not None:
+            tok = load_tokenizer(config.tokenizer)
     data = prepare_data(config.data, base_model, tok, validation_fallback=VALIDATION_FALLBACK)
     if data.validation_from_train:
         logger.warning("no validation set given: evaluating on the first training pairs")
@@ -210,7 +209,7 @@ def load_run_models(run_dir: str | Path, *, token: str | None = None) -> dict:
 
     record = load_run(run_dir)
     run_dir = Path(run_dir)
-    models = {"base": load_model(record["config"]["model"], token=token)}
+    models = {"base": load_model(record["config"]["model"], tokenizer=record["config"].get("tokenizer"), token=token)}
     models["student"] = load_model(run_dir / "student")
     if (run_dir / "quantized" / "config.json").is_file():
         models["quantized"] = load_model(run_dir / "quantized")

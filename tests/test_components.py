@@ -14,7 +14,7 @@ from components import charts, model_panel, plan_panel, results_panel, runs_pane
 from components.feedback import GENERIC, positive_int, user_errors
 from components.jobs import Job
 from components.state import AppSettings, Session
-from compression.errors import CompressionError, DatasetError, PathNotAllowedError
+from compression.errors import CompressionError, DatasetError, LayerSelectionError, PathNotAllowedError
 from compression.layers import estimate_student, layer_footprint, shrink
 from compression.load import describe_model
 from conftest import ARTICLES, write_jsonl
@@ -233,51 +233,62 @@ def test_data_args_sources(settings, tiny_jsonl):
         assert xsum.train_file.endswith("xsum/train.jsonl") and xsum.max_train_samples is None
 
 
-def _values(tiny_jsonl, **overrides):
+def _form(tiny_jsonl, **overrides):
+    """The Run form as the page hands it over: values keyed by RunConfig field name."""
     train, validation = tiny_jsonl
-    values = dict(encoder_layers=2, decoder_layers=1, strategy="spread", encoder_custom="", decoder_custom="",
-                  source=train_panel.UPLOAD, train_file=str(train), validation_file=str(validation),
-                  text_column="document", summary_column="summary", train_samples=8, eval_samples=4, epochs=1,
-                  batch_size=4, learning_rate=3e-4, max_source_length=64, max_target_length=16,
-                  freeze_embeddings=False, freeze_encoder=True, quantize="none", eval_beams=1,
-                  eval_max_new_tokens=8, run_name="")
-    values.update(overrides)
-    return list(values.values())
+    form = {"shrink.encoder_layers": 2, "shrink.decoder_layers": 1, "shrink.strategy": "spread",
+            "encoder_custom": "", "decoder_custom": "", "source": train_panel.UPLOAD,
+            "data.train_file": str(train), "data.validation_file": str(validation), "data.text_column": "document",
+            "data.summary_column": "summary", "data.max_train_samples": 8, "data.max_eval_samples": 4,
+            "train.epochs": 1, "train.batch_size": 4, "train.learning_rate": 3e-4, "data.max_source_length": 64,
+            "data.max_target_length": 16, "train.freeze_embeddings": False, "train.freeze_encoder": True,
+            "quantize": "none", "eval.num_beams": 1, "eval.max_new_tokens": 8, "name": ""}
+    form.update(overrides)
+    return form
+
+
+def _run(settings, session, form):
+    return train_panel.run_training(settings, list(form), session, *form.values())
 
 
 def test_build_run_config(settings, loaded, tiny_jsonl):
     session, _ = loaded
-    config = train_panel.build_run_config(settings, session, *_values(tiny_jsonl))
+    config = train_panel.build_run_config(settings, session, _form(tiny_jsonl))
     assert (config.shrink.encoder_layers, config.shrink.decoder_layers, config.shrink.strategy) == (2, 1, "spread")
     assert config.model == session.model_source and config.train.freeze_encoder
     assert config.train.logging_steps == 1 and config.quantize == "none"
     assert config.output_dir.startswith(str(settings.runs_dir)) and config.output_dir.endswith("tiny-t5-e2d1")
-    custom = train_panel.build_run_config(settings, session, *_values(tiny_jsonl, strategy="custom",
-                                                                      decoder_custom="3", run_name="My run"))
+    custom = train_panel.build_run_config(settings, session, _form(tiny_jsonl, **{
+        "shrink.strategy": "custom", "decoder_custom": "3", "name": "My run"}))
     assert (custom.shrink.encoder_layers, custom.shrink.decoder_layers) == (None, "3,")
     assert custom.output_dir.endswith("-my-run") and custom.name == "My run"
-    with pytest.raises(Exception, match="load a base model"):
-        train_panel.build_run_config(settings, Session(), *_values(tiny_jsonl))
-    with pytest.raises(Exception, match="batch size"):
-        train_panel.build_run_config(settings, session, *_values(tiny_jsonl, batch_size=0))
+    with pytest.raises(CompressionError, match="load a base model"):
+        train_panel.build_run_config(settings, Session(), _form(tiny_jsonl))
+    with pytest.raises(CompressionError, match="batch size"):
+        train_panel.build_run_config(settings, session, _form(tiny_jsonl, **{"train.batch_size": 0}))
+    with pytest.raises(LayerSelectionError, match="whole numbers"):
+        train_panel.build_run_config(settings, session, _form(tiny_jsonl, **{"shrink.encoder_layers": 2.5}))
+    with pytest.raises(CompressionError, match="unknown quantization '8-bit'"):
+        train_panel.build_run_config(settings, session, _form(tiny_jsonl, quantize="8-bit"))
     assert config.method == "sft"
 
 
 def test_build_run_config_for_kd(settings, loaded, tiny_jsonl):
     session, _ = loaded
-    config = train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "kd", 0.5, 0.5, 1.0, 3.0)
+    kd = {"method": "kd", "kd.alpha_ce": 0.5, "kd.alpha_kl": 0.5, "kd.alpha_hidden": 1.0, "kd.temperature": 3.0}
+    config = train_panel.build_run_config(settings, session, _form(tiny_jsonl, **kd))
     assert config.method == "kd" and not config.prune_vocab
     assert (config.kd.alpha_ce, config.kd.alpha_kl, config.kd.alpha_hidden, config.kd.temperature) == (0.5, 0.5, 1.0, 3.0)
     with pytest.raises(CompressionError, match="temperature"):
-        train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "kd", 0.2, 0.8, 0, 0)
-    with pytest.raises(CompressionError, match="numbers"):
-        train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "kd", "a lot", 0.8, 0, 2)
-    pruned = train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "sft", 0.2, 0.8, 0, 2, True)
+        train_panel.build_run_config(settings, session, _form(tiny_jsonl, **{**kd, "kd.temperature": 0}))
+    with pytest.raises(CompressionError, match="number"):
+        train_panel.build_run_config(settings, session, _form(tiny_jsonl, **{**kd, "kd.alpha_ce": "a lot"}))
+    pruned = train_panel.build_run_config(settings, session, _form(tiny_jsonl, prune_vocab=True))
     assert pruned.prune_vocab and pruned.method == "sft" and not pruned.quantize_wo
-    smallest = train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "sft", 0.2, 0.8, 0, 2, True, True)
+    smallest = train_panel.build_run_config(settings, session, _form(tiny_jsonl, prune_vocab=True, quantize_wo=True))
     assert smallest.prune_vocab and smallest.quantize_wo
-    with pytest.raises(CompressionError, match="SFT or KD"):
-        train_panel.build_run_config(settings, session, *_values(tiny_jsonl), "theseus")
+    with pytest.raises(CompressionError, match="training method"):
+        train_panel.build_run_config(settings, session, _form(tiny_jsonl, method="theseus"))
 
 
 def _fake_result(config, status="complete"):
@@ -299,7 +310,7 @@ def test_run_streams_progress_and_stores_the_result(settings, loaded, tiny_jsonl
 
     monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
     session, _ = loaded
-    steps = list(train_panel.run_training(settings, session, *_values(tiny_jsonl)))
+    steps = list(_run(settings, session, _form(tiny_jsonl)))
     markdown, figure = steps[-1]
     assert "Run complete" in markdown and "step **2 / 2**" in markdown and "validation loss 1.5000" in markdown
     assert [t.name for t in figure.data] == ["training loss", "validation loss"]
@@ -323,7 +334,7 @@ def test_cancel_stops_the_run(settings, loaded, tiny_jsonl, monkeypatch):
     monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
     monkeypatch.setattr(train_panel, "POLL_SECONDS", 0.05)
     session, _ = loaded
-    runner = train_panel.run_training(settings, session, *_values(tiny_jsonl))
+    runner = _run(settings, session, _form(tiny_jsonl))
     next(runner)
     assert "Cancelling" in train_panel.cancel_training(settings, session)
     markdown, _ = list(runner)[-1]
@@ -340,7 +351,7 @@ def test_pipeline_errors_show_as_messages(settings, loaded, tiny_jsonl, monkeypa
     monkeypatch.setattr(pipeline, "run_pipeline", failing)
     session, _ = loaded
     with pytest.raises(gr.Error, match="no column 'text'"):
-        list(train_panel.run_training(settings, session, *_values(tiny_jsonl)))
+        list(_run(settings, session, _form(tiny_jsonl)))
     assert session.cancel is None
 
 
