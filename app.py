@@ -50,7 +50,7 @@ def build_demo(settings=None):
     :class:`components.state.AppSettings` (default: runs folder ``runs``, online)."""
     import gradio as gr
 
-    from components import modular_panel, model_panel, plan_panel, results_panel, runs_panel, train_panel
+    from components import model_panel, modular_panel, plan_panel, results_panel, runs_panel, train_panel
     from components.state import AppSettings, session_state
 
     settings = settings or AppSettings.create()

@@ -163,6 +163,7 @@ def _teacher(path: str | None, quick: bool):
 
 def _top1(model, tokenizer, documents: list[str], references: list[str], batch_size: int = 16) -> torch.Tensor:
     """Teacher-forced argmax (as tokenizer ids) at every real target position of the pairs, 1-D."""
+    from compression.data import LABEL_PAD
     from compression.vocab import to_model_ids, to_tokenizer_ids
 
     picks = []
@@ -172,7 +173,7 @@ def _top1(model, tokenizer, documents: list[str], references: list[str], batch_s
                                truncation=True, padding=True, return_tensors="pt")
             target = tokenizer(text_target=references[start:start + batch_size], max_length=64, truncation=True,
                                padding=True, return_tensors="pt")
-            labels = to_model_ids(model, target["input_ids"].masked_fill(target["attention_mask"] == 0, -100))
+            labels = to_model_ids(model, target["input_ids"].masked_fill(target["attention_mask"] == 0, LABEL_PAD))
             logits = model(input_ids=to_model_ids(model, source["input_ids"]),
                            attention_mask=source["attention_mask"], labels=labels).logits
             picks.append(to_tokenizer_ids(model, logits.argmax(-1))[target["attention_mask"].bool()])

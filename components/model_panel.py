@@ -97,7 +97,7 @@ def _ensure_preset(settings: AppSettings, preset: str, tokenizer: str) -> Path:
     folder = settings.bases_dir / f"preset-{slugify(preset)}-{slugify(tok_name)}"
     if not (folder / "config.json").is_file():
         model, tok = build_preset(preset, tokenizer)
-        save_model(model, tok, folder, card={"model_name": f"Untrained T5-efficient {preset} preset",
+        save_model(model, tok, folder, card={"method": "preset", "model_name": f"Untrained T5-efficient {preset} preset",
                                              "base_model": f"preset {preset} (random init)"})
     return folder
 

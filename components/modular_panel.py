@@ -55,8 +55,7 @@ class ModularState:
 
     ``teacher_source``: what the modules' teacher was loaded from (hub id or resolved folder);
     ``modular``: the :class:`compression.modular.ModularModel` (teacher + modules); ``tokenizer``: its
-    tokenizer; ``modular_dir``: the folder the modules were saved to or loaded from; ``records``: the
-    latest training's progress records; ``cancel``: the running training's cancel event;
+    tokenizer; ``modular_dir``: the folder the modules were saved to or loaded from; ``cancel``: the running training's cancel event;
     ``eval_key``/``eval_pairs``: the :class:`compression.modular.EvaluationSet` the points were
     scored on; ``teacher_point``: the teacher scored on
     them; ``points``: the assembled students scored so far.
@@ -67,7 +66,6 @@ class ModularState:
     modular: Any = None
     tokenizer: Any = None
     modular_dir: str | None = None
-    records: list = field(default_factory=list)
     cancel: threading.Event | None = None
     eval_key: str | None = None
     eval_pairs: Any = None
@@ -187,7 +185,7 @@ def train_modules_job(settings: AppSettings, session: Session, state: ModularSta
         return train_modular(config, on_progress=emit, cancel=cancel, progress_bar=False)
 
     job = Job(work, cancel, name=f"modular-train {output}")
-    state.cancel, state.records = cancel, job.records
+    state.cancel = cancel
     intro = f"Module training started: `{output}`"
     try:
         for _ in job.stream(POLL_SECONDS):

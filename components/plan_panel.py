@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import gradio as gr
 
 from compression.config import STRATEGIES
+from compression.layers import estimate_student
 
 from . import charts
 from .feedback import user_errors
-from compression.layers import estimate_student
 from .state import AppSettings, Session
 
 CUSTOM = "custom"

@@ -57,7 +57,7 @@ def runs_table(settings: AppSettings) -> pd.DataFrame:
 
     rows = []
     for run in list_runs(settings.runs_dir):
-        def num(key, digits):
+        def num(key, digits, run=run):
             value = run.get(key)
             return round(float(value), digits) if isinstance(value, (int, float)) else None
         params = run.get("params")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -72,8 +72,7 @@ class Session:
     ``model_label``: how the page names it; ``facts``: :func:`compression.load.describe_model` of it;
     ``footprint``: per-layer parameter counts and bytes for the plan estimate (see
     :func:`compression.layers.layer_footprint`); ``run_dir``/``result``: the latest run (or the
-    run opened from the history) and its ``{"metrics", "summaries", "config"}``; ``records``: the
-    latest run's progress records; ``cancel``: set it to stop the running job; ``models``: models of
+    run opened from the history) and its ``{"metrics", "summaries", "config"}``; ``cancel``: set it to stop the running job; ``models``: models of
     ``models_run`` loaded for the article comparison.
     """
 
@@ -83,7 +82,6 @@ class Session:
     footprint: dict | None = None
     run_dir: str | None = None
     result: dict | None = None
-    records: list = field(default_factory=list)
     cancel: threading.Event | None = None
     models: dict | None = None
     models_run: str | None = None

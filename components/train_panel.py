@@ -355,7 +355,7 @@ def run_training(settings: AppSettings, keys: list[str], session: Session, *valu
     cancel = threading.Event()
     job = Job(lambda emit: pipeline.run_pipeline(config, on_progress=emit, cancel=cancel, progress_bar=False),
               cancel, name=f"sft-run {config.output_dir}")
-    session.cancel, session.records, session.result, session.run_dir = cancel, job.records, None, config.output_dir
+    session.cancel, session.result, session.run_dir = cancel, None, config.output_dir
     intro = f"Run started: `{config.output_dir}`"
     try:
         for _ in job.stream(POLL_SECONDS):

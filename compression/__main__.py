@@ -231,7 +231,7 @@ def cmd_init(args) -> None:
     from .load import build_preset, describe_model
 
     model, tokenizer = build_preset(args.preset, args.tokenizer, seed=args.seed)
-    save_model(model, tokenizer, args.output, card={"base_model": f"preset:{args.preset} (untrained)"})
+    save_model(model, tokenizer, args.output, card={"method": "preset", "base_model": f"preset:{args.preset} (untrained)"})
     facts = describe_model(model)
     _print(args, {"output": args.output, **facts},
            f"{args.preset}: {facts['encoder_layers']}/{facts['decoder_layers']} layers, d_model {facts['d_model']}, "
@@ -249,7 +249,7 @@ def cmd_shrink(args) -> None:
     student.config.shrink["teacher"] = args.model
     record = student.config.shrink
     save_model(student, tokenizer, args.output, card={
-        "base_model": args.model, "encoder_layers": record["encoder_layers_kept"],
+        "method": "shrunk", "base_model": args.model, "encoder_layers": record["encoder_layers_kept"],
         "decoder_layers": record["decoder_layers_kept"], "strategy": record["strategy"],
         "teacher_encoder_layers": record["teacher_encoder_layers"],
         "teacher_decoder_layers": record["teacher_decoder_layers"]})
@@ -394,7 +394,7 @@ def cmd_distill(args) -> None:
     if not result.cancelled and _is_main_process():
         record = getattr(student.config, "shrink", None) or {}
         save_model(student, tokenizer, output, card={
-            "model_name": "Distilled summarizer (KD)", "base_model": args.teacher,
+            "method": "kd", "model_name": "Distilled summarizer (KD)", "base_model": args.teacher,
             "encoder_layers": record.get("encoder_layers_kept"), "decoder_layers": record.get("decoder_layers_kept"),
             "dataset": Path(data.train_file).name if data.train_file else data.dataset,
             "train_samples": len(train_set), "epochs": train_args.epochs,

@@ -12,6 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
+from .card import ModelCard
 from .errors import CompressionError
 from .files import publish_permissions, staging_dir
 
@@ -40,140 +41,37 @@ def model_files_size_mib(folder: str | Path) -> float:
 _FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".txt", ".parquet", ".arrow", ".gz", ".zip")
 
 
-def _is_hub_id(value) -> bool:
+def is_hub_id(value) -> bool:
     """A hub id (``name`` or ``owner/name``), not a local path or data file name."""
     return (isinstance(value, str) and bool(_HUB_ID.match(value))
             and not value.lower().endswith(_FILE_SUFFIXES) and not Path(value).exists())
 
 
-def _layers_text(value) -> str:
-    if value is None:
-        return "all"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
-    return str(value)
+def model_card(card: ModelCard | dict) -> str:
+    """The ``README.md`` text of a model card: a :class:`compression.card.ModelCard`, or a dict of
+    its fields (then the method defaults to ``"sft"``). See :meth:`ModelCard.render`."""
+    if isinstance(card, ModelCard):
+        return card.render()
+    return ModelCard(method="sft").updated(card).render()
 
 
-def _metric_cell(value, spec: str) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, (int, float)):
-        return format(value, spec)
-    return str(value)
-
-
-def model_card(card: dict) -> str:
-    """The ``README.md`` text of a Hugging Face model card for a shrunk-and-fine-tuned model.
-
-    ``card`` keys (all optional): ``model_name``; ``family`` (``"t5"``/``"bart"``); ``base_model``
-    (hub id or local path of the teacher); ``encoder_layers``/``decoder_layers`` (kept teacher layer
-    indices, or counts); ``teacher_encoder_layers``/``teacher_decoder_layers`` (teacher depths);
-    ``strategy``; ``dataset`` or ``datasets`` (hub ids or file names); ``train_samples``;
-    ``epochs``; ``learning_rate``; ``quantization``; ``quantized_wo`` (T5's ``wo`` quantized too:
-    the Use section then loads with :func:`compression.load.load_model`); ``pruned_vocab`` (the Use
-    section says how ids map); ``params``; ``metrics``: ``{row name:
-    {"rouge1", "rouge2", "rougeL", "rougeLsum", "validation_loss", "size_mib", "latency_ms"}}``
-    (e.g. rows ``base``, ``student``, ``quantized`` as from
-    :func:`compression.evaluate.evaluate_model`).
-
-    The YAML front matter (``huggingface_hub.ModelCardData``) carries ``library_name:
-    transformers``, ``pipeline_tag: summarization``, tags ``[summarization, <family>, distillation,
-    sft]``, ``base_model`` and ``datasets`` when they are hub ids (local paths are only named in the
-    text). Method: Shrink and Fine-Tune, Shleifer & Rush 2020, "Pre-trained Summarization
-    Distillation", section 3.
-    """
-    from huggingface_hub import ModelCardData
-
-    family = str(card.get("family") or "t5").lower()
-    base = card.get("base_model")
-    datasets = card.get("datasets") or ([card["dataset"]] if card.get("dataset") else [])
-    data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag="summarization",
-        tags=["summarization", family, "distillation", "sft"],
-        base_model=base if _is_hub_id(base) else None,
-        datasets=[d for d in datasets if _is_hub_id(d)] or None,
-    )
-    name = card.get("model_name") or f"Shrunk {family.upper()} summarizer"
-    lines = [
-        "---", data.to_yaml(), "---", "", f"# {name}", "",
-        "A shallower summarizer made by **Shrink and Fine-Tune** (SFT; Shleifer & Rush 2020, "
-        "*Pre-trained Summarization Distillation*): a subset of the teacher's layers was copied into "
-        "a student, which was then fine-tuned on article/summary pairs.", "",
-        "## How it was made", "",
-        f"- Base (teacher) checkpoint: `{base if base else 'unknown'}`",
-    ]
-    for side in ("encoder", "decoder"):
-        kept = _layers_text(card.get(f"{side}_layers"))
-        teacher = card.get(f"teacher_{side}_layers")
-        suffix = f" (of {teacher} teacher layers)" if teacher is not None else ""
-        lines.append(f"- Kept {side} layers: {kept}{suffix}")
-    for key, label in (("method", "Training method"), ("strategy", "Layer selection strategy"),
-                       ("train_samples", "Training pairs"),
-                       ("epochs", "Epochs"), ("learning_rate", "Learning rate"),
-                       ("quantization", "Quantization"), ("params", "Parameters")):
-        if card.get(key) is not None:
-            lines.append(f"- {label}: {card[key]}")
-    if datasets:
-        lines.append(f"- Data: {', '.join(f'`{d}`' for d in datasets)}")
-    metrics = card.get("metrics") or {}
-    if metrics:
-        lines += ["", "## Evaluation", "",
-                  "ROUGE F1 (0-100, `rouge_score` with stemming), validation loss in nats per target "
-                  "token, size on disk in MiB, latency in ms per summary at batch size 1.", "",
-                  "| model | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-Lsum | val. loss | size MiB | latency ms |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for row, values in metrics.items():
-            cells = [_metric_cell(values.get(k), ".2f") for k in ("rouge1", "rouge2", "rougeL", "rougeLsum")]
-            cells += [_metric_cell(values.get("validation_loss"), ".4f"),
-                      _metric_cell(values.get("size_mib"), ".1f"),
-                      _metric_cell(values.get("latency_ms"), ".1f")]
-            lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    lines += ["", "## Use", ""]
-    if card.get("quantized_wo"):
-        lines += ["T5's feed-forward output layers (`wo`) are quantized too, which plain `from_pretrained` "
-                  "does not load (it keeps `wo` unquantized); load it with this project's loader:", "",
-                  "```python", "from compression.load import load_model",
-                  'model, tokenizer = load_model("<this folder>")', "```", ""]
-    else:
-        lines += ["```python", "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
-                  'tokenizer = AutoTokenizer.from_pretrained("<this folder or repo>")',
-                  'model = AutoModelForSeq2SeqLM.from_pretrained("<this folder or repo>")', "```", ""]
-    if card.get("pruned_vocab"):
-        lines += ["The vocabulary is pruned to the tokens of the training data: model id `i` is tokenizer id "
-                  "`config.vocab_pruning[\"kept_ids\"][i]`. `compression.generation.generate` maps both ways; "
-                  "other code must map input ids and generated ids itself.", ""]
-    return "\n".join(lines)
-
-
-def write_model_card(folder: str | Path, card: dict) -> Path:
+def write_model_card(folder: str | Path, card: ModelCard | dict) -> Path:
     """Write :func:`model_card` of ``card`` to ``folder/README.md``; returns that path."""
     path = Path(folder) / "README.md"
     path.write_text(model_card(card), encoding="utf-8")
     return path
 
 
-def _card_from_model(model) -> dict:
-    config = model.config
-    facts = {"family": "bart" if config.model_type == "bart" else "t5"}
-    for side, names in (("encoder", ("num_layers", "encoder_layers")),
-                        ("decoder", ("num_decoder_layers", "decoder_layers"))):
-        for attr in names:
-            if isinstance(getattr(config, attr, None), int):
-                facts[f"{side}_layers"] = f"{getattr(config, attr)} layers"
-                break
-    return facts
-
-
-def save_model(model, tokenizer, out_dir: str | Path, *, card: dict | None = None,
+def save_model(model, tokenizer, out_dir: str | Path, *, card: ModelCard | dict | None = None,
                keep: tuple[str, ...] = ()) -> Path:
     """Save ``model`` (safetensors), ``tokenizer``, generation config and a ``README.md`` card.
 
     Everything is written into a temporary sibling folder, which is then renamed to ``out_dir``, so
     ``out_dir`` is never left half-written; an existing model folder there is replaced. ``keep``
     names entries of an existing ``out_dir`` (e.g. the training's ``loss_log.jsonl``) that are
-    carried over into the new folder. ``card`` is passed to :func:`model_card`, on top of facts read
-    from ``model.config`` (family, depths). Returns ``out_dir`` as a ``Path``.
+    carried over into the new folder. ``card`` (a :class:`compression.card.ModelCard` or a dict of
+    its fields) goes on top of what ``model.config`` records (:meth:`ModelCard.from_model`: family,
+    depths, and the method of a shrunk, distilled or assembled student). Returns ``out_dir``.
 
     Raises:
         CompressionError: ``out_dir`` exists and is a file or a non-empty folder that is not a model
@@ -194,7 +92,7 @@ def save_model(model, tokenizer, out_dir: str | Path, *, card: dict | None = Non
         tokenizer.save_pretrained(staging)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(staging)
-        write_model_card(staging, {**_card_from_model(model), **(card or {})})
+        ModelCard.from_model(model).updated(card).write(staging)
         for name in keep:
             if (out_dir / name).is_file():
                 shutil.copy2(out_dir / name, staging / name)

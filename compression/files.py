@@ -14,10 +14,16 @@ import tempfile
 from pathlib import Path
 
 
-def _umask() -> int:
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once, at import, before any training thread runs,
+    # instead of flipping the process-wide mask on every write from those threads.
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+#: The process umask, read once at import.
+UMASK = _read_umask()
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -36,7 +42,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -55,16 +61,15 @@ def staging_dir(target: str | Path) -> Path:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    os.chmod(path, 0o777 & ~_umask())
+    os.chmod(path, 0o777 & ~UMASK)
     return path
 
 
 def publish_permissions(folder: str | Path) -> None:
     """Give every file under ``folder`` mode ``0666 & ~umask`` and every folder ``0777 & ~umask``
     (libraries that write through ``tempfile`` leave ``0600`` files behind)."""
-    mask = _umask()
     for root, dirs, files in os.walk(folder):
         for name in dirs:
-            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+            os.chmod(os.path.join(root, name), 0o777 & ~UMASK)
         for name in files:
-            os.chmod(os.path.join(root, name), 0o666 & ~mask)
+            os.chmod(os.path.join(root, name), 0o666 & ~UMASK)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .card import ModelCard
 from .config import RunConfig
 from .data import prepare_data
 from .evaluate import evaluate_model
@@ -165,8 +166,8 @@ def _run(config, run, on_progress, cancel, token, base, progress_bar) -> dict:
         metrics["quantized"]["pruned_vocab"] = config.prune_vocab
         metrics["quantized"]["quantized_wo"] = bool(getattr(quantized.config, QUANTIZED_WO, False))
         save_quantized(quantized, tok, run.path / "quantized",
-                       card=dict(card, quantization=mode, metrics=metrics, pruned_vocab=config.prune_vocab,
-                                 quantized_wo=metrics["quantized"]["quantized_wo"]))
+                       card=card.updated(dict(quantization=mode, metrics=metrics, pruned_vocab=config.prune_vocab,
+                                              quantized_wo=metrics["quantized"]["quantized_wo"])))
 
     rows = []
     for i in range(min(SUMMARY_ROWS, len(documents))):
@@ -183,19 +184,18 @@ def _run(config, run, on_progress, cancel, token, base, progress_bar) -> dict:
             "train": train_summary, "timings": announce.seconds}
 
 
-def student_card(config: RunConfig, student, train_samples: int, metrics: dict) -> dict:
-    """The model-card facts of a student (see :func:`compression.export.model_card`)."""
+def student_card(config: RunConfig, student, train_samples: int, metrics: dict) -> ModelCard:
+    """The model card of a run's student: its method (``config.method``) and how it was made."""
     record = student.config.shrink
     data = config.data
-    return {"family": model_family(student), "base_model": config.model,
-            "encoder_layers": record["encoder_layers_kept"], "decoder_layers": record["decoder_layers_kept"],
-            "teacher_encoder_layers": record["teacher_encoder_layers"],
-            "teacher_decoder_layers": record["teacher_decoder_layers"], "strategy": record["strategy"],
-            "dataset": data.dataset or (Path(data.train_file).name if data.train_file else None),
-            "train_samples": train_samples, "epochs": config.train.epochs,
-            "method": "KD (distilled from the base model)" if config.method == "kd" else "SFT (shrink and fine-tune)",
-            "learning_rate": config.train.learning_rate,
-            "metrics": {name: _without_predictions(m) for name, m in metrics.items() if m is not None}}
+    return ModelCard(
+        method=config.method, family=model_family(student), base_model=config.model,
+        encoder_layers=record["encoder_layers_kept"], decoder_layers=record["decoder_layers_kept"],
+        teacher_encoder_layers=record["teacher_encoder_layers"], teacher_decoder_layers=record["teacher_decoder_layers"],
+        strategy=record["strategy"],
+        datasets=[d for d in [data.dataset or (Path(data.train_file).name if data.train_file else None)] if d],
+        train_samples=train_samples, epochs=config.train.epochs, learning_rate=config.train.learning_rate,
+        metrics={name: _without_predictions(m) for name, m in metrics.items() if m is not None})
 
 
 def load_run_models(run_dir: str | Path, *, token: str | None = None) -> dict:

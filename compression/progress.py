@@ -7,7 +7,6 @@ to ``loss_log.jsonl``; a ``threading.Event`` stops training after the current op
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
+
+from .runs import dumps_json
 
 #: File (in the output or run folder) holding one JSON line per progress record.
 LOSS_LOG = "loss_log.jsonl"
@@ -29,7 +30,7 @@ class ProgressCallback(TrainerCallback):
     ``learning_rate`` (latest), ``tokens_per_s`` (real source + target tokens per second of wall
     time since training began, all processes), ``elapsed_s`` and ``eta_s`` (seconds). On the
     main process only, each record goes to ``on_progress`` and is appended (flushed) as one JSON
-    line to ``log_path``. Every key of ``extra_keys`` present in a Trainer log (a distillation run's
+    line to ``log_path`` (:func:`compression.runs.dumps_json`: a NaN loss is written as ``null``). Every key of ``extra_keys`` present in a Trainer log (a distillation run's
     per-term losses ``ce``, ``kl``, ``hidden``, ``attention``; Modular Transformers' ``eval_loss_g2``...)
     is added to the record as a float. In ``on_step_end``, a set ``cancel`` event makes the Trainer
     stop after the current optimizer step (agreed across processes under DDP).
@@ -99,7 +100,7 @@ class ProgressCallback(TrainerCallback):
             return
         if self.log_path is not None:
             with open(self.log_path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+                handle.write(dumps_json(record) + "\n")
                 handle.flush()
         if self.on_progress is not None:
             self.on_progress(dict(record))

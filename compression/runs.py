@@ -83,7 +83,10 @@ def _clean_floats(value):
     return value
 
 
-def _dumps(obj, **kwargs) -> str:
+def dumps_json(obj, **kwargs) -> str:
+    """``obj`` as JSON text, the one policy of every JSON and JSONL file this project writes: numpy
+    and torch scalars as numbers, paths as text, secret-looking keys dropped, Hugging Face tokens
+    masked, and NaN/inf as ``null`` (JSON has no NaN: a diverged loss stays readable)."""
     obj = json.loads(json.dumps(obj, default=_json_default))  # numpy etc. -> plain values
     return json.dumps(_clean_floats(strip_secrets(obj)), ensure_ascii=False, allow_nan=False, **kwargs)
 
@@ -154,22 +157,8 @@ class RunFolder:
             PathNotAllowedError: ``relpath`` points outside the run folder.
         """
         path = resolve_inside(self.path / relpath, [self.path])
-        atomic_write_text(path, _dumps(obj, indent=2) + "\n")
+        atomic_write_text(path, dumps_json(obj, indent=2) + "\n")
         return path
-
-    def write_config(self, config: dict) -> Path:
-        """``config.json``: the resolved run config, without tokens or passwords."""
-        return self.write_json("config.json", config)
-
-    def write_metrics(self, metrics: dict) -> Path:
-        """``metrics.json``: ``{"base": ..., "student": ..., "quantized": ...}`` evaluation results."""
-        return self.write_json("metrics.json", metrics)
-
-    def append_log(self, record: dict) -> None:
-        """Append ``record`` as one JSON line to ``loss_log.jsonl`` and flush it."""
-        with open(self.path / "loss_log.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(_dumps(record) + "\n")
-            handle.flush()
 
     def write_summaries(self, rows: list[dict]) -> Path:
         """``summaries.jsonl`` (atomic): one line per row with keys id, document, reference, base,
@@ -179,7 +168,7 @@ class RunFolder:
         for row in rows:
             ordered = {key: row.get(key) for key in keys}
             ordered.update({k: v for k, v in row.items() if k not in ordered})
-            lines.append(_dumps(ordered))
+            lines.append(dumps_json(ordered))
         path = self.path / "summaries.jsonl"
         atomic_write_text(path, "".join(line + "\n" for line in lines))
         return path

@@ -116,16 +116,17 @@ def test_load_plan_run_results_over_the_api(server, tiny_t5_dir, tiny_jsonl):
 
 def test_errors_come_back_as_messages(server, tmp_path, tiny_t5_dir):
     from gradio_client import Client
+    from gradio_client.exceptions import AppError
 
     _, url = server
     client = Client(url, verbose=False)
-    with pytest.raises(Exception, match="outside the folders"):
+    with pytest.raises(AppError, match="outside the folders"):
         client.predict(None, "/etc", "byt5", api_name="/load_model")
-    with pytest.raises(Exception, match="load a base model first"):
+    with pytest.raises(AppError, match="load a base model first"):
         client.predict(2, 2, "spread", "", "", "Upload JSONL/CSV files", None, None, "document", "summary", 8, 4, 1,
                        4, 3e-4, 64, 16, False, False, "none", 1, 8, "", api_name="/run")
     client.predict(None, str(tiny_t5_dir), "byt5", api_name="/load_model")
-    with pytest.raises(Exception, match="repeat a layer"):
+    with pytest.raises(AppError, match="repeat a layer"):
         client.predict(4, 4, "custom", "1,1", "", api_name="/plan")
     # the session is still usable after the errors
     _, estimate = client.predict(2, 2, "first", "", "", api_name="/plan")

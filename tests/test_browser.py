@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from compression.data import LABEL_PAD
 from conftest import ARTICLES, write_jsonl
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -31,7 +32,7 @@ def _fit_teacher(model, tokenizer, steps: int = 100):
     torch.manual_seed(0)
     sources = tokenizer(["summarize: " + a for a, _ in ARTICLES], padding=True, return_tensors="pt")
     labels = tokenizer(text_target=[s for _, s in ARTICLES], padding=True, return_tensors="pt")["input_ids"]
-    labels[labels == tokenizer.pad_token_id] = -100
+    labels[labels == tokenizer.pad_token_id] = LABEL_PAD
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
     for _ in range(steps):

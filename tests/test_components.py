@@ -7,6 +7,8 @@ error display); tests/test_app_api.py runs the real pipeline through the server.
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 import pytest
 
@@ -457,10 +459,10 @@ def _fake_run(settings, name, tiny_t5=None, tokenizer=None, loss=3.0):
     from compression.runs import RunFolder
 
     run = RunFolder.open(settings.runs_dir / name)
-    run.write_config({"model": "tiny", "shrink": {"encoder_layers": 2, "decoder_layers": 1, "strategy": "spread"},
+    run.write_json("config.json", {"model": "tiny", "shrink": {"encoder_layers": 2, "decoder_layers": 1, "strategy": "spread"},
                       "train": {"epochs": 1}})
-    run.write_metrics(METRICS)
-    run.append_log({"kind": "train", "step": 1, "loss": loss})
+    run.write_json("metrics.json", METRICS)
+    (run.path / "loss_log.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "loss": loss}) + "\n")
     run.write_summaries([{"id": "0", "document": "d", "reference": "r", "base": "b", "student": "s"}])
     if tiny_t5 is not None:
         tiny_t5.save_pretrained(run.path / "student")

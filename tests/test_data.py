@@ -11,6 +11,7 @@ import torch
 
 from compression.config import DataArgs
 from compression.data import (
+    LABEL_PAD,
     count_tokens,
     default_prefix,
     load_pairs,
@@ -195,7 +196,7 @@ def test_collator_pads_dynamically_and_counts_real_tokens(tiny_jsonl, byt5_token
     longest_target = max(len(row["labels"]) for row in rows)
     assert batch["input_ids"].shape == (3, longest_source)
     assert batch["labels"].shape == batch["decoder_input_ids"].shape == (3, longest_target)
-    assert (batch["labels"] == -100).sum() == sum(longest_target - len(row["labels"]) for row in rows)
+    assert (batch["labels"] == LABEL_PAD).sum() == sum(longest_target - len(row["labels"]) for row in rows)
     real = sum(len(row["input_ids"]) + len(row["labels"]) for row in rows)
     assert int(count_tokens(batch)) == real
     assert count_tokens(batch).dtype == torch.int64

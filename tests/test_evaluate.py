@@ -8,8 +8,8 @@ import pytest
 import torch
 from rouge_score import rouge_scorer
 
-from compression.config import EvalArgs
 from compression.arch import count_parameters
+from compression.config import EvalArgs
 from compression.evaluate import (
     compute_validation_loss,
     evaluate_model,

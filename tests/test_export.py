@@ -191,3 +191,38 @@ def test_sizes_in_mib(tmp_path, tiny_t5, byt5_tokenizer):
     folder = save_model(tiny_t5, byt5_tokenizer, tmp_path / "m")
     weights = (folder / "model.safetensors").stat().st_size / 2**20
     assert weights < export.model_files_size_mib(folder) < export.folder_size_mib(folder)
+
+
+@pytest.mark.parametrize("method, says, tag", [
+    ("sft", "Shrink and Fine-Tune", "sft"),
+    ("kd", "knowledge distillation", "knowledge-distillation"),
+    ("pseudo-label-kd", "pseudo-label distillation", "pseudo-labels"),
+    ("modular", "Modular Transformers", "modular-transformers"),
+    ("fine-tune", "fine-tuned", "fine-tuned"),
+])
+def test_model_card_method_line_matches_how_the_model_was_made(method, says, tag):
+    from compression.card import METHODS, ModelCard
+
+    text = ModelCard(method=method, base_model="t5-small").render()
+    assert says in text and f"- {tag}" in text.split("---\n")[1]
+    others = [name for code, (name, _, _) in METHODS.items() if code != method]
+    assert f"- Method: {METHODS[method][0]}" in text and not any(f"- Method: {o}\n" in text for o in others)
+    if method != "sft":
+        assert "Shrink and Fine-Tune" not in text
+
+
+def test_model_card_reads_the_method_from_the_checkpoint(tiny_t5):
+    from compression.card import ModelCard
+    from compression.layers import shrink
+    from compression.modular import ModularModel, assemble
+
+    assert ModelCard.from_model(tiny_t5).method == "fine-tune"
+    student = shrink(tiny_t5, 2, 2)
+    card = ModelCard.from_model(student)
+    assert card.method == "sft" and card.encoder_layers == student.config.shrink["encoder_layers_kept"]
+    assembled = assemble(ModularModel(tiny_t5, (2,)), 2.0)
+    card = ModelCard.from_model(assembled)
+    assert card.method == "modular" and card.ratio == 2.0 and card.teacher_decoder_layers == 4
+    assert ModelCard.from_model(student).updated({"method": "KD (distilled from the base model)"}).method == "kd"
+    with pytest.raises(CompressionError, match="unknown model-card method"):
+        ModelCard(method="magic")

@@ -8,6 +8,7 @@ import torch
 from compression.generation import fast_path_reason, generate
 from conftest import tiny_bart_config, tiny_t5_config
 
+
 def build(family: str, **overrides):
     from transformers import BartForConditionalGeneration, T5ForConditionalGeneration
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_t5_config
 from transformers import AutoModelForSeq2SeqLM, T5ForConditionalGeneration
 
 from compression.errors import LayerSelectionError, NotSeq2SeqError
@@ -15,6 +14,7 @@ from compression.layers import (
     select_layers,
     shrink,
 )
+from conftest import tiny_t5_config
 
 INPUTS = torch.tensor([[5, 17, 42, 99, 7, 3, 250, 1], [8, 8, 120, 33, 1, 0, 0, 0]])
 MASK = (INPUTS != 0).long()

@@ -69,7 +69,9 @@ def test_kd_run_distils_from_the_base_and_logs_each_term(tiny_t5_dir, tiny_jsonl
     train = [json.loads(line) for line in (run / "loss_log.jsonl").read_text().splitlines()]
     train = [r for r in train if r["kind"] == "train"]
     assert train and all({"ce", "kl", "hidden"} <= set(r) and "attention" not in r for r in train)
-    assert "Training method: KD" in (run / "student" / "README.md").read_text()
+    card = (run / "student" / "README.md").read_text()
+    assert "Method: knowledge distillation" in card and "Shrink and Fine-Tune" not in card
+    assert "- knowledge-distillation" in card and "- sft" not in card
     # the run's student is the KD one: same shape as SFT's, different weights
     sft = run_pipeline(tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "sft", quantize="none"), progress_bar=False)
     assert result["metrics"]["student"]["params"] == sft["metrics"]["student"]["params"]

@@ -10,8 +10,8 @@ import stat
 import pytest
 
 from compression.errors import PathNotAllowedError, RunError
-from compression.files import _umask
-from compression.runs import RunFolder, list_runs, load_run, resolve_inside, slugify, strip_secrets
+from compression.files import UMASK
+from compression.runs import RunFolder, dumps_json, list_runs, load_run, resolve_inside, slugify, strip_secrets
 
 CONFIG = {"model": "t5-small", "output_dir": "out", "name": "My Run!",
           "shrink": {"encoder_layers": 6, "decoder_layers": "0,5", "strategy": "spread"},
@@ -51,7 +51,7 @@ def test_write_json_is_atomic_and_stays_inside(tmp_path):
         run.write_json("metrics.json", {"a": object()})  # fails before anything is replaced
     assert json.loads(path.read_text()) == {"a": 1, "loss": None}
     assert sorted(p.name for p in run.path.iterdir()) == ["metrics.json", "status.json"]  # no temp files
-    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask()  # as open() would, not 0600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~UMASK  # as open() would, not 0600
     with pytest.raises(PathNotAllowedError):
         run.write_json("../escape.json", {})
     assert not (tmp_path / "escape.json").exists()
@@ -59,7 +59,7 @@ def test_write_json_is_atomic_and_stays_inside(tmp_path):
 
 def test_config_never_holds_tokens(tmp_path):
     run = RunFolder.create(tmp_path, "x")
-    run.write_config(CONFIG)
+    run.write_json("config.json", CONFIG)
     text = (run.path / "config.json").read_text()
     saved = json.loads(text)
     assert "hf_abcdefghijklmnopqrstuvwxyz" not in text and "t0k3n" not in text and '"pw"' not in text
@@ -72,8 +72,7 @@ def test_config_never_holds_tokens(tmp_path):
 
 def test_logs_summaries_and_status(tmp_path):
     run = RunFolder.create(tmp_path, "x")
-    run.append_log({"step": 1, "loss": 2.5})
-    run.append_log({"step": 2, "loss": 2.25, "eval_loss": 2.4})
+    (run.path / "loss_log.jsonl").write_text('{"step": 1, "loss": 2.5}\n{"step": 2, "loss": 2.25, "eval_loss": 2.4}\n')
     with open(run.path / "loss_log.jsonl", "a") as handle:
         handle.write('{"step": 3, "lo')  # a line cut short by a crash
     run.write_summaries([{"id": "7", "document": "doc", "reference": "ref", "student": "s", "extra": 1}])
@@ -94,8 +93,8 @@ def test_logs_summaries_and_status(tmp_path):
 
 def test_list_runs_tolerates_corrupt_and_incomplete_runs(tmp_path):
     good = RunFolder.create(tmp_path, "good")
-    good.write_config(CONFIG)
-    good.write_metrics(METRICS)
+    good.write_json("config.json", CONFIG)
+    good.write_json("metrics.json", METRICS)
     good.mark_complete()
     corrupt = tmp_path / "20200101-000000-corrupt"
     corrupt.mkdir()
@@ -151,3 +150,27 @@ def test_resolve_inside(tmp_path):
     assert resolve_inside(outside, [root, outside]) == outside.resolve()
     with pytest.raises(PathNotAllowedError):
         resolve_inside(root, [])
+
+
+def test_loss_log_writes_nan_as_null(tmp_path):
+    from types import SimpleNamespace
+
+    from compression.progress import ProgressCallback
+
+    log = tmp_path / "loss_log.jsonl"
+    callback = ProgressCallback(log_path=log)
+    state = SimpleNamespace(global_step=1, max_steps=2, epoch=0.5, is_world_process_zero=True)
+    callback.on_log(None, state, None, logs={"loss": float("nan"), "learning_rate": 1e-3})
+    line = log.read_text().strip()
+    assert json.loads(line)["loss"] is None and "NaN" not in line
+    assert dumps_json({"a": float("inf"), "b": [1.0, float("nan")]}) == '{"a": null, "b": [1.0, null]}'
+
+
+def test_umask_is_read_once_and_applied(tmp_path):
+    import os
+
+    from compression import files
+
+    path = files.atomic_write_text(tmp_path / "x.txt", "x")
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~files.UMASK
+    assert os.umask(files.UMASK) == files.UMASK  # reading it did not change the process umask

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compression.data import LABEL_PAD
 from compression.errors import CompressionError, DatasetError
 from compression.generation import generate
 from compression.vocab import (
     kept_token_ids,
-    pruning_info,
     prune_for_texts,
     prune_vocabulary,
+    pruning_info,
     to_model_ids,
     to_tokenizer_ids,
 )
@@ -102,9 +103,9 @@ def test_generation_mapped_back_is_identical(byt5_tokenizer, make):
 def test_id_mapping_round_trip_unknowns_and_label_padding(byt5_tokenizer):
     pruned = prune_for_texts(t5(), byt5_tokenizer, TEXTS)
     kept = pruning_info(pruned)["kept_ids"]
-    ids = torch.tensor([[kept[5], kept[0], -100], [kept[-1], kept[3], kept[2]]])
+    ids = torch.tensor([[kept[5], kept[0], LABEL_PAD], [kept[-1], kept[3], kept[2]]])
     model_ids = to_model_ids(pruned, ids)
-    assert model_ids.tolist() == [[5, 0, -100], [len(kept) - 1, 3, 2]]
+    assert model_ids.tolist() == [[5, 0, LABEL_PAD], [len(kept) - 1, 3, 2]]
     assert torch.equal(to_tokenizer_ids(pruned, model_ids), ids)
     dropped = next(i for i in range(384) if i not in kept)
     unk = pruning_info(pruned)["unk_model_id"]
