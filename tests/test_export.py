@@ -27,7 +27,8 @@ def test_save_model_writes_complete_folder_and_round_trips(tmp_path, tiny_t5, by
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     out = save_model(tiny_t5, byt5_tokenizer, tmp_path / "student",
-                     card={"base_model": "t5-small", "encoder_layers": [0, 3], "decoder_layers": [0, 2, 3]})
+                     card={"method": "sft", "base_model": "t5-small", "encoder_layers": [0, 3],
+                           "decoder_layers": [0, 2, 3]})
     assert out == tmp_path / "student"
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer_config.json",
