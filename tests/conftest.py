@@ -125,3 +125,38 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.skip("../shared is absent")
     return SHARED
+
+
+# ---------------------------------------------------------------- dashboard panels (tests/test_*_panel.py)
+
+@pytest.fixture
+def settings(tmp_path):
+    from components.state import AppSettings
+
+    return AppSettings.create(tmp_path / "runs", [tmp_path], offline=True)
+
+
+@pytest.fixture
+def loaded(settings, tiny_t5_dir):
+    from components import model_panel
+    from components.state import Session
+
+    session = Session()
+    outputs = model_panel.load_base(settings, session, None, str(tiny_t5_dir), "byt5")
+    return session, outputs
+
+
+RUN_METRICS = {
+    "base": {"params": 2_000_000, "size_mib": 8.0, "rouge1": 40.0, "rouge2": 20.0, "rougeL": 35.0, "rougeLsum": 36.0,
+             "rouge": {k: {"precision": 50.0, "recall": 30.0, "fmeasure": v}
+                       for k, v in (("rouge1", 40.0), ("rouge2", 20.0), ("rougeL", 35.0), ("rougeLsum", 36.0))},
+             "rouge_ci": {"rouge1": [38.0, 42.0], "rouge2": [18.0, 22.0], "rougeL": [33.0, 37.0],
+                          "rougeLsum": [34.0, 38.0]},
+             "validation_loss": 2.5, "latency_ms": 40.0, "tokens_per_s": 900.0},
+    "student": {"params": 1_000_000, "size_mib": 4.0, "rouge1": 36.0, "rouge2": 17.0, "rougeL": 31.5,
+                "rougeLsum": 32.0, "rouge": {k: {"precision": 45.0, "recall": 28.0, "fmeasure": 1.0}
+                                             for k in ("rouge1", "rouge2", "rougeL", "rougeLsum")},
+                "validation_loss": 2.9, "latency_ms": 20.0, "tokens_per_s": 1800.0,
+                "percent_of_base": {"rouge1": 90.0, "rouge2": 85.0, "rougeL": 90.0, "rougeLsum": 88.9}},
+    "quantized": None,
+}

@@ -1,0 +1,54 @@
+"""Dashboard: panel 2: shrink plan (split from the former tests/test_components.py)."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+
+from components import plan_panel
+from components.state import Session
+from compression.layers import estimate_student, layer_footprint, shrink
+from compression.load import describe_model
+
+# ---------------------------------------------------------------- panel 2: shrink plan
+
+@pytest.mark.parametrize("encoder,decoder", [(3, 1), ("1,3", "0,"), ("2,3", "3,"), (4, 4)])
+def test_estimate_equals_real_student(tiny_t5, tiny_bart, encoder, decoder):
+    for teacher in (tiny_t5, tiny_bart):
+        footprint = layer_footprint(teacher)
+        student = shrink(teacher, encoder, decoder, "spread")
+        params, size = estimate_student(footprint, student.config.shrink["encoder_layers_kept"],
+                                                    student.config.shrink["decoder_layers_kept"])
+        facts = describe_model(student)
+        assert params == facts["params"]
+        assert size == pytest.approx(facts["size_mib"], abs=1e-9)
+
+
+def test_update_plan_draws_kept_and_dropped_layers(settings, loaded, tiny_t5):
+    session, _ = loaded
+    figure, estimate = plan_panel.update_plan(settings, session, 3, 1, "alternate", "", "")
+    kept, dropped = figure.data
+    assert (kept.name, dropped.name) == ("kept", "dropped")
+    assert list(kept.x) == [0, 1, 2, 0] and list(kept.y) == ["Encoder"] * 3 + ["Decoder"]
+    assert list(dropped.x) == [3, 1, 2, 3]
+    assert "encoder 4 → 3, decoder 4 → 1" in figure.layout.title.text
+    student = describe_model(shrink(tiny_t5, 3, 1, "alternate"))
+    assert f"{student['params'] / 1e6:.2f} M parameters" in estimate
+    assert f"{student['size_mib']:.1f} MiB" in estimate
+
+
+def test_custom_indices_and_bad_layer_text(settings, loaded):
+    session, _ = loaded
+    figure, estimate = plan_panel.update_plan(settings, session, 4, 4, "custom", "1, 3", "2")
+    assert "decoder layers [2]" in estimate and "encoder layers [1, 3]" in estimate
+    for bad, message in (("0,x", "whole numbers"), ("0,0", "repeat"), ("7", "out of range")):
+        with pytest.raises(gr.Error, match=message):
+            plan_panel.update_plan(settings, session, 4, 4, "custom", bad, "")
+    with pytest.raises(gr.Error, match="at least 1"):
+        plan_panel.update_plan(settings, session, 0, 2, "spread", "", "")
+
+
+def test_plan_before_load_is_a_hint_not_an_error(settings):
+    figure, estimate = plan_panel.update_plan(settings, Session(), 3, 3, "spread", "", "")
+    assert "Load a base model" in estimate
+    assert not figure.data

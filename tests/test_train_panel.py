@@ -1,0 +1,183 @@
+"""Dashboard: panel 3: data and training (split from the former tests/test_components.py)."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+
+from components import results_panel, train_panel
+from components.feedback import GENERIC, positive_int, user_errors
+from components.state import Session
+from compression.errors import CompressionError, DatasetError, LayerSelectionError
+from conftest import ARTICLES, write_jsonl
+from conftest import RUN_METRICS as METRICS
+
+# ---------------------------------------------------------------- panel 3: data and training
+
+def test_file_columns_and_guesses(tmp_path, settings):
+    jsonl = write_jsonl(tmp_path / "pairs.jsonl", ARTICLES[:2])
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text("headline,content\nA,B\n", encoding="utf-8")
+    assert train_panel.file_columns(jsonl) == ["id", "document", "summary"]
+    assert (train_panel.count_rows(jsonl), train_panel.count_rows(csv_path)) == (2, 1)
+    text, summary = train_panel.columns_for_file(settings, str(csv_path))
+    assert (text.value, summary.value, text.choices) == ("content", "headline", [("headline", "headline"),
+                                                                                  ("content", "content")])
+    (tmp_path / "bad.txt").write_text("x")
+    with pytest.raises(gr.Error, match="unsupported file type"):
+        train_panel.columns_for_file(settings, str(tmp_path / "bad.txt"))
+
+
+def test_data_args_sources(settings, tiny_jsonl):
+    train, validation = tiny_jsonl
+    args = train_panel.data_args(settings, train_panel.UPLOAD, str(train), str(validation), "document", "summary",
+                                 8, 4, 128, 32)
+    assert (args.train_file, args.max_train_samples, args.max_source_length) == (str(train), 8, 128)
+    with pytest.raises(DatasetError, match="upload a training file"):
+        train_panel.data_args(settings, train_panel.UPLOAD, None, None, "document", "summary", 8, 4, 128, 32)
+    with pytest.raises(DatasetError, match="offline"):
+        train_panel.data_args(settings, next(iter(train_panel.HUB_DATASETS)), None, None, "a", "b", 8, 4, 128, 32)
+    assert train_panel.HUB_DATASETS.keys().isdisjoint(train_panel.data_choices(settings))
+    if settings.shared_dir is not None:
+        xsum = train_panel.data_args(settings, train_panel.XSUM, None, None, None, None, None, 10, 256, 32)
+        assert xsum.train_file.endswith("xsum/train.jsonl") and xsum.max_train_samples is None
+
+
+def _form(tiny_jsonl, **overrides):
+    """The Run form as the page hands it over: values keyed by RunConfig field name."""
+    train, validation = tiny_jsonl
+    form = {"shrink.encoder_layers": 2, "shrink.decoder_layers": 1, "shrink.strategy": "spread",
+            "encoder_custom": "", "decoder_custom": "", "source": train_panel.UPLOAD,
+            "data.train_file": str(train), "data.validation_file": str(validation), "data.text_column": "document",
+            "data.summary_column": "summary", "data.max_train_samples": 8, "data.max_eval_samples": 4,
+            "train.epochs": 1, "train.batch_size": 4, "train.learning_rate": 3e-4, "data.max_source_length": 64,
+            "data.max_target_length": 16, "train.freeze_embeddings": False, "train.freeze_encoder": True,
+            "quantize": "none", "eval.num_beams": 1, "eval.max_new_tokens": 8, "name": ""}
+    form.update(overrides)
+    return form
+
+
+def _run(settings, session, form):
+    return train_panel.run_training(settings, list(form), session, *form.values())
+
+
+def test_build_run_config(settings, loaded, tiny_jsonl):
+    session, _ = loaded
+    config = train_panel.build_run_config(settings, session, _form(tiny_jsonl))
+    assert (config.shrink.encoder_layers, config.shrink.decoder_layers, config.shrink.strategy) == (2, 1, "spread")
+    assert config.model == session.model_source and config.train.freeze_encoder
+    assert config.train.logging_steps == 1 and config.quantize == "none"
+    assert config.output_dir.startswith(str(settings.runs_dir)) and config.output_dir.endswith("tiny-t5-e2d1")
+    custom = train_panel.build_run_config(settings, session, _form(tiny_jsonl, **{
+        "shrink.strategy": "custom", "decoder_custom": "3", "name": "My run"}))
+    assert (custom.shrink.encoder_layers, custom.shrink.decoder_layers) == (None, "3,")
+    assert custom.output_dir.endswith("-my-run") and custom.name == "My run"
+    with pytest.raises(CompressionError, match="load a base model"):
+        train_panel.build_run_config(settings, Session(), _form(tiny_jsonl))
+    with pytest.raises(CompressionError, match="batch size"):
+        train_panel.build_run_config(settings, session, _form(tiny_jsonl, **{"train.batch_size": 0}))
+    with pytest.raises(LayerSelectionError, match="whole numbers"):
+        train_panel.build_run_config(settings, session, _form(tiny_jsonl, **{"shrink.encoder_layers": 2.5}))
+    with pytest.raises(CompressionError, match="unknown quantization '8-bit'"):
+        train_panel.build_run_config(settings, session, _form(tiny_jsonl, quantize="8-bit"))
+    assert config.method == "sft"
+
+
+def test_build_run_config_for_kd(settings, loaded, tiny_jsonl):
+    session, _ = loaded
+    kd = {"method": "kd", "kd.alpha_ce": 0.5, "kd.alpha_kl": 0.5, "kd.alpha_hidden": 1.0, "kd.temperature": 3.0}
+    config = train_panel.build_run_config(settings, session, _form(tiny_jsonl, **kd))
+    assert config.method == "kd" and not config.prune_vocab
+    assert (config.kd.alpha_ce, config.kd.alpha_kl, config.kd.alpha_hidden, config.kd.temperature) == (0.5, 0.5, 1.0, 3.0)
+    with pytest.raises(CompressionError, match="temperature"):
+        train_panel.build_run_config(settings, session, _form(tiny_jsonl, **{**kd, "kd.temperature": 0}))
+    with pytest.raises(CompressionError, match="number"):
+        train_panel.build_run_config(settings, session, _form(tiny_jsonl, **{**kd, "kd.alpha_ce": "a lot"}))
+    pruned = train_panel.build_run_config(settings, session, _form(tiny_jsonl, prune_vocab=True))
+    assert pruned.prune_vocab and pruned.method == "sft" and not pruned.quantize_wo
+    smallest = train_panel.build_run_config(settings, session, _form(tiny_jsonl, prune_vocab=True, quantize_wo=True))
+    assert smallest.prune_vocab and smallest.quantize_wo
+    with pytest.raises(CompressionError, match="training method"):
+        train_panel.build_run_config(settings, session, _form(tiny_jsonl, method="theseus"))
+
+
+def _fake_result(config, status="complete"):
+    return {"run_dir": config.output_dir, "status": status, "metrics": METRICS if status == "complete" else None,
+            "summaries": [{"id": "0", "document": "A long article.", "reference": "Ref.", "base": "B",
+                           "student": "S", "quantized": None}]}
+
+
+def test_run_streams_progress_and_stores_the_result(settings, loaded, tiny_jsonl, monkeypatch):
+    from compression import pipeline
+
+    def fake_run_pipeline(config, *, on_progress=None, cancel=None, **_):
+        on_progress({"kind": "stage", "stage": "train", "message": "fine-tuning"})
+        for step in (1, 2):
+            on_progress({"kind": "train", "step": step, "total_steps": 2, "epoch": step / 2, "loss": 3.0 - step,
+                         "learning_rate": 1e-4, "tokens_per_s": 100.0, "elapsed_s": step, "eta_s": 2 - step})
+        on_progress({"kind": "eval", "step": 2, "total_steps": 2, "epoch": 1.0, "eval_loss": 1.5})
+        return _fake_result(config)
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
+    session, _ = loaded
+    steps = list(_run(settings, session, _form(tiny_jsonl)))
+    markdown, figure = steps[-1]
+    assert "Run complete" in markdown and "step **2 / 2**" in markdown and "validation loss 1.5000" in markdown
+    assert [t.name for t in figure.data] == ["training loss", "validation loss"]
+    assert session.result["metrics"] == METRICS and session.cancel is None
+    headline, table, rouge, loss, size, summaries = results_panel.show_results(settings, session)
+    assert "keeps **90%** of the base's ROUGE-1" in headline and "2.900" in headline
+    assert list(table["ROUGE-1"]) == [40.0, 36.0]
+    assert list(table["validation loss (nats/token)"]) == [2.5, 2.9]
+    assert list(summaries.columns) == ["article", "reference", "base", "student", "quantized"]
+    assert summaries.iloc[0].tolist() == ["A long article.", "Ref.", "B", "S", ""]
+
+
+def test_cancel_stops_the_run(settings, loaded, tiny_jsonl, monkeypatch):
+    from compression import pipeline
+
+    def fake_run_pipeline(config, *, on_progress=None, cancel=None, **_):
+        on_progress({"kind": "train", "step": 1, "total_steps": 100, "epoch": 0.01, "loss": 3.0})
+        assert cancel.wait(timeout=30)
+        return _fake_result(config, "cancelled")
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
+    monkeypatch.setattr(train_panel, "POLL_SECONDS", 0.05)
+    session, _ = loaded
+    runner = _run(settings, session, _form(tiny_jsonl))
+    next(runner)
+    assert "Cancelling" in train_panel.cancel_training(settings, session)
+    markdown, _ = list(runner)[-1]
+    assert "Cancelled" in markdown and session.result["status"] == "cancelled"
+    assert "cancelled" in results_panel.show_results(settings, session)[0]
+
+
+def test_pipeline_errors_show_as_messages(settings, loaded, tiny_jsonl, monkeypatch):
+    from compression import pipeline
+
+    def failing(config, **_):
+        raise DatasetError("validation.jsonl: no column 'text'")
+
+    monkeypatch.setattr(pipeline, "run_pipeline", failing)
+    session, _ = loaded
+    with pytest.raises(gr.Error, match="no column 'text'"):
+        list(_run(settings, session, _form(tiny_jsonl)))
+    assert session.cancel is None
+
+
+def test_unexpected_errors_are_generic():
+    @user_errors
+    def broken():
+        raise KeyError("secret internals")
+
+    with pytest.raises(gr.Error) as info:
+        broken()
+    assert info.value.message == GENERIC.format(kind="KeyError")
+
+
+def test_positive_int_reads_form_fields():
+    assert positive_int(8.0, "batch size") == 8 and positive_int("3", "beams") == 3
+    assert positive_int("", "samples", allow_none=True) is None
+    for bad in (None, 0, -2, 2.5, "many"):
+        with pytest.raises(CompressionError, match="batch size"):
+            positive_int(bad, "batch size")
