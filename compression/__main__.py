@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .cli import EVAL_RENAMES, build_parser, from_flags, hub_token
 from .config import (
+    IMPORTANCE,
     DataArgs,
     EvalArgs,
     KDArgs,
@@ -42,6 +43,10 @@ def _load_base(args):
     return load_model(args.model, tokenizer=args.tokenizer, token=hub_token())
 
 
+def _shrink_args(args) -> ShrinkArgs:
+    return from_flags(ShrinkArgs, args)
+
+
 def cmd_init(args) -> None:
     from .export import save_model
     from .load import build_preset, describe_model
@@ -56,12 +61,10 @@ def cmd_init(args) -> None:
 
 def cmd_shrink(args) -> None:
     from .export import save_model
-    from .layers import shrink
     from .load import describe_model
 
-    plan = from_flags(ShrinkArgs, args)
     model, tokenizer = _load_base(args)
-    student = shrink(model, plan.encoder_layers, plan.decoder_layers, plan.strategy)
+    student = _make_student(args, model, tokenizer, args.data, "--data FILE")
     student.config.shrink["teacher"] = args.model
     record = student.config.shrink
     save_model(student, tokenizer, args.output, card={
@@ -74,6 +77,37 @@ def cmd_shrink(args) -> None:
            f"encoder kept {record['encoder_layers_kept']} of {before['encoder_layers']}, decoder kept "
            f"{record['decoder_layers_kept']} of {before['decoder_layers']}: {before['params'] / 1e6:.2f}M -> "
            f"{after['params'] / 1e6:.2f}M parameters -> {args.output}")
+
+
+def _make_student(args, model, tokenizer, calibration_file: str | None, flag: str):
+    """Shrink ``model`` by the layer flags; the importance strategy scores the layers on the first
+    ``--importance-samples`` pairs of ``calibration_file`` first."""
+    from .layers import shrink
+
+    choice = _shrink_args(args)
+    if choice.strategy != IMPORTANCE:
+        return shrink(model, choice.encoder_layers, choice.decoder_layers, choice.strategy)
+    from .importance import load_calibration, shrink_by_importance
+
+    if not calibration_file:
+        raise CompressionError(f"--strategy importance scores the layers on calibration pairs: give {flag}")
+    calibration = load_calibration(calibration_file, tokenizer, model, samples=choice.importance_samples)
+    student, _ = shrink_by_importance(model, tokenizer, calibration, choice.encoder_layers, choice.decoder_layers,
+                                      score=choice.importance_score)
+    return student
+
+
+def cmd_importance(args) -> None:
+    from .importance import importance_table, layer_importance, load_calibration
+
+    model, tokenizer = _load_base(args)
+    calibration = load_calibration(args.data, tokenizer, model, samples=args.samples,
+                                   max_source_length=args.max_source_length, max_target_length=args.max_target_length,
+                                   text_column=args.text_column, summary_column=args.summary_column)
+    if args.batch_size < 1:
+        raise CompressionError("--batch-size must be at least 1")
+    scores = layer_importance(model, tokenizer, calibration, batch_size=args.batch_size, drop_one=args.drop_one)
+    _print(args, scores, importance_table(scores))
 
 
 def _tokenized(data: DataArgs, model, tokenizer):
@@ -192,16 +226,15 @@ def cmd_runs(args) -> None:
 def cmd_distill(args) -> None:
     from .distill import distill
     from .export import save_model
-    from .layers import shrink
     from .load import load_model
 
     data, train_args, kd_args = from_flags(DataArgs, args), from_flags(TrainArgs, args), from_flags(KDArgs, args)
-    plan = from_flags(ShrinkArgs, args)
+    from_flags(ShrinkArgs, args)  # the layer flags are checked before anything is loaded
     teacher, tokenizer = load_model(args.teacher, tokenizer=args.tokenizer, token=hub_token())
     if args.student:
         student, _ = load_model(args.student)
     else:
-        student = shrink(teacher, plan.encoder_layers, plan.decoder_layers, plan.strategy)
+        student = _make_student(args, teacher, tokenizer, data.train_file, "--train-file FILE")
         student.config.shrink["teacher"] = args.teacher
     train_set, validation = _tokenized(data, teacher, tokenizer)
     output = Path(args.output)

@@ -104,6 +104,15 @@ def _help(cls, name: str) -> str:
     return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
 
 
+def _calibration_flags(parser) -> None:
+    parser.add_argument("--samples", type=int, default=32, help="calibration pairs to use (default: 32)")
+    parser.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass (default: 8)")
+    parser.add_argument("--max-source-length", type=int, default=512)
+    parser.add_argument("--max-target-length", type=int, default=64)
+    parser.add_argument("--text-column", default="document")
+    parser.add_argument("--summary-column", default="summary")
+
+
 def _model_flags(parser) -> None:
     parser.add_argument("--model", required=True, help="hub id or local checkpoint folder")
     parser.add_argument("--tokenizer", help="tokenizer folder when the checkpoint has none")
@@ -132,7 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     shrink = commands.add_parser("shrink", help="copy a subset of the teacher's layers into a student")
     _model_flags(shrink)
     _shrink_flags(shrink)
+    shrink.add_argument("--data", help="calibration pairs (JSON, JSONL, CSV or Parquet) for --strategy importance")
     shrink.add_argument("--output", required=True)
+
+    importance = commands.add_parser(
+        "importance", help="score every encoder and decoder layer on calibration pairs (Block Influence, "
+                           "angular distance of layer blocks, drop-one loss)")
+    _model_flags(importance)
+    importance.add_argument("--data", required=True, help="calibration pairs (JSON, JSONL, CSV or Parquet)")
+    _calibration_flags(importance)
+    importance.add_argument("--no-drop-one", dest="drop_one", action="store_false",
+                            help="skip the drop-one loss (one forward pass per layer)")
 
     finetune = commands.add_parser("finetune", help="fine-tune a model (a student, or a base to make a teacher)")
     _model_flags(finetune)

@@ -26,6 +26,10 @@ from .dataset_presets import DATASET_PRESETS, DEFAULT_MAX_SOURCE_LENGTH, DEFAULT
 from .errors import CompressionError, DatasetError, LayerSelectionError, ModularError
 
 Strategy = Literal["spread", "alternate", "first", "last"]
+#: ``Strategy`` plus ``importance``: keep the highest-scoring layers by a layer-importance score
+#: measured on calibration pairs (:mod:`compression.importance`).
+ShrinkStrategy = Literal["spread", "alternate", "first", "last", "importance"]
+ImportanceScore = Literal["drop_one_loss", "block_influence"]
 #: Training methods of a run: Shrink and Fine-Tune on the labels, or knowledge distillation from the base.
 Method = Literal["sft", "kd"]
 AttentionLoss = Literal["kl", "mse"]
@@ -37,6 +41,9 @@ Quantize = Literal["auto", "none", "8bit", "4bit", "fp4", "fp16", "bf16"]
 Priority = Literal["size", "speed"]
 
 STRATEGIES = typing.get_args(Strategy)
+IMPORTANCE = "importance"
+SHRINK_STRATEGIES = typing.get_args(ShrinkStrategy)
+IMPORTANCE_SCORES = typing.get_args(ImportanceScore)
 METHODS = typing.get_args(Method)
 ATTENTION_LOSSES = typing.get_args(AttentionLoss)
 TEACHER_DTYPE_NAMES = typing.get_args(TeacherDtype)
@@ -157,7 +164,9 @@ class ShrinkArgs(_Settings):
 
     ``encoder_layers``/``decoder_layers`` are a count (``3``), comma-separated indices (``"0,3,5"``),
     or ``None`` to keep the whole stack (checked against the model by
-    :func:`compression.layers.select_layers`).
+    :func:`compression.layers.select_layers`). ``strategy="importance"`` keeps the layers with the
+    highest ``importance_score`` measured on the first ``importance_samples`` training pairs
+    (:mod:`compression.importance`).
     """
 
     _error: ClassVar[type[CompressionError]] = LayerSelectionError
@@ -165,8 +174,11 @@ class ShrinkArgs(_Settings):
                                                      "indices (e.g. 0,2,5); default: all")
     decoder_layers: int | str | None = setting(None, "decoder layers the student keeps: a count (e.g. 3) or "
                                                      "indices (e.g. 0,2,5); default: all")
-    strategy: Strategy = setting("spread", "which layers a count keeps (spread: maximally spaced, the SFT paper's "
-                                           "choice)")
+    strategy: ShrinkStrategy = setting("spread", "which layers a count keeps (spread: maximally spaced, the SFT "
+                                                 "paper's choice; importance: the highest-scoring layers on "
+                                                 "calibration pairs)")
+    importance_score: ImportanceScore = setting("drop_one_loss", "score the importance strategy ranks layers by")
+    importance_samples: int = setting(32, "calibration pairs the importance strategy scores layers on", ge=1)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from .arch import (  # noqa: F401  (layer helpers re-exported from their old hom
     set_t5_decoder_depth,
     stack_modules,
 )
-from .config import STRATEGIES
+from .config import IMPORTANCE, SHRINK_STRATEGIES
 from .errors import LayerSelectionError
 from .load import describe_model
 
@@ -58,7 +58,8 @@ def _check_count(n_teacher: int, n_student: int, stack: str) -> None:
         )
 
 
-def select_layers(n_teacher: int, n_student: int, strategy: str = "spread", stack: str = "decoder") -> list[int]:
+def select_layers(n_teacher: int, n_student: int, strategy: str = "spread", stack: str = "decoder",
+                  scores: list[float] | None = None) -> list[int]:
     """Indices of the teacher layers a student of depth ``n_student`` keeps.
 
     Strategies:
@@ -68,14 +69,25 @@ def select_layers(n_teacher: int, n_student: int, strategy: str = "spread", stac
         ``alternate``: evenly strided from the first layer, ``floor(i * n_teacher / n_student)``; at half
             depth it deletes every other layer (6->3 keeps 0, 2, 4), as in the blog post's recipe.
         ``first`` / ``last``: the bottom or top ``n_student`` layers.
+        ``importance``: the ``n_student`` layers with the highest ``scores`` (one per teacher layer,
+            higher = more important, e.g. drop-one loss or Block Influence from
+            :func:`compression.importance.layer_importance`); ties keep the lower index.
 
     Returns:
         strictly increasing list of ``n_student`` indices in ``[0, n_teacher)``.
 
     Raises:
-        LayerSelectionError: ``n_student`` <= 0 or above ``n_teacher``, or an unknown strategy.
+        LayerSelectionError: ``n_student`` <= 0 or above ``n_teacher``, an unknown strategy, or
+            ``importance`` without one score per teacher layer.
     """
     _check_count(n_teacher, n_student, stack)
+    if strategy == IMPORTANCE:
+        if scores is None or len(scores) != n_teacher:
+            raise LayerSelectionError(
+                f"the importance strategy needs one score per {stack} layer ({n_teacher}); score the layers on "
+                "calibration pairs first (give the data file)")
+        ranked = sorted(range(n_teacher), key=lambda i: (-scores[i], i))
+        return sorted(ranked[:n_student])
     if strategy == "spread":
         if n_student in LAYERS_TO_COPY.get(n_teacher, {}):
             return list(LAYERS_TO_COPY[n_teacher][n_student])
@@ -88,14 +100,15 @@ def select_layers(n_teacher: int, n_student: int, strategy: str = "spread", stac
         return list(range(n_student))
     if strategy == "last":
         return list(range(n_teacher - n_student, n_teacher))
-    raise LayerSelectionError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    raise LayerSelectionError(f"unknown strategy {strategy!r}: choose one of {', '.join(SHRINK_STRATEGIES)}")
 
 
 def parse_layers(spec: int | str | list[int] | None, n_teacher: int, strategy: str = "spread",
-                 stack: str = "decoder") -> list[int]:
+                 stack: str = "decoder", scores: list[float] | None = None) -> list[int]:
     """Turn a user's layer choice into kept indices.
 
-    ``spec`` is ``None`` (keep all), a count (``3`` or ``"3"``), or explicit indices (``"0,3,5"`` or
+    ``spec`` is ``None`` (keep all), a count (``3`` or ``"3"``, picked by ``strategy``; ``scores``
+    for ``importance``, see :func:`select_layers`), or explicit indices (``"0,3,5"`` or
     ``[0, 3, 5]``; returned sorted).
 
     Raises:
@@ -104,16 +117,17 @@ def parse_layers(spec: int | str | list[int] | None, n_teacher: int, strategy: s
     if spec is None or spec == "":
         return list(range(n_teacher))
     if isinstance(spec, int):
-        return select_layers(n_teacher, spec, strategy, stack)
+        return select_layers(n_teacher, spec, strategy, stack, scores)
     if isinstance(spec, str):
         text = spec.strip()
         if "," not in text:
             try:
-                return select_layers(n_teacher, int(text), strategy, stack)
+                count = int(text)
             except ValueError:
                 raise LayerSelectionError(
                     f"{stack} layers {spec!r}: give a count (e.g. 3) or indices (e.g. 0,3,5)"
                 ) from None
+            return select_layers(n_teacher, count, strategy, stack, scores)
         try:
             indices = [int(part) for part in text.split(",") if part.strip()]
         except ValueError:
@@ -153,7 +167,8 @@ def layers_to_supervise(n_teacher: int, kept: list[int]) -> list[int]:
 
 
 def shrink(model: PreTrainedModel, encoder_layers: int | str | list[int] | None = None,
-           decoder_layers: int | str | list[int] | None = None, strategy: str = "spread") -> PreTrainedModel:
+           decoder_layers: int | str | list[int] | None = None, strategy: str = "spread",
+           scores: dict[str, list[float]] | None = None, score_name: str | None = None) -> PreTrainedModel:
     """Make a student by copying the chosen teacher layers (SFT, Shleifer & Rush 2020 §3).
 
     The teacher is left untouched; the student is a deep copy with the unkept layers removed, its
@@ -167,6 +182,10 @@ def shrink(model: PreTrainedModel, encoder_layers: int | str | list[int] | None 
         model: the teacher (T5 or BART family), any dtype/device.
         encoder_layers, decoder_layers: see :func:`parse_layers` (``None`` keeps the stack whole).
         strategy: see :func:`select_layers`.
+        scores: for ``strategy="importance"``, ``{"encoder": [one score per teacher layer],
+            "decoder": [...]}`` (higher = keep first); recorded in ``config.shrink["importance"]``
+            as ``{"score": score_name, "encoder": [...], "decoder": [...]}`` beside the kept indices.
+        score_name: which score ``scores`` holds (e.g. ``"drop_one_loss"``), for the record.
 
     Raises:
         LayerSelectionError: bad counts or indices.
@@ -174,9 +193,10 @@ def shrink(model: PreTrainedModel, encoder_layers: int | str | list[int] | None 
     """
     family = model_family(model)
     teacher_encoder, teacher_decoder = get_layer_stacks(model)
+    scores = scores or {}
     kept = {
-        "encoder": parse_layers(encoder_layers, len(teacher_encoder), strategy, "encoder"),
-        "decoder": parse_layers(decoder_layers, len(teacher_decoder), strategy, "decoder"),
+        "encoder": parse_layers(encoder_layers, len(teacher_encoder), strategy, "encoder", scores.get("encoder")),
+        "decoder": parse_layers(decoder_layers, len(teacher_decoder), strategy, "decoder", scores.get("decoder")),
     }
     student = copy.deepcopy(model)
     for stack_name, old in zip(("encoder", "decoder"), get_layer_stacks(student)):
@@ -193,6 +213,9 @@ def shrink(model: PreTrainedModel, encoder_layers: int | str | list[int] | None 
         "encoder_layers_kept": kept["encoder"],
         "decoder_layers_kept": kept["decoder"],
     }
+    if strategy == IMPORTANCE and scores:
+        student.config.shrink["importance"] = {"score": score_name, "encoder": list(scores.get("encoder", [])),
+                                               "decoder": list(scores.get("decoder", []))}
     return student
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .card import ModelCard
-from .config import RunConfig
+from .config import IMPORTANCE, RunConfig
 from .data import prepare_data
 from .evaluate import evaluate_model
 from .export import save_model
@@ -113,7 +113,17 @@ def _run(config, run, on_progress, cancel, token, base, progress_bar) -> dict:
 
     announce("shrink", f"keeping encoder {config.shrink.encoder_layers or 'all'}, "
                                  f"decoder {config.shrink.decoder_layers or 'all'} ({config.shrink.strategy})")
-    student = shrink(base_model, config.shrink.encoder_layers, config.shrink.decoder_layers, config.shrink.strategy)
+    if config.shrink.strategy == IMPORTANCE:
+        from .importance import shrink_by_importance
+
+        calibration = train_set.select(range(min(config.shrink.importance_samples, len(train_set))))
+        announce("shrink", f"scoring the layers ({config.shrink.importance_score}) on {len(calibration)} training pairs")
+        student, importance = shrink_by_importance(base_model, tok, calibration, config.shrink.encoder_layers,
+                                                   config.shrink.decoder_layers, score=config.shrink.importance_score)
+        run.write_json("importance.json", importance)
+    else:
+        student = shrink(base_model, config.shrink.encoder_layers, config.shrink.decoder_layers,
+                         config.shrink.strategy)
     student.config.shrink["teacher"] = config.model
     run.write_json("architecture.json", {"base": describe_model(base_model), "student": describe_model(student)})
 
