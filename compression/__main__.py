@@ -97,6 +97,41 @@ def _make_student(args, model, tokenizer, calibration_file: str | None, flag: st
     return student
 
 
+def cmd_prune_width(args) -> None:
+    from .export import save_model
+    from .importance import load_calibration
+    from .load import describe_model
+    from .width import check_keep, prune_width, widths
+
+    model, tokenizer = _load_base(args)
+    check_keep(model, args.ffn_keep, args.heads_keep)
+    if args.batch_size < 1:
+        raise CompressionError("--batch-size must be at least 1")
+    base = model
+    if args.encoder_layers is not None or args.decoder_layers is not None:
+        model = _make_student(args, model, tokenizer, args.data, "--data FILE")
+        model.config.shrink["teacher"] = args.model
+    calibration = None
+    if args.data:
+        calibration = load_calibration(args.data, tokenizer, model, samples=args.samples,
+                                       max_source_length=args.max_source_length,
+                                       max_target_length=args.max_target_length, text_column=args.text_column,
+                                       summary_column=args.summary_column)
+    student = prune_width(model, tokenizer, calibration, ffn_keep=args.ffn_keep, heads_keep=args.heads_keep,
+                          batch_size=args.batch_size)
+    width = student.config.width
+    record = getattr(student.config, "shrink", None) or {}
+    save_model(student, tokenizer, args.output, card={
+        "model_name": "Width-pruned summarizer", "base_model": args.model, "method": "width pruning (activation-ranked)",
+        "encoder_layers": record.get("encoder_layers_kept"), "decoder_layers": record.get("decoder_layers_kept")})
+    before, after = describe_model(base), describe_model(student)
+    _print(args, {"output": args.output, "base": before, "student": after, "width": width},
+           f"feed-forward {widths(base)['ffn']} -> {width['ffn']} neurons, heads {width['teacher_heads']} -> "
+           f"{width['heads']}, layers {before['encoder_layers']}/{before['decoder_layers']} -> "
+           f"{after['encoder_layers']}/{after['decoder_layers']}: {before['params'] / 1e6:.2f}M -> "
+           f"{after['params'] / 1e6:.2f}M parameters -> {args.output}")
+
+
 def cmd_importance(args) -> None:
     from .importance import importance_table, layer_importance, load_calibration
 

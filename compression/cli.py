@@ -144,6 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     shrink.add_argument("--data", help="calibration pairs (JSON, JSONL, CSV or Parquet) for --strategy importance")
     shrink.add_argument("--output", required=True)
 
+    prune = commands.add_parser(
+        "prune-width", help="prune feed-forward neurons and (T5) attention heads, ranked by their activations on "
+                            "calibration pairs, into a plain checkpoint (optionally after dropping layers)")
+    _model_flags(prune)
+    prune.add_argument("--ffn-keep", type=int, help="feed-forward neurons (d_ff) to keep per layer; default: all")
+    prune.add_argument("--heads-keep", type=int, help="attention heads to keep per layer (T5 only); default: all")
+    prune.add_argument("--data", help="calibration pairs (JSON, JSONL, CSV or Parquet) to rank neurons and heads on")
+    _calibration_flags(prune)
+    _shrink_flags(prune)
+    prune.add_argument("--output", required=True)
+
     importance = commands.add_parser(
         "importance", help="score every encoder and decoder layer on calibration pairs (Block Influence, "
                            "angular distance of layer blocks, drop-one loss)")

@@ -50,3 +50,8 @@ class RunError(CompressionError):
 
 class ModularError(CompressionError):
     """Modular Transformers: a ratio the trained modules cannot reach, or missing modules."""
+
+
+class WidthPruningError(CompressionError):
+    """Width pruning asked for a width the checkpoint cannot hold (0 or above the current neurons or
+    heads; fewer heads for BART, whose head size is d_model / heads)."""
