@@ -119,9 +119,9 @@ def _log(message: str) -> None:
 def non_embedding_params(model) -> int:
     """Unique parameters minus the token embeddings and an untied ``lm_head`` (what depth and width
     pruning can remove)."""
-    from compression.load import describe_model
+    from compression.arch import count_parameters
 
-    total = describe_model(model)["params"]
+    total = count_parameters(model)
     embedding = model.get_input_embeddings().weight
     total -= embedding.numel()
     head = model.get_output_embeddings()
@@ -365,7 +365,7 @@ def benchmark(settings: Settings) -> dict:
     from compression.errors import CompressionError
     from compression.importance import shrink_by_importance
     from compression.layers import shrink
-    from compression.load import model_family
+    from compression.arch import model_family
     from compression.train import finetune
     from compression.width import prune_width
 

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import torch
 
+from .arch import STACKS, get_layer_stacks
 from .config import IMPORTANCE_SCORES
 from .data import LABEL_PAD, load_pairs, make_collator, tokenize_pairs
 from .errors import CompressionError, DatasetError, LayerSelectionError
-from .layers import get_layer_stacks, shrink
-
-STACKS = ("encoder", "decoder")
+from .layers import shrink
+from .losses import example_cross_entropy
 
 
 def load_calibration(path: str | Path, tokenizer, model, *, samples: int = 32, prefix: str | None = None,
@@ -73,11 +73,8 @@ def _batches(dataset, tokenizer, model, batch_size: int):
 
 def _loss_sum(model, batch) -> tuple[float, int]:
     """Summed teacher-forced cross-entropy (nats) over the batch's target tokens, and their count."""
-    logits = model(**batch, use_cache=False).logits
-    labels = batch["labels"]
-    total = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                              ignore_index=LABEL_PAD, reduction="sum")
-    return total.item(), int((labels != LABEL_PAD).sum())
+    sums, counts = example_cross_entropy(model(**batch, use_cache=False).logits, batch["labels"])
+    return sums.sum().item(), int(counts.sum())
 
 
 def _capture(layers) -> tuple[list, list]:

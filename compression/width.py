@@ -29,12 +29,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .arch import STACKS, get_layer_stacks, model_family
 from .data import LABEL_PAD, make_collator
 from .errors import WidthPruningError
-from .layers import get_layer_stacks
-from .load import model_family
-
-STACKS = ("encoder", "decoder")
 
 
 def _ffn_modules(layer, family: str) -> tuple[list[str], nn.Module, str]:
