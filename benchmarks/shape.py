@@ -26,7 +26,8 @@ per target token) (:func:`compression.evaluate.evaluate_model`), and the generat
 the teacher at batch 1 and 16 (greedy, forced ``latency_tokens`` new tokens, teacher and student
 timed alternately, median of the per-round ratios; :func:`benchmarks.common.alternate`).
 Results: ``benchmarks/results/shape.json``, ``shape.md`` (table and verdicts), ``shape.html`` and
-``shape.png`` (Pareto chart: validation loss and ROUGE-L against speedup and against parameters).
+``shape.png`` (Pareto chart: validation loss and ROUGE-L against speedup and against parameters);
+``--quick`` writes ``shape-quick.*`` instead, so it never overwrites the default run's files.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -91,6 +93,7 @@ class Settings:
     png: bool = True
     logging_steps: int = 25
     device: str = "cpu"
+    overrides: str = ""
 
 
 def full_settings(**overrides) -> Settings:
@@ -321,19 +324,21 @@ def _figure(rows: list[dict], title: str):
 
 
 def _write_outputs(payload: dict, rows: list[dict], settings: Settings) -> dict:
-    paths = {"json": str(common.write_result(NAME, payload))}
+    name = f"{NAME}-quick" if settings.quick else NAME  # a quick check never overwrites the default run's files
+    paths = {"json": str(common.write_result(name, payload))}
     results = common.RESULTS_DIR
     figure = _figure(rows, f"Depth vs width at equal parameters ({payload['teacher_label']})")
-    figure.write_html(str(results / f"{NAME}.html"), include_plotlyjs="cdn", full_html=True)
-    paths["html"] = str(results / f"{NAME}.html")
+    figure.write_html(str(results / f"{name}.html"), include_plotlyjs="cdn", full_html=True)
+    paths["html"] = str(results / f"{name}.html")
     if settings.png:
         try:
-            figure.write_image(str(results / f"{NAME}.png"), width=1200, height=820, scale=1)
-            paths["png"] = str(results / f"{NAME}.png")
+            figure.write_image(str(results / f"{name}.png"), width=1200, height=820, scale=1)
+            paths["png"] = str(results / f"{name}.png")
         except Exception as error:  # kaleido missing or no browser: the PNG is optional
             _log(f"no PNG ({type(error).__name__}: {str(error).splitlines()[0][:120]})")
     s = payload["settings"]
-    mode = "quick mode: a pipeline check, the numbers mean nothing" if settings.quick else "default run"
+    mode = "quick mode: a pipeline check, the numbers mean nothing" if settings.quick else (
+        f"default run with {settings.overrides}" if settings.overrides else "default run")
     lines = [
         f"# Depth vs width at equal parameters ({mode})", "",
         f"Teacher: {payload['teacher_label']}. Students trained "
@@ -346,10 +351,10 @@ def _write_outputs(payload: dict, rows: list[dict], settings: Settings) -> dict:
         f"Took {payload['seconds'] / 60:.0f} min.", "",
         common.markdown_table(_table_rows(rows), COLUMNS), "",
         payload["verdicts"]["text"], "",
-        f"Chart: [{NAME}.html]({NAME}.html)" + (f", ![chart]({NAME}.png)" if "png" in paths else ""), "",
+        f"Chart: [{name}.html]({name}.html)" + (f", ![chart]({name}.png)" if "png" in paths else ""), "",
     ]
-    (results / f"{NAME}.md").write_text("\n".join(lines), encoding="utf-8")
-    paths["md"] = str(results / f"{NAME}.md")
+    (results / f"{name}.md").write_text("\n".join(lines), encoding="utf-8")
+    paths["md"] = str(results / f"{name}.md")
     return paths
 
 
@@ -431,6 +436,7 @@ def benchmark(settings: Settings) -> dict:
             _log(f"{label}: validation loss {row['validation_loss']:.4f}, R-L {row['rougeL']:.2f}, speedup "
                  f"{row['speedup_b1']:.2f}x / {row['speedup_b16']:.2f}x")
             rows.append(row)
+            (work / "rows.json").write_text(json.dumps(rows, indent=1, default=str))  # kept if a later step fails
     machine = common.machine_info()
     source = teacher_info["source"]
     teacher_label = (f"T5-efficient `{teacher_info.get('preset')}` preset (4/4 layers, d_model 256) fine-tuned here "
@@ -468,11 +474,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", help="T5 teacher checkpoint folder (default: the cached fine-tuned tiny preset)")
     parser.add_argument("--teacher-epochs", type=float, help="epochs of the teacher's fine-tuning when not cached")
     parser.add_argument("--max-train-samples", type=int, help="training pairs (default 4000; quick 64)")
+    parser.add_argument("--max-eval-samples", type=int, help="validation pairs (default 200; quick 16)")
+    parser.add_argument("--latency-docs", type=int, help="articles per speed timing (default 16; quick 4)")
     parser.add_argument("--no-png", action="store_true", help="skip the PNG (needs kaleido and a Chromium)")
     args = parser.parse_args(argv)
     overrides = {"teacher": args.teacher, "teacher_epochs": args.teacher_epochs,
-                 "max_train_samples": args.max_train_samples}
+                 "max_train_samples": args.max_train_samples, "max_eval_samples": args.max_eval_samples,
+                 "latency_docs": args.latency_docs}
     overrides = {key: value for key, value in overrides.items() if value is not None}
+    if overrides:
+        overrides["overrides"] = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in overrides.items())
     if args.no_png:
         overrides["png"] = False
     settings = quick_settings(**overrides) if args.quick else full_settings(**overrides)
