@@ -32,7 +32,7 @@ import torch
 
 from .arch import STACKS, get_layer_stacks
 from .config import IMPORTANCE_SCORES
-from .data import LABEL_PAD, load_pairs, make_collator, tokenize_pairs
+from .data import LABEL_PAD, make_collator
 from .errors import CompressionError, DatasetError, LayerSelectionError
 from .layers import shrink
 from .losses import example_cross_entropy
@@ -44,22 +44,20 @@ def load_calibration(path: str | Path, tokenizer, model, *, samples: int = 32, p
     """The first ``samples`` article/summary pairs of one file, tokenized for ``model``.
 
     Returns a ``datasets.Dataset`` with ``input_ids``, ``attention_mask`` and ``labels`` (see
-    :func:`compression.data.tokenize_pairs`); ``prefix=None`` uses the model family's default.
+    :func:`compression.data.prepare_data`); ``prefix=None`` uses the model family's default.
 
     Raises:
         DatasetError: the file is missing, unreadable, lacks the columns, or ``samples`` < 1.
     """
     from .config import DataArgs
-    from .data import resolve_prefix
+    from .data import prepare_data
 
     if samples < 1:
         raise DatasetError(f"calibration samples must be at least 1 (got {samples})")
     data = DataArgs(train_file=str(path), text_column=text_column, summary_column=summary_column, prefix=prefix,
                     max_source_length=max_source_length, max_target_length=max_target_length,
                     max_train_samples=samples)
-    pairs = load_pairs(data)["train"]
-    return tokenize_pairs(pairs, tokenizer, prefix=resolve_prefix(data, model), max_source_length=max_source_length,
-                          max_target_length=max_target_length)
+    return prepare_data(data, model, tokenizer).train
 
 
 def _batches(dataset, tokenizer, model, batch_size: int):
