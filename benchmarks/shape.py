@@ -365,12 +365,12 @@ def benchmark(settings: Settings) -> dict:
         benchmarks.common.SharedDataMissing: the default data or tokenizer files are absent.
         compression.errors.CompressionError: bad settings, a teacher that cannot be loaded or is not a T5.
     """
+    from compression.arch import model_family
     from compression.config import DataArgs, TrainArgs
     from compression.data import load_pairs, resolve_prefix, tokenize_pairs
     from compression.errors import CompressionError
     from compression.importance import shrink_by_importance
     from compression.layers import shrink
-    from compression.arch import model_family
     from compression.train import finetune
     from compression.width import prune_width
 

@@ -7,7 +7,6 @@ import json
 import datasets
 import pytest
 import torch
-from conftest import ARTICLES, tiny_bart_config, tiny_t5_config
 from transformers import BartForConditionalGeneration, T5ForConditionalGeneration
 
 from compression.__main__ import main
@@ -16,6 +15,7 @@ from compression.data import tokenize_pairs
 from compression.errors import LayerSelectionError
 from compression.importance import importance_table, layer_importance, shrink_by_importance
 from compression.layers import get_layer_stacks, select_layers, shrink
+from conftest import ARTICLES, tiny_bart_config, tiny_t5_config
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import tiny_t5_config
 from transformers import T5ForConditionalGeneration
 
 from benchmarks.shape import METHODS, non_embedding_params, plan_students, t5_non_embedding, verdicts
+from conftest import tiny_t5_config
 
 
 @pytest.mark.parametrize("overrides", [{}, {"feed_forward_proj": "gated-gelu"}, {"num_decoder_layers": 2}])

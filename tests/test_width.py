@@ -7,7 +7,6 @@ import json
 import datasets
 import pytest
 import torch
-from conftest import ARTICLES, tiny_bart_config, tiny_t5_config
 from transformers import AutoModelForSeq2SeqLM, BartForConditionalGeneration, T5ForConditionalGeneration
 
 from compression.__main__ import main
@@ -15,6 +14,7 @@ from compression.data import tokenize_pairs
 from compression.errors import WidthPruningError
 from compression.layers import shrink
 from compression.width import prune_width
+from conftest import ARTICLES, tiny_bart_config, tiny_t5_config
 
 BATCH = {"input_ids": torch.tensor([[5, 17, 42, 99, 7, 1], [8, 120, 33, 1, 0, 0]]),
          "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]),
