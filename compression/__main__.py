@@ -216,6 +216,16 @@ def cmd_quantize(args) -> None:
            f"{args.mode}: {size:.1f} MiB on disk, {memory_footprint_mib(model):.1f} MiB in memory -> {args.output}")
 
 
+def cmd_export(args) -> None:
+    from .deploy import deployed_size_mib, export_ct2
+
+    folder = export_ct2(args.model, args.output, quantization=args.quantization, prefix=args.prefix)
+    size = deployed_size_mib(folder)
+    _print(args, {"output": str(folder), "format": args.format, "quantization": args.quantization, "size_mib": size},
+           f"{args.format} {args.quantization}: {size:.1f} MiB on disk -> {folder} "
+           "(load with ctranslate2.Translator; see its README.md)")
+
+
 def cmd_push(args) -> None:
     from .export import push_to_hub
 

@@ -26,6 +26,7 @@ from .config import (
     choices,
     field_types,
 )
+from .deploy import CT2_QUANTIZATIONS, DEPLOY_FORMATS
 
 
 def _flag(name: str) -> str:
@@ -183,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--device", default="auto", choices=choices(field_types(TrainArgs)["device"]))
     quantize.add_argument("--quantize-wo", action="store_true", help=_help(RunConfig, "quantize_wo"))
     quantize.add_argument("--output", required=True)
+
+    export = commands.add_parser("export", help="a deployed copy of a checkpoint for an inference engine "
+                                                "(CTranslate2, int8 by default)")
+    export.add_argument("--model", required=True, help="local checkpoint folder with its tokenizer (e.g. RUN_DIR/student)")
+    export.add_argument("--format", default="ct2", choices=DEPLOY_FORMATS,
+                        help="ct2: CTranslate2, loaded with ctranslate2.Translator (default: ct2)")
+    export.add_argument("--quantization", default="int8", choices=CT2_QUANTIZATIONS,
+                        help="weight type of the copy (default: int8)")
+    export.add_argument("--prefix", help="source prefix recorded for the copy (default: the family's, "
+                                         "'summarize: ' for T5)")
+    export.add_argument("--output", required=True, help="folder to write (e.g. RUN_DIR/deployed)")
 
     push = commands.add_parser("push", help="upload a checkpoint folder to the hub (token from HF_TOKEN)")
     push.add_argument("--model", required=True, help="local checkpoint folder")

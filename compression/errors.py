@@ -55,3 +55,8 @@ class ModularError(CompressionError):
 class WidthPruningError(CompressionError):
     """Width pruning asked for a width the checkpoint cannot hold (0 or above the current neurons or
     heads; fewer heads for BART, whose head size is d_model / heads)."""
+
+
+class DeployUnsupportedError(CompressionError):
+    """No deployed (CTranslate2) copy can be made: CTranslate2 is missing, or its converter has no
+    loader for this model family (e.g. LongT5). Runs record it as a note, not a failure."""
