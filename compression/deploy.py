@@ -471,7 +471,7 @@ def evaluate_deployed(folder: str | Path, documents: list[str], references: list
     Raises:
         ValueError: documents and references differ in length, or are empty.
     """
-    from .evaluate import ROUGE_TYPES, bootstrap_ci, rouge_scores
+    from .metrics import ROUGE_TYPES, bootstrap_ci, rouge_scores
 
     if len(documents) != len(references):
         raise ValueError(f"{len(documents)} documents but {len(references)} references")
