@@ -242,7 +242,8 @@ def run_config(args) -> RunConfig:
                      data=from_flags(DataArgs, args), train=from_flags(TrainArgs, args),
                      eval=from_flags(EvalArgs, args, EVAL_RENAMES), kd=from_flags(KDArgs, args),
                      **{f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)
-                        if f.name in ("quantize", "prune_vocab", "quantize_wo", "name", "method")})
+                        if f.name in ("quantize", "prune_vocab", "quantize_wo", "name", "method", "deploy",
+                                      "deploy_quantization")})
 
 
 def cmd_run(args) -> None:
@@ -256,8 +257,16 @@ def cmd_run(args) -> None:
         _print(args, result, f"run {result['status']}: {result['run_dir']}")
         return
     timings = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in result["timings"].items())
+    notes = ""
+    auto = (result["metrics"].get("quantized") or {}).get("auto")
+    if auto:
+        notes += f"\nquantize auto: {auto['reason']}"
+    deployed = result["metrics"].get("deployed") or {}
+    if deployed.get("compute_type"):
+        notes += (f"\ndeployed: CTranslate2 {deployed['quantization']} (running as {deployed['compute_type']}) in "
+                  f"{result['run_dir']}/deployed; batched ms at batch {deployed.get('latency_batch_size')}")
     _print(args, result, compare_table({k: v for k, v in result["metrics"].items() if v is not None})
-           + f"\n\nstages: {timings}\nrun folder: {result['run_dir']}")
+           + f"\n{notes}\n\nstages: {timings}\nrun folder: {result['run_dir']}")
 
 
 def cmd_runs(args) -> None:

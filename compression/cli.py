@@ -179,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     quantize = commands.add_parser("quantize", help="bitsandbytes 8/4-bit or half precision copy of a checkpoint")
     quantize.add_argument("--model", required=True, help="local checkpoint folder")
     quantize.add_argument("--mode", default="8bit", choices=[c for c in QUANTIZE_CHOICES if c != "none"],
-                          help="8bit, 4bit (NF4), fp4: bitsandbytes; fp16, bf16: half precision; auto: the fastest "
-                               "on this device (default: 8bit)")
+                          help="8bit, 4bit (NF4), fp4: bitsandbytes; fp16, bf16: half precision; auto: the smallest not slower "
+                               "than fp32 on this machine (default: 8bit)")
     quantize.add_argument("--device", default="auto", choices=choices(field_types(TrainArgs)["device"]))
     quantize.add_argument("--quantize-wo", action="store_true", help=_help(RunConfig, "quantize_wo"))
     quantize.add_argument("--output", required=True)

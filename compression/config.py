@@ -36,8 +36,10 @@ AttentionLoss = Literal["kl", "mse"]
 TeacherDtype = Literal["auto", "float32", "bfloat16", "8bit"]
 Bf16 = Literal["auto", "yes", "no"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
-#: ``auto``: the fastest mode on the device (:func:`compression.quantize.fastest_mode`).
+#: ``auto``: the smallest copy not slower than float32 here, measured (:mod:`compression.auto_quantize`).
 Quantize = Literal["auto", "none", "8bit", "4bit", "fp4", "fp16", "bf16"]
+#: Weight types of the deployed CTranslate2 copy (:mod:`compression.deploy`).
+DeployQuantization = Literal["int8", "int8_float16", "int8_bfloat16", "float32"]
 Priority = Literal["size", "speed"]
 
 STRATEGIES = typing.get_args(Strategy)
@@ -48,6 +50,7 @@ METHODS = typing.get_args(Method)
 ATTENTION_LOSSES = typing.get_args(AttentionLoss)
 TEACHER_DTYPE_NAMES = typing.get_args(TeacherDtype)
 QUANTIZE_CHOICES = typing.get_args(Quantize)
+DEPLOY_QUANTIZATIONS = typing.get_args(DeployQuantization)
 DEFAULT_GRANULARITIES = (2, 3, 4)
 
 
@@ -360,7 +363,11 @@ class RunConfig(_Settings):
     trained: ``"sft"`` (Shrink and Fine-Tune, Shleifer & Rush 2020, section 3) or ``"kd"``
     (:func:`compression.distill.distill` from the base model with the ``kd`` weights; ``kd`` is
     ignored under SFT). ``quantize``: bitsandbytes 8bit/4bit (NF4)/fp4, half precision, ``"none"``,
-    or ``"auto"``. ``prune_vocab`` and ``quantize_wo``: see their help.
+    or ``"auto"`` (the smallest copy not slower than the float32 student on this machine, measured:
+    :mod:`compression.auto_quantize`; never no copy). ``prune_vocab`` and ``quantize_wo``: see their
+    help. ``deploy``: also convert the student to a CTranslate2 copy in ``RUN_DIR/deployed`` with
+    ``deploy_quantization`` weights (:mod:`compression.deploy`), scored as the fourth model; a family
+    CTranslate2 cannot convert gets a note instead.
     """
 
     model: str = setting(help="base checkpoint (the teacher): hub id or local folder")
@@ -369,8 +376,9 @@ class RunConfig(_Settings):
     data: DataArgs = setting(default_factory=DataArgs)
     train: TrainArgs = setting(default_factory=TrainArgs)
     eval: EvalArgs = setting(default_factory=EvalArgs)
-    quantize: Quantize = setting("auto", "quantized copy of the student (auto: the fastest mode on this device; "
-                                         "8bit/4bit/fp4: bitsandbytes; fp16/bf16: half precision)",
+    quantize: Quantize = setting("auto", "quantized copy of the student (auto: the smallest copy not slower than "
+                                         "the float32 student, timed on this machine; 8bit/4bit/fp4: bitsandbytes; "
+                                         "fp16/bf16: half precision)",
                                  label="quantization")
     prune_vocab: bool = setting(False, "keep only the vocabulary the data uses in the quantized copy (smaller, "
                                        "faster; unseen words become <unk>)")
@@ -382,6 +390,10 @@ class RunConfig(_Settings):
                              label="training method")
     kd: KDArgs = setting(default_factory=KDArgs)
     tokenizer: str | None = setting(None, "tokenizer folder when the checkpoint has none")
+    deploy: bool = setting(True, "also make a deployed CTranslate2 copy of the student (RUN_DIR/deployed) where "
+                                 "CTranslate2 supports the family")
+    deploy_quantization: DeployQuantization = setting("int8", "weights of the deployed copy",
+                                                      label="deployed-copy quantization")
 
     def __post_init__(self) -> None:
         for name, cls in SECTIONS.items():

@@ -36,12 +36,12 @@ import shutil
 import time
 from pathlib import Path
 
-from .config import EvalArgs
+from .config import DEPLOY_QUANTIZATIONS, EvalArgs
 from .errors import CompressionError, DeployUnsupportedError, ModelLoadError
 from .files import atomic_write_text, publish_permissions, staging_dir
 
 #: Weight types of the converted copy (``TransformersConverter.convert(..., quantization=...)``).
-CT2_QUANTIZATIONS = ("int8", "int8_float16", "int8_bfloat16", "float32")
+CT2_QUANTIZATIONS = DEPLOY_QUANTIZATIONS
 #: Formats ``export --format`` writes.
 DEPLOY_FORMATS = ("ct2",)
 #: File in the deployed folder with what this tool needs to use it (family, prefix, quantization).

@@ -1,6 +1,6 @@
 """Where to compute, and whether bfloat16 pays there: one device resolution, one CPU bf16 check.
 
-Training (:mod:`compression.train`), distillation, quantization (:func:`compression.quantize.fastest_mode`)
+Training (:mod:`compression.train`), distillation, quantization (:mod:`compression.auto_quantize`)
 and the benchmarks all ask these two questions; they get the same answers from here.
 """
 

@@ -10,21 +10,24 @@ samples, next to size and speed.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .auto_quantize import auto_quantization
 from .card import ModelCard
 from .config import IMPORTANCE, RunConfig
 from .data import prepare_data
+from .errors import DeployUnsupportedError
 from .evaluate import evaluate_model
 from .export import save_model
 from .layers import shrink
 from .load import describe_model, load_model, load_tokenizer, model_family
 from .metrics import percent_of_base
-from .quantize import AUTO_MODE, QUANTIZED_WO, fastest_mode, quantize, save_quantized
+from .quantize import AUTO_MODE, QUANTIZED_WO, quantize, save_quantized
 from .runs import RunFolder
 from .train import finetune
 
@@ -160,24 +163,42 @@ def _run(config, run, on_progress, cancel, token, base, progress_bar) -> dict:
                         {name: metrics[name] for name in ("base", "student")})
     student_dir = save_model(student, tok, run.path / "student", card=card)
 
+    texts = None
+    if config.prune_vocab:
+        texts = [prefix + text for split in pairs.values() for text in split["document"]]
+        texts += [text for split in pairs.values() for text in split["summary"]]
     metrics["quantized"] = None
-    mode = fastest_mode(config.train.device) if config.quantize == AUTO_MODE else config.quantize
+    mode, auto, rest_dtype = config.quantize, None, "bfloat16"
+    if mode == AUTO_MODE:
+        announce("quantize", "choosing the quantized copy: timing the student and each mode on this machine")
+        auto = auto_quantization(student_dir, device=config.train.device, documents=documents[:2], prefix=prefix)
+        mode, rest_dtype = auto.mode, auto.rest_dtype
     if mode != "none" or config.prune_vocab:
         announce("quantize", f"quantizing the student ({mode}{', pruned vocabulary' if config.prune_vocab else ''})")
-        texts = None
-        if config.prune_vocab:
-            texts = [prefix + text for split in pairs.values() for text in split["document"]]
-            texts += [text for split in pairs.values() for text in split["summary"]]
         quantized = quantize(student_dir, mode, device=config.train.device, vocab_texts=texts,
-                             quantize_wo=config.quantize_wo)
+                             quantize_wo=config.quantize_wo, rest_dtype=rest_dtype)
         metrics["quantized"] = evaluate_model(quantized, tok, documents, references, **evaluation)
         metrics["quantized"]["percent_of_base"] = percent_of_base(metrics["quantized"], metrics["base"])
         metrics["quantized"]["mode"] = mode
+        metrics["quantized"]["auto"] = auto.to_dict() if auto is not None else None
         metrics["quantized"]["pruned_vocab"] = config.prune_vocab
         metrics["quantized"]["quantized_wo"] = bool(getattr(quantized.config, QUANTIZED_WO, False))
         save_quantized(quantized, tok, run.path / "quantized",
                        card=card.updated(dict(quantization=mode, metrics=metrics, pruned_vocab=config.prune_vocab,
                                               quantized_wo=metrics["quantized"]["quantized_wo"])))
+        del quantized
+
+    metrics["deployed"] = None
+    deploy_note = None
+    if config.deploy:
+        announce("deploy", f"converting the student with CTranslate2 ({config.deploy_quantization})")
+        try:
+            metrics["deployed"] = _deploy(config, run, student_dir, tok, texts, prefix, documents, references,
+                                          evaluation)
+            metrics["deployed"]["percent_of_base"] = percent_of_base(metrics["deployed"], metrics["base"])
+        except DeployUnsupportedError as error:
+            deploy_note = str(error)
+            logger.warning("no deployed copy: %s", deploy_note)
 
     rows = []
     for i in range(min(SUMMARY_ROWS, len(documents))):
@@ -186,12 +207,47 @@ def _run(config, run, on_progress, cancel, token, base, progress_bar) -> dict:
                      **{name: m["predictions"][i] for name, m in metrics.items() if m is not None}})
     run.write_summaries(rows)
     stored = {name: (_without_predictions(m) if m is not None else None) for name, m in metrics.items()}
+    if deploy_note is not None:
+        stored["deployed"] = {"note": deploy_note}
     announce("done", f"run complete: {run.path}")
     run.write_json("timings.json", announce.seconds)
     run.write_json("metrics.json", stored)
     run.mark_complete()
     return {"run_dir": str(run.path), "status": "complete", "metrics": stored, "summaries": rows,
             "train": train_summary, "timings": announce.seconds}
+
+
+def _deploy(config: RunConfig, run: RunFolder, student_dir: Path, tok, texts, prefix: str, documents, references,
+            evaluation: dict) -> dict:
+    """Convert the student (pruned to ``texts``' vocabulary when given) to ``RUN_DIR/deployed`` with
+    CTranslate2 and evaluate it (:func:`compression.deploy.evaluate_deployed`, the PyTorch
+    thread count). Raises DeployUnsupportedError when CTranslate2 cannot take the family."""
+    import tempfile
+
+    import torch
+
+    from .deploy import deploy_card, evaluate_deployed, export_ct2
+    from .files import atomic_write_text
+
+    source = student_dir
+    with tempfile.TemporaryDirectory(prefix="deploy-") as workdir:
+        if texts is not None:
+            from .vocab import prune_for_texts
+
+            source = Path(workdir) / "pruned"
+            pruned = prune_for_texts(load_model(student_dir)[0], tok, texts)
+            pruned.save_pretrained(source)
+            tok.save_pretrained(source)
+        folder = export_ct2(source, run.path / "deployed", quantization=config.deploy_quantization, prefix=prefix,
+                            name=f"{run.path.name} student")
+    result = evaluate_deployed(folder, documents, references, threads=torch.get_num_threads(), **evaluation)
+    result["pruned_vocab"] = texts is not None
+    info_path = folder / "deploy.json"
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    info["source"] = "student" + (" (vocabulary pruned to the run's data)" if texts is not None else "")
+    atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
+    atomic_write_text(folder / "README.md", deploy_card(info, result))
+    return result
 
 
 def student_card(config: RunConfig, student, train_samples: int, metrics: dict) -> ModelCard:

@@ -46,12 +46,12 @@ from pathlib import Path
 import torch
 
 from .arch import QUANTIZED_WO, seq2seq_class
-from .device import cpu_has_native_bf16 as cpu_supports_bf16  # one check, in compression.device
 from .device import resolve_device
 from .errors import ModelLoadError, NotSeq2SeqError, QuantizationError, RemoteCodeError
 
 QUANT_MODES = ("none", "8bit", "4bit", "fp4", "fp16", "bf16")
-#: ``quantize(..., mode=AUTO_MODE)`` picks :func:`fastest_mode` for the device.
+#: ``quantize(..., mode=AUTO_MODE)``: the smallest mode not slower than float32 here, measured
+#: (:func:`compression.auto_quantize.auto_quantization`); never ``"none"``.
 AUTO_MODE = "auto"
 REST_DTYPES = ("bfloat16", "float32")
 _BNB_MODES = ("8bit", "4bit", "fp4")
@@ -62,30 +62,6 @@ logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
 
 def _resolve_device(device: str | torch.device) -> torch.device:
     return resolve_device(device, allowed=("cpu", "cuda"), error=QuantizationError)
-
-
-def fastest_mode(device: str | torch.device = "cpu") -> str:
-    """The quantization mode that generates fastest on ``device``, chosen by measurement.
-
-    - CUDA: ``"bf16"`` (tensor cores; bitsandbytes' 8/4-bit kernels dequantize on the fly and are
-      slower than bf16 at these model sizes, Dettmers et al. 2022 section 5).
-    - CPU with native bf16 (:func:`cpu_supports_bf16`): ``"bf16"``. Measured by
-      ``benchmarks/size.py`` on a 2-core AMD EPYC with AVX512-BF16 (t5-small-shaped 3/3 student,
-      greedy, batch 1, one thread; speedup over float32, median of alternated pairs): bf16 1.76x,
-      bitsandbytes 4-bit with bf16 rest 1.72x, 8-bit with bf16 rest 1.49x, 8-bit with float32 rest
-      1.20x; on a 2-core Intel Xeon with AMX-BF16: bf16 1.43x, 4-bit 1.07x, 8-bit 1.01x, and
-      0.86-0.89x (slower) for the rest in float32 or a quantized ``wo``
-      (``benchmarks/results/size.json``). bitsandbytes' CPU kernels dequantize their weights at
-      every matmul, so they gain only by moving fewer bytes, and bf16 gains that and more.
-    - other CPUs: ``"none"`` (float32): without bf16 instructions half precision is emulated.
-
-    This is a speed choice; for the smallest file use ``"8bit"``/``"4bit"`` with the defaults of
-    :func:`quantize`.
-    """
-    target = _resolve_device(device)
-    if target.type == "cuda":
-        return "bf16"
-    return "bf16" if cpu_supports_bf16() else "none"
 
 
 def _bnb_config(mode: str, device: torch.device, storage: torch.dtype = torch.uint8):
@@ -178,8 +154,9 @@ def quantize(model_dir: str | Path, mode: str, *, device: str | torch.device = "
              rest_dtype: str = "bfloat16", vocab_texts=None, quantize_wo: bool = False):
     """Load the float32 checkpoint in ``model_dir`` quantized as ``mode``; returned in eval mode.
 
-    ``mode`` is one of :data:`QUANT_MODES`, or :data:`AUTO_MODE` for :func:`fastest_mode` on the
-    device. bitsandbytes modes load with ``AutoModelForSeq2SeqLM.from_pretrained(model_dir,
+    ``mode`` is one of :data:`QUANT_MODES`, or :data:`AUTO_MODE`: the smallest mode not slower than
+    float32 on this machine, timed (:func:`compression.auto_quantize.auto_quantization`, cached per
+    machine), with its rest dtype; never the float32 model. bitsandbytes modes load with ``AutoModelForSeq2SeqLM.from_pretrained(model_dir,
     quantization_config=BitsAndBytesConfig(...), device_map={"": device}, dtype=rest_dtype)`` and
     run one tiny forward pass to check the kernels work on this device; ``fp16``/``bf16`` load in
     float32 and cast with ``.to(dtype)``. ``device`` is ``"auto"`` (CUDA when visible, else CPU),
@@ -208,7 +185,10 @@ def quantize(model_dir: str | Path, mode: str, *, device: str | torch.device = "
         DatasetError: ``vocab_texts`` is empty.
     """
     if mode == AUTO_MODE:
-        mode = fastest_mode(device)
+        from .auto_quantize import auto_quantization
+
+        choice = auto_quantization(model_dir, device=device)
+        mode, rest_dtype = choice.mode, choice.rest_dtype
     if mode not in QUANT_MODES:
         raise QuantizationError(f"unknown quantization mode {mode!r}: choose one of "
                                 f"{', '.join(QUANT_MODES + (AUTO_MODE,))}")

@@ -14,15 +14,21 @@ def compare_table(metrics: dict[str, dict]) -> str:
 
     Columns: parameters, size (MiB), ROUGE-1/2/L F1 (0-100), the student's ROUGE-1/2/L as % of the
     base row's (:func:`percent_of_base`; the ``"base"`` row, else the first row), validation loss
-    (nats/token) and latency (ms per document at batch 1). Missing values print as ``-``.
+    (nats/token), latency (ms per document at batch 1) and batched latency (ms per document at the
+    evaluation batch size). Missing values print as ``-``; an entry that is only ``{"note": text}``
+    (e.g. a deployed copy CTranslate2 cannot make) prints its note after the table.
     """
     if not metrics:
         return "(no models evaluated)"
     base = metrics.get("base", next(iter(metrics.values())))
     header = ["model", "params", "size MiB", "R-1", "R-2", "R-L", "% base R-1/R-2/R-L",
-              "val loss", "latency ms"]
+              "val loss", "latency ms", "batched ms"]
     rows = [header]
+    notes = []
     for name, row in metrics.items():
+        if set(row) == {"note"}:
+            notes.append(f"{name}: {row['note']}")
+            continue
         pct = percent_of_base(row, base)
         rows.append([
             name,
@@ -34,13 +40,14 @@ def compare_table(metrics: dict[str, dict]) -> str:
             "/".join(_fmt(pct[m], ".1f") for m in ("rouge1", "rouge2", "rougeL")),
             _fmt(row.get("validation_loss"), ".4f"),
             _fmt(row.get("latency_ms"), ".1f"),
+            _fmt(row.get("latency_ms_batched"), ".1f"),
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
                        for i, (cell, w) in enumerate(zip(r, widths)))
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(lines + notes)
 
 
 def points_table(points) -> str:

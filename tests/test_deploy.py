@@ -184,3 +184,15 @@ def test_cli_export_writes_a_ct2_copy(tmp_path, byt5_tokenizer, capsys):
     assert payload["quantization"] == "int8" and payload["size_mib"] > 0
     assert json.loads((tmp_path / "deployed" / "deploy.json").read_text())["prefix"] == ""
     assert main(["export", "--model", str(tmp_path / "missing"), "--output", str(tmp_path / "x")]) == 2
+
+
+def test_run_table_prints_the_deployed_row_or_its_note():
+    from compression.table import compare_table
+
+    row = {"params": 10, "size_mib": 1.0, "rouge1": 10.0, "rouge2": 1.0, "rougeL": 9.0, "validation_loss": 2.0,
+           "latency_ms": 5.0, "latency_ms_batched": 1.5}
+    table = compare_table({"base": row, "deployed": dict(row, params=None, latency_ms=1.0)})
+    assert table.splitlines()[3].startswith("deployed") and table.splitlines()[3].rstrip().endswith("1.5")
+    note = "not supported by CTranslate2 4.8.5: its converter refuses this longt5 checkpoint"
+    table = compare_table({"base": row, "deployed": {"note": note}})
+    assert table.splitlines()[-1] == f"deployed: {note}" and len(table.splitlines()) == 4

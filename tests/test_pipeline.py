@@ -37,7 +37,10 @@ def test_run_pipeline_writes_a_complete_run(tiny_t5_dir, tiny_jsonl, tmp_path):
     assert result["status"] == "complete"
     assert json.loads((run / "status.json").read_text())["status"] == "complete"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"base", "student", "quantized"}
+    assert set(metrics) == {"base", "student", "quantized", "deployed"}
+    assert metrics["deployed"]["quantization"] == "int8" and metrics["deployed"]["latency_ms_batched"] > 0
+    assert (run / "deployed" / "model.bin").is_file()
+    assert "ctranslate2.Translator" in (run / "deployed" / "README.md").read_text()
     for row in metrics.values():
         for key in ("params", "size_mib", "rouge1", "rouge2", "rougeL", "latency_ms", "validation_loss"):
             assert key in row
@@ -45,7 +48,7 @@ def test_run_pipeline_writes_a_complete_run(tiny_t5_dir, tiny_jsonl, tmp_path):
     assert "percent_of_base" in metrics["student"] and "percent_of_base" in metrics["quantized"]
     assert metrics == result["metrics"]
     stages = [e["stage"] for e in events if e["kind"] == "stage"]
-    assert stages == ["load", "shrink", "train", "evaluate", "export", "quantize", "done"]
+    assert stages == ["load", "shrink", "train", "evaluate", "export", "quantize", "deploy", "done"]
     assert any(e["kind"] == "train" for e in events) and any(e["kind"] == "eval" for e in events)
     log = [json.loads(line) for line in (run / "loss_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r["kind"] == "train"] == [1, 2]
@@ -54,7 +57,8 @@ def test_run_pipeline_writes_a_complete_run(tiny_t5_dir, tiny_jsonl, tmp_path):
     assert student_config["shrink"]["decoder_layers_kept"] == [1, 3]
     assert "Kept decoder layers: 1, 3 (of 4 teacher layers)" in (run / "student" / "README.md").read_text()
     summaries = [json.loads(line) for line in (run / "summaries.jsonl").read_text().splitlines()]
-    assert len(summaries) == 4 and set(summaries[0]) >= {"document", "reference", "base", "student", "quantized"}
+    assert len(summaries) == 4 and set(summaries[0]) >= {"document", "reference", "base", "student", "quantized",
+                                                         "deployed"}
     assert (run / "quantized" / "config.json").is_file()
 
 
@@ -199,16 +203,23 @@ def test_cli_finetune_saves_model_beside_its_loss_log(tiny_t5_dir, tiny_jsonl, t
     assert main(argv) == 0  # fine-tuning again into the same folder replaces the model
 
 
-def test_run_pipeline_auto_quantization_with_pruned_vocabulary(tiny_t5_dir, tiny_jsonl, tmp_path):
-    from compression.quantize import fastest_mode
+def test_run_pipeline_auto_quantization_with_pruned_vocabulary(tiny_t5_dir, tiny_jsonl, tmp_path, monkeypatch):
+    from compression import auto_quantize
 
+    # the measurement is forced (no test depends on this CPU): 8-bit as fast as float32, 4-bit slower
+    monkeypatch.setattr(auto_quantize, "default_cache_path", lambda: tmp_path / "cache.json")
+    monkeypatch.setattr(auto_quantize, "_measure", lambda student, device, candidates, *a: (
+        {m: {"4bit": 0.5}.get(m, 1.0) for m in candidates}, {m: {"4bit": 0.2}.get(m, 0.4) for m in candidates}))
     config = tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "run", quantize="auto", prune_vocab=True,
                          train=TrainArgs(batch_size=8, max_steps=1))
     result = run_pipeline(config, progress_bar=False)
     quantized = result["metrics"]["quantized"]
-    assert quantized["mode"] == fastest_mode("cpu") and quantized["pruned_vocab"] is True
+    assert quantized["mode"] in ("8bit", "bf16") and quantized["pruned_vocab"] is True
+    assert quantized["auto"]["reason"].startswith(("8-bit chosen", "bf16 chosen"))
     saved = json.loads((Path(result["run_dir"]) / "quantized" / "config.json").read_text())
     assert saved["vocab_size"] < 384 and "vocab_pruning" in saved
+    deployed = json.loads((Path(result["run_dir"]) / "deployed" / "deploy.json").read_text())
+    assert deployed["pruned_vocab"] is True and result["metrics"]["deployed"]["pruned_vocab"] is True
 
 
 def test_run_pipeline_quantizes_wo_too_and_reloads_the_run(tiny_t5_dir, tiny_jsonl, tmp_path):

@@ -172,19 +172,6 @@ def load_bnb_options(model_dir, mode, **options):
         raise
 
 
-def test_auto_mode_is_the_fastest_mode(tiny_t5_dir, monkeypatch):
-    from compression import quantize as q
-
-    assert q.fastest_mode("cpu") == ("bf16" if q.cpu_supports_bf16() else "none")
-    monkeypatch.setattr(q, "cpu_supports_bf16", lambda: False)
-    assert q.fastest_mode("cpu") == "none"
-    model = quantize(tiny_t5_dir, q.AUTO_MODE, device="cpu")
-    assert {p.dtype for p in model.parameters()} == {torch.float32}
-    monkeypatch.setattr(q, "cpu_supports_bf16", lambda: True)
-    model = quantize(tiny_t5_dir, q.AUTO_MODE, device="cpu")
-    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
-
-
 def _logits(model, tokenizer, text="The council approved a new budget."):
     batch = tokenizer([PREFIX + text], return_tensors="pt")
     with torch.inference_mode():

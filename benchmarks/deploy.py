@@ -1,0 +1,290 @@
+"""Deployed copies against PyTorch: speed, size and quality cost of CTranslate2 int8.
+
+``python -m benchmarks --only deploy [--quick] [--teacher DIR]`` (or ``python -m benchmarks.deploy``).
+
+Models: the t5-small shape (preset ``"small"``: 6/6 layers, d_model 512, the real 32,128-piece T5
+vocabulary, random weights - the output length is forced, so weights do not matter for speed) and
+its SFT students 3/3 and 6/3 (:func:`compression.layers.shrink`, ``spread``). Variants of each:
+
+* PyTorch fp32 (:func:`compression.generation.generate`, the project's fast greedy loop; beam
+  search via ``generate``); PyTorch bf16 (weights cast to bfloat16); bitsandbytes 8-bit
+  (LLM.int8() layers; the unquantized rest in bf16 where the CPU has native bf16, else float32,
+  as ``--quantize auto`` does);
+* CTranslate2 int8 and float32 copies (:func:`compression.deploy.export_ct2`, CTranslate2's own
+  converter; ``Translator.translate_batch``).
+
+Settings: greedy and beam 4, batch 1 and 16, all cores and one thread (quick mode: greedy batch 1
+and 16 and beam 4 batch 1 on all cores, greedy batch 1 on one thread; 32 forced new tokens instead
+of 64; sources cut to 256 tokens instead of 512). Inputs: XSum validation articles.
+
+Timing: every figure is a speed relative to the PyTorch fp32 6/6 base in the same setting. The
+headline pair (base fp32 against the CTranslate2 int8 3/3, greedy, batch 1 and 16, all cores) is
+timed A/B alternately, ``rounds`` times, median and min-max of the per-pair ratios
+(:func:`benchmarks.common.alternate`). The other cells are timed once per round in a row that
+starts and ends with the base (the ratio uses the mean of those two base times), so slow drifts of
+a shared machine's load fall on both.
+
+Size: files on disk (safetensors for PyTorch, ``model.bin`` + vocabulary for CTranslate2), as a
+fraction of the fp32 base; the 3/3 also with its vocabulary pruned to the XSum texts
+(:mod:`compression.vocab`), which the converter takes as it is.
+
+Quality (``--teacher DIR``, a fine-tuned checkpoint): validation loss (nats/token, teacher-forced;
+PyTorch, and CTranslate2's ``score_batch``) of the fp32 teacher and its int8 copy on XSum
+validation pairs, and the share of greedy summaries that are identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from benchmarks import common
+
+NAME = "deploy"
+GOALS = {"batch1": 4.0, "batch16": 2.5, "size": 0.20, "nats": 0.01, "identical": 0.90}
+STUDENTS = (("3/3", 3, 3), ("6/3", None, 3))
+VARIANTS = ("PyTorch fp32", "PyTorch bf16", "bnb 8-bit", "CT2 int8", "CT2 float32")
+SPEED_COLUMNS = ["model", "variant", "beams", "batch", "threads", "ms_per_sample", "speedup"]
+
+
+@contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _torch_runner(model, tokenizer, documents, batch, beams, new_tokens, max_source_length, threads):
+    from compression.generation import encode_sources, generate_batch
+
+    batches = [encode_sources(tokenizer, documents[i:i + batch], prefix="summarize: ",
+                              max_source_length=max_source_length, device=torch.device("cpu"))
+               for i in range(0, len(documents), batch)]
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams)
+
+    def run():
+        with _threads(threads), torch.inference_mode():
+            for item in batches:
+                generate_batch(model, item, **kwargs)
+    return run
+
+
+def _ct2_runner(deployed, documents, batch, beams, new_tokens, max_source_length):
+    sources = deployed.source_tokens(documents, prefix="summarize: ", max_source_length=max_source_length)
+    chunks = [sources[i:i + batch] for i in range(0, len(sources), batch)]
+
+    def run():
+        for chunk in chunks:
+            deployed.generate_ids(chunk, max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams,
+                                  batch_size=batch)
+    return run
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _build(work: Path, prune_texts: list[str]):
+    """Save base and students, convert them; returns (tokenizer, {label: {variant: model}}, sizes)."""
+    from compression.deploy import DeployedModel, deployed_size_mib, export_ct2
+    from compression.device import cpu_has_native_bf16
+    from compression.evaluate import size_on_disk_mib
+    from compression.export import model_files_size_mib
+    from compression.layers import shrink
+    from compression.load import build_preset, load_tokenizer
+    from compression.quantize import quantize
+    from compression.vocab import prune_for_texts
+
+    tokenizer = load_tokenizer(common.tokenizer_path())
+    base, _ = build_preset("small", common.tokenizer_path(), seed=0)
+    shapes = {"6/6 (base)": base}
+    for label, enc, dec in STUDENTS:
+        shapes[label] = shrink(base, enc, dec).eval()
+    rest = "bfloat16" if cpu_has_native_bf16() else "float32"
+    models, sizes = {}, []
+    for label, model in shapes.items():
+        folder = work / label.split(" ")[0].replace("/", "x")
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        int8 = export_ct2(folder, work / f"{folder.name}-int8", quantization="int8")
+        fp32 = export_ct2(folder, work / f"{folder.name}-float32", quantization="float32")
+        eight = quantize(folder, "8bit", device="cpu", rest_dtype=rest)
+        models[label] = {"PyTorch fp32": model, "PyTorch bf16": quantize(folder, "bf16", device="cpu"),
+                         "bnb 8-bit": eight, "CT2 int8": int8, "CT2 float32": fp32}
+        sizes += [{"model": label, "variant": "PyTorch fp32", "mib": model_files_size_mib(folder)},
+                  {"model": label, "variant": f"bnb 8-bit (rest {rest})", "mib": size_on_disk_mib(eight)},
+                  {"model": label, "variant": "CT2 int8", "mib": deployed_size_mib(int8)},
+                  {"model": label, "variant": "CT2 float32", "mib": deployed_size_mib(fp32)}]
+    pruned = prune_for_texts(shapes["3/3"], tokenizer, prune_texts)
+    pruned.save_pretrained(work / "3x3-pruned")
+    tokenizer.save_pretrained(work / "3x3-pruned")
+    folder = export_ct2(work / "3x3-pruned", work / "3x3-pruned-int8", quantization="int8")
+    sizes.append({"model": "3/3 + pruned vocab", "variant": "CT2 int8", "mib": deployed_size_mib(folder)})
+    base_mib = sizes[0]["mib"]
+    for row in sizes:
+        row["of_base"] = row["mib"] / base_mib
+    return tokenizer, models, sizes, rest, DeployedModel
+
+
+def speed_tables(quick: bool, rounds: int) -> dict:
+    cores = torch.get_num_threads()
+    new_tokens = 32 if quick else 64
+    max_source_length = 256 if quick else 512
+    validation = common.xsum_pairs("validation")
+    train = common.xsum_pairs("train")
+    documents = [p["document"] for p in validation]
+    prune_texts = (["summarize: " + p["document"] for p in train + validation]
+                   + [p["summary"] for p in train + validation])
+    settings = ([(1, 1, cores), (1, 16, cores), (4, 1, cores), (1, 1, 1)] if quick else
+                [(b, n, t) for t in (cores, 1) for b in (1, 4) for n in (1, 16)])
+    with tempfile.TemporaryDirectory(prefix="deploy-bench-") as tmp:
+        tokenizer, models, sizes, rest, deployed_class = _build(Path(tmp), prune_texts)
+        translators = {}
+
+        def runner(label, variant, beams, batch, threads):
+            docs = documents[:batch if batch > 1 else (2 if quick else 4)]
+            model = models[label][variant]
+            if variant.startswith("CT2"):
+                key = (label, variant, threads)
+                if key not in translators:
+                    translators[key] = deployed_class(model, threads=threads)
+                return _ct2_runner(translators[key], docs, batch, beams, new_tokens, max_source_length)
+            return _torch_runner(model, tokenizer, docs, batch, beams, new_tokens, max_source_length, threads)
+
+        headline = []
+        for batch in (1, 16):
+            base = runner("6/6 (base)", "PyTorch fp32", 1, batch, cores)
+            deployed = runner("3/3", "CT2 int8", 1, batch, cores)
+            base(), deployed()  # warm-up
+            pair = common.alternate(base, deployed, max(3, rounds))
+            docs = batch if batch > 1 else (2 if quick else 4)
+            headline.append({"batch": batch, "threads": cores, "speedup": pair["ratio_median"],
+                             "speedup_min": pair["ratio_min"], "speedup_max": pair["ratio_max"],
+                             "base_ms_per_sample": 1000 * pair["a_median"] / docs,
+                             "ms_per_sample": 1000 * pair["b_median"] / docs})
+
+        rows = []
+        for beams, batch, threads in settings:
+            docs = batch if batch > 1 else (2 if quick else 4)
+            cells = {(label, variant): runner(label, variant, beams, batch, threads)
+                     for label in models for variant in VARIANTS}
+            base = cells[("6/6 (base)", "PyTorch fp32")]
+            for fn in cells.values():
+                fn()  # warm-up
+            times = {key: [] for key in cells}
+            ratios = {key: [] for key in cells}
+            for _ in range(rounds):
+                for key, fn in cells.items():
+                    before = _seconds(base)
+                    elapsed = _seconds(fn)
+                    after = _seconds(base) if key == list(cells)[-1] else None
+                    reference = before if after is None else (before + after) / 2
+                    times[key].append(elapsed)
+                    ratios[key].append(reference / elapsed)
+            for (label, variant), values in times.items():
+                rows.append({"model": label, "variant": variant, "beams": beams, "batch": batch, "threads": threads,
+                             "ms_per_sample": 1000 * statistics.median(values) / docs,
+                             "speedup": statistics.median(ratios[(label, variant)])})
+            print(f"[deploy] beams {beams} batch {batch} threads {threads} done", flush=True)
+    return {"headline": headline, "speed": rows, "size": sizes, "rest_dtype_8bit": rest, "new_tokens": new_tokens,
+            "max_source_length": max_source_length, "cores": cores, "rounds": rounds}
+
+
+def quality_table(teacher_dir: str, quick: bool) -> dict:
+    """Validation loss and identical greedy summaries: fp32 teacher against its CTranslate2 copies."""
+    from compression.deploy import DeployedModel, export_ct2
+    from compression.evaluate import compute_validation_loss, generate_summaries
+    from compression.config import EvalArgs
+    from compression.load import load_model
+
+    pairs = common.xsum_pairs("validation", 50 if quick else 100)
+    documents, references = [p["document"] for p in pairs], [p["summary"] for p in pairs]
+    model, tokenizer = load_model(teacher_dir)
+    lengths = dict(prefix="summarize: ", max_source_length=512)
+    fp32_loss = compute_validation_loss(model, tokenizer, documents, references, max_target_length=64,
+                                        batch_size=16, **lengths)
+    fp32_summaries = generate_summaries(model, tokenizer, documents, args=EvalArgs(max_new_tokens=32), **lengths)
+    rows = [{"copy": "PyTorch fp32", "validation_loss": fp32_loss, "delta_nats": 0.0, "identical": 1.0}]
+    with tempfile.TemporaryDirectory(prefix="deploy-quality-") as tmp:
+        for quantization in ("float32", "int8"):
+            folder = export_ct2(teacher_dir, Path(tmp) / quantization, quantization=quantization)
+            deployed = DeployedModel(folder)
+            loss = deployed.validation_loss(documents, references, max_target_length=64, **lengths)
+            summaries = deployed.summarize(documents, max_new_tokens=32, **lengths)
+            same = sum(a == b for a, b in zip(summaries, fp32_summaries)) / len(documents)
+            rows.append({"copy": f"CT2 {quantization}", "validation_loss": loss, "delta_nats": loss - fp32_loss,
+                         "identical": same})
+    return {"teacher": str(teacher_dir), "pairs": len(pairs), "rows": rows}
+
+
+def report(payload: dict) -> str:
+    lines = ["Deployed copy: speedup over PyTorch fp32 6/6 (same setting, same round)",
+             common.format_table(payload["speed"], SPEED_COLUMNS), "",
+             "Headline, A/B alternated: CTranslate2 int8 3/3 against PyTorch fp32 6/6, greedy:"]
+    for h in payload["headline"]:
+        goal = GOALS["batch1"] if h["batch"] == 1 else GOALS["batch16"]
+        lines.append(f"  batch {h['batch']}, {h['threads']} threads: {h['speedup']:.2f}x ({h['speedup_min']:.2f}-"
+                     f"{h['speedup_max']:.2f}); goal >= {goal}x: {'met' if h['speedup'] >= goal else 'NOT met'}")
+    lines += ["", "Size on disk (fraction of the fp32 6/6 base):",
+              common.format_table(payload["size"], ["model", "variant", "mib", "of_base"])]
+    quality = payload.get("quality")
+    if quality:
+        lines += ["", f"Quality on {quality['teacher']} ({quality['pairs']} XSum validation pairs):",
+                  common.format_table(quality["rows"], ["copy", "validation_loss", "delta_nats", "identical"])]
+    else:
+        lines += ["", "Quality: give --teacher DIR (a fine-tuned checkpoint) to measure it"]
+    return "\n".join(lines)
+
+
+def table(payload: dict) -> str:
+    return report(payload)
+
+
+def headline(payload: dict) -> list[dict]:
+    rows = []
+    for h in payload["headline"]:
+        rows.append({"benchmark": f"Deployed CTranslate2 int8 3/3, t5-small shape, greedy, batch {h['batch']}",
+                     "measure": "ms per sample", "result": f"{h['ms_per_sample']:,.1f}",
+                     "baseline": f"{h['base_ms_per_sample']:,.1f} (PyTorch fp32 6/6)",
+                     "ratio": f"{h['speedup']:.2f}x ({h['speedup_min']:.2f}-{h['speedup_max']:.2f})"})
+    pruned = next((r for r in payload["size"] if r["model"].startswith("3/3 + pruned")), None)
+    if pruned:
+        rows.append({"benchmark": "Deployed CTranslate2 int8 3/3 + pruned vocab, size", "measure": "MiB on disk",
+                     "result": f"{pruned['mib']:.1f}", "baseline": f"{payload['size'][0]['mib']:.1f} (fp32 6/6)",
+                     "ratio": f"{100 * pruned['of_base']:.1f} %"})
+    return rows
+
+
+def run(quick: bool = False, teacher: str | None = None) -> dict:
+    """Measure, print, write ``benchmarks/results/deploy.json`` (and ``.md``); returns the payload."""
+    payload = speed_tables(quick, rounds=1 if quick else 3)
+    payload["quality"] = quality_table(teacher, quick) if teacher else None
+    text = report(payload)
+    print(text)
+    common.write_result(NAME, payload, text)
+    return payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.deploy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--teacher", metavar="DIR", help="a fine-tuned checkpoint for the quality table")
+    args = parser.parse_args(argv)
+    common.use_results_dir(args.quick)
+    run(args.quick, args.teacher)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
