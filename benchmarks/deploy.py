@@ -203,9 +203,9 @@ def speed_tables(quick: bool, rounds: int) -> dict:
 
 def quality_table(teacher_dir: str, quick: bool) -> dict:
     """Validation loss and identical greedy summaries: fp32 teacher against its CTranslate2 copies."""
+    from compression.config import EvalArgs
     from compression.deploy import DeployedModel, export_ct2
     from compression.evaluate import compute_validation_loss, generate_summaries
-    from compression.config import EvalArgs
     from compression.load import load_model
 
     pairs = common.xsum_pairs("validation", 50 if quick else 100)

@@ -2,7 +2,7 @@
 
 No gradio and no model code here, so every chart can be tested on hand-made records. Every figure
 has a title and axis titles with units, transparent backgrounds and a mid-grey font so it reads in
-both the light and the dark page theme. The same three colours always mean base, student, quantized.
+both the light and the dark page theme. The same four colours always mean base, student, quantized, deployed.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-MODELS = ("base", "student", "quantized")
-LABELS = {"base": "Base (teacher)", "student": "Student", "quantized": "Student, quantized"}
-COLORS = {"base": "#6366f1", "student": "#f97316", "quantized": "#10b981"}
+MODELS = ("base", "student", "quantized", "deployed")
+LABELS = {"base": "Base (teacher)", "student": "Student", "quantized": "Student, quantized",
+          "deployed": "Student, deployed (CTranslate2)"}
+COLORS = {"base": "#6366f1", "student": "#f97316", "quantized": "#10b981", "deployed": "#0ea5e9"}
 RUN_COLORS = ("#6366f1", "#f97316", "#10b981", "#ef4444", "#0ea5e9", "#a855f7", "#eab308", "#14b8a6")
 ROUGE = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"))
 FONT_COLOR = "#8b93a1"
@@ -65,7 +66,8 @@ def as_number(value) -> float | None:
 
 def _present(metrics: dict | None) -> list[str]:
     metrics = metrics or {}
-    return [name for name in MODELS if isinstance(metrics.get(name), dict)]
+    # an entry that is only {"note": ...} (no deployed copy for this family) has nothing to draw
+    return [name for name in MODELS if isinstance(metrics.get(name), dict) and set(metrics[name]) != {"note"}]
 
 
 #: KD loss terms drawn under the total: (record key, legend name, colour).

@@ -1,5 +1,6 @@
-"""Panel 5, results: base vs student vs quantized on ROUGE, validation loss, size and speed; the
-validation summaries side by side; and any pasted article summarized by the three models.
+"""Panel 5, results: base vs student vs quantized vs deployed on ROUGE, validation loss, size and
+speed; the validation summaries side by side; and any pasted article summarized by the base, the
+fastest copy of the student, and the quantized copy.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 METRIC_COLUMNS = ["model", "parameters (M)", "size (MiB)", "ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum",
                   "% of base ROUGE-1", "% of base ROUGE-L", "validation loss (nats/token)",
                   "latency (ms/summary)", "tokens/s"]
-SUMMARY_COLUMNS = ["article", "reference", "base", "student", "quantized"]
+SUMMARY_COLUMNS = ["article", "reference", "base", "student", "quantized", "deployed"]
 ARTICLE_PREVIEW = 400
 
 
@@ -33,10 +34,11 @@ def metrics_table(metrics: dict | None) -> pd.DataFrame:
     rows = []
     for name in charts.MODELS:
         entry = (metrics or {}).get(name)
-        if not isinstance(entry, dict):
+        if not isinstance(entry, dict) or set(entry) == {"note"}:
             continue
         percent = entry.get("percent_of_base") or {}
-        label = charts.LABELS[name] + (f" ({entry['mode']})" if entry.get("mode") else "")
+        kind = entry.get("mode") or entry.get("quantization")
+        label = charts.LABELS[name] + (f" ({kind})" if kind else "")
         params = entry.get("params")
         rows.append([label, _round(params / 1e6, 3) if isinstance(params, (int, float)) else None,
                      _round(entry.get("size_mib"), 2), _round(entry.get("rouge1"), 2), _round(entry.get("rouge2"), 2),
@@ -50,7 +52,7 @@ def metrics_table(metrics: dict | None) -> pd.DataFrame:
 
 def summaries_table(rows: list[dict] | None) -> pd.DataFrame:
     """Validation samples side by side: article (first 400 characters), reference, and the base's,
-    student's and quantized model's summaries (empty where a model was not run)."""
+    student's, quantized and deployed copies' summaries (empty where a model was not run)."""
     out = []
     for row in rows or []:
         article = str(row.get("document") or "")
@@ -82,7 +84,14 @@ def headline_markdown(metrics: dict | None, status: str | None = None, run_dir: 
         ratio = base["latency_ms"] / student["latency_ms"]
         parts.append(f"**{ratio:.1f}×** faster per summary" if ratio >= 1
                      else f"**{1 / ratio:.1f}×** slower per summary")
-    return f"**Student{where}:** " + ", ".join(parts) + "." if parts else f"Run{where} evaluated."
+    text = f"**Student{where}:** " + ", ".join(parts) + "." if parts else f"Run{where} evaluated."
+    auto = ((metrics or {}).get("quantized") or {}).get("auto")
+    if isinstance(auto, dict) and auto.get("reason"):
+        text += f"\n\n**Quantized copy (auto):** {auto['reason']}."
+    note = ((metrics or {}).get("deployed") or {}).get("note")
+    if note:
+        text += f"\n\n**Deployed copy:** {note}."
+    return text
 
 
 @user_errors
@@ -117,17 +126,18 @@ def _run_models(session: Session) -> dict:
 
 @user_errors
 def compare_article(settings: AppSettings, session: Session, article: str | None, beams, max_new_tokens):
-    """Summarize a pasted article with the run's base, student and quantized models.
+    """Summarize a pasted article with the run's base, the fastest copy of its student, and its
+    quantized copy (:func:`compression.pipeline.fastest_student_copy`, :func:`compression.pipeline.summarize_with`).
 
-    Returns three strings (base, student, quantized); the quantized box says so when the run kept
-    no quantized model. Uses the run's prefix and max source length; decoding is greedy or beam
-    search (``beams``), at most ``max_new_tokens`` tokens.
+    Returns ``(base, student, quantized, which)``: three summaries and one line saying which copy of
+    the student wrote the second; the quantized box says so when the run kept no quantized model.
+    Uses the run's prefix and max source length; decoding is greedy or beam search (``beams``), at
+    most ``max_new_tokens`` tokens.
 
     Raises (as ``gr.Error``): no article, no finished run, bad generation settings, out of memory.
     """
     from compression.config import EvalArgs
-    from compression.data import default_prefix
-    from compression.evaluate import generate_summaries
+    from compression.pipeline import fastest_student_copy, summarize_with
 
     if not (article or "").strip():
         raise CompressionError("paste an article into the box first")
@@ -137,18 +147,15 @@ def compare_article(settings: AppSettings, session: Session, article: str | None
         raise CompressionError("beams and max new tokens must be whole numbers") from None
     models = _run_models(session)
     data = (session.result.get("config") or {}).get("data") or {}
+    common = dict(prefix=data.get("prefix"), max_source_length=int(data.get("max_source_length") or 512), args=args)
+    fastest, which = fastest_student_copy(session.result.get("metrics"), models)
     outputs = []
-    for name in charts.MODELS:
+    for name in ("base", fastest, "quantized"):
         if name not in models:
             outputs.append("(this run has no quantized model)" if name == "quantized" else "(not available)")
             continue
-        model, tokenizer = models[name]
-        prefix = data.get("prefix")
-        prefix = default_prefix(model) if prefix is None else prefix
-        summary = generate_summaries(model, tokenizer, [article.strip()], prefix=prefix,
-                                     max_source_length=int(data.get("max_source_length") or 512), args=args)[0]
-        outputs.append(summary or "(empty summary)")
-    return tuple(outputs)
+        outputs.append(summarize_with(models, name, article.strip(), **common) or "(empty summary)")
+    return (*outputs, f"Student summary written by {which}.")
 
 
 def example_articles() -> list[str]:
@@ -172,8 +179,8 @@ def build_results_panel(settings: AppSettings, session: gr.State) -> SimpleNames
                              elem_id="metrics-table")
         summaries = gr.Dataframe(summaries_table(None), label="Validation samples side by side", interactive=False,
                                  wrap=True, max_height=420, elem_id="summaries-table",
-                                 column_widths=["28%", "18%", "18%", "18%", "18%"])
-        gr.Markdown("#### Summarize any article with the three models")
+                                 column_widths=["24%", "16%", "15%", "15%", "15%", "15%"])
+        gr.Markdown("#### Summarize any article: the base, the fastest copy of the student, the quantized copy")
         article = gr.Textbox(lines=6, label="Article", placeholder="Paste a news article here…",
                              elem_id="article-input")
         examples = example_articles()
@@ -186,12 +193,13 @@ def build_results_panel(settings: AppSettings, session: gr.State) -> SimpleNames
                                   elem_id="summarize-button")
         with gr.Row(equal_height=True):
             out_base = gr.Textbox(label=charts.LABELS["base"], lines=4, interactive=False, elem_id="summary-base")
-            out_student = gr.Textbox(label=charts.LABELS["student"], lines=4, interactive=False,
+            out_student = gr.Textbox(label=charts.LABELS["student"] + " (fastest copy)", lines=4, interactive=False,
                                      elem_id="summary-student")
             out_quantized = gr.Textbox(label=charts.LABELS["quantized"], lines=4, interactive=False,
                                        elem_id="summary-quantized")
+        which = gr.Markdown("", elem_id="summary-which")
     summarize.click(partial(compare_article, settings), [session, article, beams, max_new],
-                    [out_base, out_student, out_quantized], api_name="summarize", concurrency_limit=1,
+                    [out_base, out_student, out_quantized, which], api_name="summarize", concurrency_limit=1,
                     concurrency_id="generate")
     return SimpleNamespace(headline=headline, rouge=rouge, loss=loss, size=size, table=table, summaries=summaries,
                            article=article, outputs=[headline, table, rouge, loss, size, summaries])

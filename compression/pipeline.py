@@ -21,7 +21,7 @@ from .auto_quantize import auto_quantization
 from .card import ModelCard
 from .config import IMPORTANCE, RunConfig
 from .data import prepare_data
-from .errors import DeployUnsupportedError
+from .errors import CompressionError, DeployUnsupportedError
 from .evaluate import evaluate_model
 from .export import save_model
 from .layers import shrink
@@ -265,8 +265,10 @@ def student_card(config: RunConfig, student, train_samples: int, metrics: dict) 
 
 
 def load_run_models(run_dir: str | Path, *, token: str | None = None) -> dict:
-    """``{"base", "student", "quantized"}`` -> ``(model, tokenizer)`` of a completed run, for
-    summarising new articles side by side. ``base`` is reloaded from the run's ``config.json``.
+    """``{"base", "student", "quantized", "deployed"}`` -> ``(model, tokenizer)`` of a completed run,
+    for summarising new articles side by side (:func:`summarize_with`). ``base`` is reloaded from the
+    run's ``config.json``; ``quantized`` and ``deployed`` (a :class:`compression.deploy.DeployedModel`)
+    only where the run made them.
 
     Raises:
         RunError: not a complete run folder. ModelLoadError: the base checkpoint is gone.
@@ -279,4 +281,60 @@ def load_run_models(run_dir: str | Path, *, token: str | None = None) -> dict:
     models["student"] = load_model(run_dir / "student")
     if (run_dir / "quantized" / "config.json").is_file():
         models["quantized"] = load_model(run_dir / "quantized")
+    if (run_dir / "deployed" / "model.bin").is_file():
+        from .deploy import DeployedModel
+
+        try:
+            deployed = DeployedModel(run_dir / "deployed")
+            models["deployed"] = (deployed, deployed.tokenizer)
+        except CompressionError as error:  # CTranslate2 missing or broken here: the PyTorch copies still serve
+            logger.warning("deployed copy not loaded: %s", error)
     return models
+
+
+#: The copies of the student, and how the page names them.
+STUDENT_COPIES = {"student": "PyTorch float32", "quantized": "PyTorch quantized", "deployed": "CTranslate2"}
+
+
+def fastest_student_copy(metrics: dict | None, available) -> tuple[str, str]:
+    """Which copy of the student to summarize with: the one among ``available`` (names of
+    :data:`STUDENT_COPIES`) with the lowest measured ``latency_ms`` in the run's ``metrics``
+    (ms per summary, batch 1); the float32 student when nothing was timed.
+
+    Returns ``(name, sentence)``, e.g. ``("deployed", "the deployed copy (CTranslate2 int8),
+    3.1 ms per summary against 12.0 ms for the float32 student")``.
+    """
+    metrics = metrics or {}
+    timed = {name: (metrics.get(name) or {}).get("latency_ms") for name in STUDENT_COPIES if name in available}
+    timed = {name: ms for name, ms in timed.items() if isinstance(ms, (int, float))}
+    if not timed:
+        return "student", "the float32 student (no copy of it was timed)"
+    name = min(timed, key=timed.get)
+    entry = metrics[name]
+    kind = STUDENT_COPIES[name]
+    if name == "deployed":
+        kind += f" {entry.get('quantization')}"
+    elif name == "quantized" and entry.get("mode"):
+        kind += f" {entry['mode']}"
+    sentence = f"the {name} copy ({kind}), {timed[name]:.1f} ms per summary"
+    if name != "student" and "student" in timed:
+        sentence += f" against {timed['student']:.1f} ms for the float32 student"
+    return name, sentence
+
+
+def summarize_with(models: dict, name: str, article: str, *, prefix: str | None, max_source_length: int,
+                   args) -> str:
+    """Summarize ``article`` with ``models[name]`` (from :func:`load_run_models`): PyTorch copies
+    through :func:`compression.evaluate.generate_summaries`, the deployed copy through
+    ``Translator.translate_batch``; greedy or beam search per ``args`` (:class:`EvalArgs`).
+    ``prefix=None``: the model family's default."""
+    from .data import default_prefix
+    from .evaluate import generate_summaries
+
+    model, tokenizer = models[name]
+    if name == "deployed":
+        return model.summarize([article], prefix=prefix, max_source_length=max_source_length,
+                               max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, batch_size=1)[0]
+    prefix = default_prefix(model) if prefix is None else prefix
+    return generate_summaries(model, tokenizer, [article], prefix=prefix, max_source_length=max_source_length,
+                              args=args)[0]

@@ -81,31 +81,34 @@ def test_load_plan_run_results_over_the_api(server, tiny_t5_dir, tiny_jsonl):
     assert json.loads((run_dir / "config.json").read_text())["method"] == "kd"
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics) == {"base", "student", "quantized"}
+    assert set(metrics) == {"base", "student", "quantized", "deployed"}
     headline, table, rouge, val_loss, size, summaries = client.predict(api_name="/show_results")
     assert run_dir.name in headline
-    names = ("base", "student", "quantized")
+    names = ("base", "student", "quantized", "deployed")
     rows = {row[0].split(" (")[0]: dict(zip(table["headers"], row)) for row in table["data"]}
-    for name, label in zip(names, ("Base", "Student", "Student, quantized")):
+    for name, label in zip(names, ("Base", "Student", "Student, quantized", "Student, deployed")):
         row = rows[label if name != "base" else "Base"]
         assert row["validation loss (nats/token)"] == round(metrics[name]["validation_loss"], 4)
         assert row["ROUGE-1"] == round(metrics[name]["rouge1"], 2)
         assert row["size (MiB)"] == round(metrics[name]["size_mib"], 2)
     bars = _traces(_figure(rouge))
-    assert [bars[label]["y"] for label in ("Base (teacher)", "Student", "Student, quantized")] == [
+    assert [bars[label]["y"] for label in ("Base (teacher)", "Student", "Student, quantized",
+                                           "Student, deployed (CTranslate2)")] == [
         [metrics[name][k] for k in ("rouge1", "rouge2", "rougeL")] for name in names]
     assert _figure(val_loss)["data"][0]["y"] == [metrics[name]["validation_loss"] for name in names]
     params, mib, latency = _figure(size)["data"]
-    assert params["y"] == pytest.approx([metrics[name]["params"] / 1e6 for name in names])
+    assert params["y"][:3] == pytest.approx([metrics[name]["params"] / 1e6 for name in names[:3]])
+    assert params["y"][3] is None  # CTranslate2 does not report a parameter count
     assert mib["y"] == [metrics[name]["size_mib"] for name in names]
     assert latency["y"] == [metrics[name]["latency_ms"] for name in names]
     stored = [json.loads(line) for line in (run_dir / "summaries.jsonl").read_text().splitlines()]
-    assert summaries["headers"] == ["article", "reference", "base", "student", "quantized"]
+    assert summaries["headers"] == ["article", "reference", "base", "student", "quantized", "deployed"]
     assert [row[1:] for row in summaries["data"]] == [
-        [r["reference"], r["base"], r["student"], r["quantized"]] for r in stored]
+        [r["reference"], r["base"], r["student"], r["quantized"], r.get("deployed", "")] for r in stored]
 
     outputs = client.predict(ARTICLES[2][0], 1, 8, api_name="/summarize")
-    assert len(outputs) == 3 and all(isinstance(text, str) and text for text in outputs)
+    assert len(outputs) == 4 and all(isinstance(text, str) and text for text in outputs)
+    assert outputs[3].startswith("Student summary written by the ")
 
     runs_table, _, picked = client.predict(api_name="/refresh_runs")
     assert runs_table["data"][0][0] == run_dir.name and picked["value"] == run_dir.name

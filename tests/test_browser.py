@@ -119,7 +119,7 @@ def test_dashboard_in_chromium(page_url, tmp_path):
             expect(page.locator("#run-progress")).to_contain_text("Run complete", timeout=150_000)
             expect(page.locator("#loss-plot .scatterlayer .trace").first).to_be_visible(timeout=30_000)
             expect(page.locator("#results-headline")).to_contain_text("Student", timeout=60_000)
-            expect(page.locator("#rouge-plot .barlayer .trace")).to_have_count(3, timeout=30_000)
+            expect(page.locator("#rouge-plot .barlayer .trace")).to_have_count(4, timeout=30_000)  # + deployed
             expect(page.locator("#summaries-table")).to_contain_text("Council approves library budget.")
 
             page.locator("#article-input textarea").fill(ARTICLE)

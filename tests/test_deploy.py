@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+
 from conftest import ARTICLES, tiny_bart_config, tiny_t5_config
 
 pytest.importorskip("ctranslate2")

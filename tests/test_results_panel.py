@@ -25,9 +25,10 @@ def test_compare_article_uses_the_run_models(settings, tiny_t5, byt5_tokenizer, 
     session = Session(run_dir="runs/x", result={"status": "complete", "config": {"data": {"max_source_length": 64}}})
     with pytest.raises(gr.Error, match="paste an article"):
         results_panel.compare_article(settings, session, "  ", 1, 8)
-    base, student, quantized = results_panel.compare_article(settings, session, ARTICLES[0][0], 1, 8)
+    base, student, quantized, which = results_panel.compare_article(settings, session, ARTICLES[0][0], 1, 8)
     assert isinstance(base, str) and base and isinstance(student, str) and student
     assert quantized == "(this run has no quantized model)"
+    assert which == "Student summary written by the float32 student (no copy of it was timed)."
     results_panel.compare_article(settings, session, ARTICLES[1][0], 2, 8)
     assert loads == ["runs/x"]  # models loaded once per run
     with pytest.raises(gr.Error, match="no finished run"):

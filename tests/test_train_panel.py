@@ -129,8 +129,8 @@ def test_run_streams_progress_and_stores_the_result(settings, loaded, tiny_jsonl
     assert "keeps **90%** of the base's ROUGE-1" in headline and "2.900" in headline
     assert list(table["ROUGE-1"]) == [40.0, 36.0]
     assert list(table["validation loss (nats/token)"]) == [2.5, 2.9]
-    assert list(summaries.columns) == ["article", "reference", "base", "student", "quantized"]
-    assert summaries.iloc[0].tolist() == ["A long article.", "Ref.", "B", "S", ""]
+    assert list(summaries.columns) == ["article", "reference", "base", "student", "quantized", "deployed"]
+    assert summaries.iloc[0].tolist() == ["A long article.", "Ref.", "B", "S", "", ""]
 
 
 def test_cancel_stops_the_run(settings, loaded, tiny_jsonl, monkeypatch):
