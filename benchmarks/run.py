@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable f
 from benchmarks import common  # noqa: E402
 
 #: Benchmark modules, in run order.
-MODULES = ("finetune", "evaluation", "generation", "size", "scaling")
+MODULES = ("finetune", "evaluation", "generation", "size", "scaling", "deploy")
 SUMMARY_COLUMNS = ["benchmark", "measure", "result", "baseline", "ratio"]
 
 
