@@ -189,13 +189,13 @@ def _measure(student_dir: Path, device: torch.device, candidates, skipped: dict,
 def auto_quantization(student_dir: str | Path, *, device: str | torch.device = "cpu",
                       documents: list[str] | None = None, prefix: str = "", candidates=CANDIDATES,
                       native_bf16: bool | None = None, cache_path: str | Path | None = None,
-                      use_cache: bool = True, rounds: int = 3, max_new_tokens: int = 16) -> AutoChoice:
+                      use_cache: bool = True, rounds: int = 2, max_new_tokens: int = 8) -> AutoChoice:
     """Choose the quantization mode for ``auto`` by measuring the saved student on this machine.
 
     Args:
         student_dir: the float32 student's ``save_pretrained`` folder (with its tokenizer).
         device: where the copy will run (``"cpu"``, ``"cuda"``, ``"auto"``).
-        documents: a few texts to time on (default: one fixed English sentence); timed greedily at
+        documents: texts to time on (the first is used; default: one fixed English sentence); timed greedily at
             batch 1 with exactly ``max_new_tokens`` new tokens, ``rounds`` alternated rounds.
         candidates: modes to consider (default :data:`CANDIDATES`).
         native_bf16: whether bf16 runs natively here (default: :func:`compression.device.bf16_native`);
@@ -239,7 +239,7 @@ def auto_quantization(student_dir: str | Path, *, device: str | torch.device = "
             timed.append(mode)
     texts = documents or ["The council approved a new budget for the city library on Monday after a long debate "
                           "about opening hours, staff and the cost of new books."]
-    speed, sizes = _measure(student_dir, target, timed, skipped, texts[:2], prefix, rounds, max_new_tokens,
+    speed, sizes = _measure(student_dir, target, timed, skipped, texts[:1], prefix, rounds, max_new_tokens,
                             rest_dtype)
     choice = choose(speed, sizes, skipped)
     choice.rest_dtype = rest_dtype
