@@ -26,8 +26,8 @@ from .config import (
     ShrinkArgs,
     TrainArgs,
 )
+from . import preflight
 from .errors import CompressionError
-from .train import LOSS_LOG
 
 
 def _print(args, payload, text: str | None = None) -> None:
@@ -51,6 +51,7 @@ def cmd_init(args) -> None:
     from .export import save_model
     from .load import build_preset, describe_model
 
+    preflight.check_output(args.output)
     model, tokenizer = build_preset(args.preset, args.tokenizer, seed=args.seed)
     save_model(model, tokenizer, args.output, card={"method": "preset", "base_model": f"preset:{args.preset} (untrained)"})
     facts = describe_model(model)
@@ -63,6 +64,10 @@ def cmd_shrink(args) -> None:
     from .export import save_model
     from .load import describe_model
 
+    plan = from_flags(ShrinkArgs, args)
+    preflight.check_output(args.output)
+    preflight.check_layers(preflight.check_checkpoint(args.model) or {}, plan.encoder_layers, plan.decoder_layers,
+                           plan.strategy)
     model, tokenizer = _load_base(args)
     student = _make_student(args, model, tokenizer, args.data, "--data FILE")
     student.config.shrink["teacher"] = args.model
@@ -169,9 +174,13 @@ def _is_main_process() -> bool:
 
 def cmd_finetune(args) -> None:
     from .export import save_model
+    from .progress import LOSS_LOG
     from .train import finetune
 
     data, train_args = from_flags(DataArgs, args), from_flags(TrainArgs, args)
+    preflight.check_output(args.output)
+    preflight.check_checkpoint(args.model)
+    preflight.check_data(data)
     model, tokenizer = _load_base(args)
     train_set, validation = _tokenized(data, model, tokenizer)
     output = Path(args.output)
@@ -195,6 +204,8 @@ def cmd_evaluate(args) -> None:
     from .table import compare_table
 
     data, eval_args = _evaluation_data(from_flags(DataArgs, args)), from_flags(EvalArgs, args)
+    preflight.check_checkpoint(args.model)
+    preflight.check_data(data)
     model, tokenizer = _load_base(args)
     split = load_pairs(data)["validation"]
     metrics = evaluate_model(model, tokenizer, list(split["document"]), list(split["summary"]),
@@ -209,6 +220,9 @@ def cmd_quantize(args) -> None:
     from .load import load_tokenizer
     from .quantize import quantize, save_quantized
 
+    preflight.check_output(args.output)
+    if preflight.check_checkpoint(args.model) is None:
+        raise CompressionError(f"{args.model} is not a local checkpoint folder: quantize a folder on this machine")
     model = quantize(args.model, args.mode, device=args.device, quantize_wo=args.quantize_wo)
     size = save_quantized(model, load_tokenizer(args.model), args.output)
     _print(args, {"output": args.output, "mode": args.mode, "size_mib": size,
@@ -246,16 +260,18 @@ def run_config(args) -> RunConfig:
                                       "deploy_quantization")})
 
 
-def cmd_run(args) -> None:
+def cmd_run(args) -> int | None:
     from .table import compare_table
 
     config = run_config(args)
     from .pipeline import run_pipeline
 
-    result = run_pipeline(config, token=hub_token(), progress_bar=not args.json)
+    result = run_pipeline(config, token=hub_token(), progress_bar=not args.json,
+                          existing="overwrite" if args.overwrite else "refuse")
     if result["status"] != "complete":
-        _print(args, result, f"run {result['status']}: {result['run_dir']}")
-        return
+        _print(args, result, f"run {result['status']}: {result['run_dir']} (the loss log and last-checkpoint/ are "
+                             "kept)")
+        return 130
     timings = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in result["timings"].items())
     notes = ""
     auto = (result["metrics"].get("quantized") or {}).get("auto")
@@ -280,10 +296,18 @@ def cmd_runs(args) -> None:
 def cmd_distill(args) -> None:
     from .distill import distill
     from .export import save_model
+    from .progress import LOSS_LOG
     from .load import load_model
 
     data, train_args, kd_args = from_flags(DataArgs, args), from_flags(TrainArgs, args), from_flags(KDArgs, args)
-    from_flags(ShrinkArgs, args)  # the layer flags are checked before anything is loaded
+    plan = from_flags(ShrinkArgs, args)
+    preflight.check_output(args.output)
+    teacher_config = preflight.check_checkpoint(args.teacher)
+    if args.student:
+        preflight.check_checkpoint(args.student)
+    elif teacher_config is not None:
+        preflight.check_layers(teacher_config, plan.encoder_layers, plan.decoder_layers, plan.strategy)
+    preflight.check_data(data)
     teacher, tokenizer = load_model(args.teacher, tokenizer=args.tokenizer, token=hub_token())
     if args.student:
         student, _ = load_model(args.student)
@@ -311,7 +335,11 @@ def cmd_distill(args) -> None:
 def cmd_modular_train(args) -> None:
     from .modular import ModularConfig, max_ratio, train_modular
 
-    config = ModularConfig(teacher=args.teacher, tokenizer=args.tokenizer, data=from_flags(DataArgs, args),
+    data = from_flags(DataArgs, args)
+    preflight.check_output(args.output)
+    preflight.check_checkpoint(args.teacher)
+    preflight.check_data(data)
+    config = ModularConfig(teacher=args.teacher, tokenizer=args.tokenizer, data=data,
                            train=from_flags(TrainArgs, args), modular=from_flags(ModularArgs, args),
                            output=args.output)
     modular, _ = train_modular(config, token=hub_token(), progress_bar=not args.json)
@@ -334,6 +362,10 @@ def cmd_assemble(args) -> None:
         score_teacher,
     )
 
+    if args.output:
+        preflight.check_output(args.output)
+    if args.score:
+        preflight.check_data(_evaluation_data(from_flags(DataArgs, args)))
     modular = load_modular(args.modular)
     if args.ratio is None:
         ratios = available_ratios(modular, args.priority)
@@ -377,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as done:  # --help (0) or a usage error, already printed on one line (2)
         return done.code if isinstance(done.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if not args.verbose:  # keep stderr for what matters: the training bar and errors
+    if not args.verbose and args.command != "runs":  # keep stderr for the training bar and errors
         import datasets
         import transformers
 
@@ -385,14 +417,16 @@ def main(argv: list[str] | None = None) -> int:
         datasets.disable_progress_bars()
     handler = globals()["cmd_" + args.command.replace("-", "_")]
     try:
-        handler(args)
+        return handler(args) or 0
     except CompressionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    except BrokenPipeError:  # `--json runs | head`: the reader left; exit quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

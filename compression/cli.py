@@ -207,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(run)
     add_dataclass_flags(run, TrainArgs)
     add_dataclass_flags(run, EvalArgs, rename=EVAL_RENAMES)
-    run.add_argument("--output", help="run folder (default: runs/<timestamp>-<name>)")
+    run.add_argument("--output", help="run folder (default: runs/<timestamp>-<name>); an existing run there is "
+                                      "refused unless --overwrite is given")
+    run.add_argument("--overwrite", action="store_true", help="delete the run already in --output first")
     add_dataclass_flags(run, RunConfig, skip=("model", "output_dir", "tokenizer"))
     add_dataclass_flags(run, KDArgs)
 

@@ -22,6 +22,7 @@ from .arch import T5_FAMILY
 from .config import DataArgs
 from .dataset_presets import dataset_preset
 from .errors import DatasetError
+from .preflight import check_data_file
 
 #: The two columns every split has after :func:`load_pairs`.
 DOCUMENT, SUMMARY = "document", "summary"
@@ -77,7 +78,7 @@ def load_pairs(args: DataArgs) -> datasets.DatasetDict:
     limits = {"train": args.max_train_samples, "validation": args.max_eval_samples}
     out = datasets.DatasetDict()
     for split, dataset in raw.items():
-        where = sources[split] if has_files else f"{args.dataset} [{split}]"
+        where = Path(sources[split]).name if has_files else f"{args.dataset} [{split}]"
         dataset = _select_columns(dataset, args.text_column, args.summary_column, where)
         dataset = _drop_blank(dataset, where)
         limit = limits[split]
@@ -92,15 +93,14 @@ def _read_file(path: str | Path) -> datasets.Dataset:
     builder = FILE_BUILDERS.get(path.suffix.lower())
     if builder is None:
         raise DatasetError(
-            f"{path}: unsupported file type {path.suffix or '(none)'!r}; use .json, .jsonl, .csv or .parquet"
+            f"{path.name}: unsupported file type {path.suffix or '(none)'!r}; use .json, .jsonl, .csv or .parquet"
         )
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such file; check the path (it is read on this machine)")
+    check_data_file(path)  # present, readable, UTF-8, JSONL rows parse: the file's name and line in the message
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train")
     except Exception as err:  # pyarrow / datasets raise many types for a malformed file
         raise DatasetError(
-            f"{path}: could not be read as {builder.upper()} ({type(err).__name__}: {err}); "
+            f"{path.name}: could not be read as {builder.upper()} ({type(err).__name__}: {err}); "
             "check the file is valid and has one article/summary pair per row"
         ) from err
 

@@ -60,3 +60,8 @@ class WidthPruningError(CompressionError):
 class DeployUnsupportedError(CompressionError):
     """No deployed (CTranslate2) copy can be made: CTranslate2 is missing, or its converter has no
     loader for this model family (e.g. LongT5). Runs record it as a note, not a failure."""
+
+
+class OutputError(CompressionError):
+    """An output folder that cannot be used: an existing file, not writable, or a run folder already
+    holding a run (without ``--overwrite`` or ``--resume``)."""

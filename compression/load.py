@@ -38,6 +38,7 @@ from .arch import (  # noqa: F401  (model_family, seq2seq_class and the families
     set_t5_decoder_depth,
 )
 from .errors import ModelLoadError, RemoteCodeError
+from .preflight import check_checkpoint
 
 # T5-efficient shapes as published in the google/t5-efficient-* configs (relu feed-forward,
 # tied embeddings, 32 relative-position buckets). Parameter counts at the 32128-piece T5 vocab:
@@ -139,6 +140,7 @@ def load_model(name_or_path: str | Path, *, tokenizer: str | Path | None = None,
         NotSeq2SeqError: the checkpoint is not a T5- or BART-family encoder-decoder.
     """
     name = str(name_or_path)
+    check_checkpoint(name)  # a local folder's config.json and weight headers, before transformers reads them
     config = _load_config(name, token)
     if getattr(config, "auto_map", None) and config.model_type not in T5_FAMILY + BART_FAMILY:
         raise RemoteCodeError(f"{name} maps to custom code (auto_map); this tool never runs a checkpoint's code")

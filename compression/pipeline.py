@@ -10,8 +10,10 @@ samples, next to size and speed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -27,8 +29,9 @@ from .export import save_model
 from .layers import shrink
 from .load import describe_model, load_model, load_tokenizer, model_family
 from .metrics import percent_of_base
+from .preflight import preflight
 from .quantize import AUTO_MODE, QUANTIZED_WO, quantize, save_quantized
-from .runs import RunFolder
+from .runs import RunFolder, clear_run_folder
 from .train import finetune
 
 logger = logging.getLogger(__name__)
@@ -45,6 +48,11 @@ class _Stages:
         self.on_progress = on_progress
         self.seconds: dict[str, float] = {}
         self._current: tuple[str, float] | None = None
+
+    @property
+    def current(self) -> str | None:
+        """The stage going on now (``None`` before the first)."""
+        return self._current[0] if self._current else None
 
     def __call__(self, stage: str, message: str) -> None:
         now = time.perf_counter()
@@ -63,7 +71,7 @@ def _without_predictions(metrics: dict) -> dict:
 
 def run_pipeline(config: RunConfig, *, on_progress: Callable[[dict], None] | None = None,
                  cancel: threading.Event | None = None, token: str | None = None,
-                 base=None, progress_bar: bool = True) -> dict:
+                 base=None, progress_bar: bool = True, existing: str = "refuse") -> dict:
     """Run shrink -> train -> evaluate -> quantize -> export end to end into ``config.output_dir``.
 
     The student is trained by ``config.method``: ``"sft"`` (:func:`compression.train.finetune`) or
@@ -79,6 +87,8 @@ def run_pipeline(config: RunConfig, *, on_progress: Callable[[dict], None] | Non
             its loss log and ``last-checkpoint/``, and is not evaluated.
         token: hub token for private checkpoints (used, never stored).
         base: an already loaded ``(model, tokenizer)`` to use instead of loading ``config.model``.
+        existing: what an ``output_dir`` that already holds a run means: ``"refuse"`` (an
+            :class:`compression.errors.OutputError`), ``"overwrite"`` (it is cleared first).
 
     Returns:
         ``{"run_dir", "status": "complete"|"cancelled", "metrics": {"base", "student", "quantized"},
@@ -88,20 +98,58 @@ def run_pipeline(config: RunConfig, *, on_progress: Callable[[dict], None] | Non
         ``None`` when ``config.quantize == "none"``.
 
     Raises:
-        CompressionError (and subclasses): anything the user can fix; the run folder is then marked
-        failed with the reason, never complete.
+        CompressionError (and subclasses): anything the user can fix. Input errors are found by
+        :func:`compression.preflight.preflight` before the run folder exists; later ones mark the
+        run folder failed with the reason, never complete.
     """
+    preflight(config, existing=existing)
+    if existing == "overwrite":
+        clear_run_folder(config.output_dir)
     run = RunFolder.open(config.output_dir)
     run.write_json("config.json", config.to_dict())
+    cancel = cancel if cancel is not None else threading.Event()
+    announce = _Stages(on_progress)
+    beating = run.start_heartbeat()
     try:
-        return _run(config, run, on_progress, cancel, token, base, progress_bar)
+        with _signals_cancel(cancel, announce):
+            return _run(config, run, announce, on_progress, cancel, token, base, progress_bar)
+    except KeyboardInterrupt:
+        run.mark_cancelled(f"interrupted (Ctrl-C or SIGTERM) during {announce.current or 'start-up'}")
+        raise
     except BaseException as error:
         run.mark_failed(f"{type(error).__name__}: {error}")
         raise
+    finally:
+        beating.set()
 
 
-def _run(config, run, on_progress, cancel, token, base, progress_bar) -> dict:
-    announce = _Stages(on_progress)
+@contextlib.contextmanager
+def _signals_cancel(cancel: threading.Event, announce: _Stages):
+    """Ctrl-C (SIGINT) and SIGTERM during training set ``cancel`` (training stops after the step and
+    keeps ``last-checkpoint/``; the run is marked cancelled); in any other stage, or a second time,
+    they raise ``KeyboardInterrupt`` (the run is marked cancelled too). Only in the main thread,
+    where Python delivers signals; elsewhere (the dashboard's worker) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if announce.current == "train" and not cancel.is_set():
+            logger.warning("%s: stopping training after this step (again to stop at once)",
+                           signal.Signals(signum).name)
+            cancel.set()
+            return
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _run(config, run, announce, on_progress, cancel, token, base, progress_bar) -> dict:
     announce("load", f"loading {config.model}")
     if base is None:
         base_model, tok = load_model(config.model, tokenizer=config.tokenizer, token=token)
@@ -144,7 +192,7 @@ def _run(config, run, on_progress, cancel, token, base, progress_bar) -> dict:
     train_summary = {key: value for key, value in vars(result).items() if key != "log_history"}
     run.write_json("train.json", train_summary)
     if result.cancelled:
-        run.mark_cancelled()
+        run.mark_cancelled("cancelled during training")
         announce("done", "cancelled: the loss log and last-checkpoint/ are kept")
         return {"run_dir": str(run.path), "status": "cancelled", "metrics": None, "summaries": [],
                 "train": train_summary, "timings": announce.seconds}

@@ -3,7 +3,13 @@
 Layout of ``runs/<YYYYmmdd-HHMMSS>-<name>/``:
 
 - ``status.json``: ``{"status": "running" | "complete" | "failed" | "cancelled", "started_at",
-  "finished_at", "reason"}``; a run without ``"complete"`` here is never reported as complete.
+  "finished_at", "reason", "pid", "host", "heartbeat"}``; a run without ``"complete"`` here is never
+  reported as complete. While a run goes on, its process (``pid`` on ``host``) rewrites
+  ``heartbeat`` (UTC, ISO 8601) every :data:`HEARTBEAT_SECONDS`; a reader that finds a "running"
+  run whose process is gone (same host) or whose heartbeat is older than :data:`STALE_SECONDS`
+  reports it ``"interrupted"`` (killed, crashed, or the machine went down), never "running".
+  A failed run records its ``reason``; a cancelled one (Cancel, Ctrl-C, SIGTERM) keeps its
+  ``last-checkpoint/``.
 - ``config.json``: the resolved :class:`compression.config.RunConfig` (``to_dict()``), with every
   secret-looking key (token, hf_token, password...) removed.
 - ``metrics.json``: ``{"base": {...}, "student": {...}, "quantized": {...}}``, each an
@@ -20,7 +26,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shutil
+import socket
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,7 +38,10 @@ from .errors import PathNotAllowedError, RunError
 from .files import atomic_write_text
 
 DEFAULT_ROOT = Path("runs")
-STATUSES = ("running", "complete", "failed", "cancelled")
+STATUSES = ("running", "complete", "failed", "cancelled", "interrupted")
+#: Seconds between two heartbeats of a running run, and the age after which a heartbeat is stale.
+HEARTBEAT_SECONDS = 10.0
+STALE_SECONDS = 120.0
 _RUN_FILES = ("status.json", "config.json", "metrics.json", "loss_log.jsonl")
 _RUN_NAME = re.compile(r"^(\d{8}-\d{6})-")
 _SECRET_KEY = re.compile(
@@ -100,6 +113,7 @@ class RunFolder:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._lock = threading.Lock()
 
     @staticmethod
     def default_path(root: str | Path = DEFAULT_ROOT, name: str = "run") -> Path:
@@ -142,8 +156,31 @@ class RunFolder:
     @classmethod
     def _start(cls, path: Path) -> "RunFolder":
         run = cls(path)
-        run.write_json("status.json", {"status": "running", "started_at": _now()})
+        run.write_json("status.json", {"status": "running", "started_at": _now(), "pid": os.getpid(),
+                                       "host": socket.gethostname(), "heartbeat": _now()})
         return run
+
+    def heartbeat(self) -> None:
+        """Rewrite ``status.json``'s ``heartbeat`` with the time now, while the run is "running"."""
+        with self._lock:
+            status = _read_json(self.path / "status.json")
+            if isinstance(status, dict) and status.get("status") == "running":
+                self.write_json("status.json", {**status, "heartbeat": _now()})
+
+    def start_heartbeat(self, seconds: float | None = None) -> threading.Event:
+        """Beat every ``seconds`` (default :data:`HEARTBEAT_SECONDS`) from a daemon thread until the
+        returned event is set (or the process ends: then the heartbeat goes stale)."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(seconds or HEARTBEAT_SECONDS):
+                try:
+                    self.heartbeat()
+                except OSError:  # a full disk must not kill the run; the heartbeat just goes stale
+                    pass
+
+        threading.Thread(target=beat, name=f"heartbeat {self.name}", daemon=True).start()
+        return stop
 
     @property
     def name(self) -> str:
@@ -174,10 +211,12 @@ class RunFolder:
         return path
 
     def _finish(self, status: str, **extra) -> None:
-        previous = _read_json(self.path / "status.json") or {}
-        record = {"status": status, "started_at": previous.get("started_at"), "finished_at": _now()}
-        record.update(extra)
-        self.write_json("status.json", record)
+        with self._lock:
+            previous = _read_json(self.path / "status.json") or {}
+            record = {"status": status, "started_at": previous.get("started_at"), "finished_at": _now(),
+                      **{key: previous[key] for key in ("pid", "host") if key in previous}}
+            record.update(extra)
+            self.write_json("status.json", record)
 
     def mark_complete(self) -> None:
         """``status.json`` := complete, with ``finished_at`` (UTC, ISO 8601)."""
@@ -187,9 +226,24 @@ class RunFolder:
         """``status.json`` := failed, with the ``reason`` (Hugging Face tokens masked)."""
         self._finish("failed", reason=str(reason))
 
-    def mark_cancelled(self) -> None:
-        """``status.json`` := cancelled (the visitor or Ctrl-C stopped it)."""
-        self._finish("cancelled")
+    def mark_cancelled(self, reason: str | None = None) -> None:
+        """``status.json`` := cancelled (Cancel, Ctrl-C or SIGTERM stopped it), with the ``reason`` if given."""
+        self._finish("cancelled", **({"reason": str(reason)} if reason else {}))
+
+
+def clear_run_folder(path: str | Path) -> None:
+    """Delete the run folder ``path`` (``--overwrite``), so a new run never mixes with an old one.
+    Only a folder holding ``status.json`` (a run) is deleted; anything else is left alone.
+
+    Raises:
+        RunError: the folder could not be deleted.
+    """
+    path = Path(path)
+    if path.is_dir() and (path / "status.json").is_file():
+        try:
+            shutil.rmtree(path)
+        except OSError as error:
+            raise RunError(f"could not clear the old run in {path} ({error.strerror}): remove it by hand") from None
 
 
 def _read_json(path: Path):
@@ -215,10 +269,37 @@ def _read_jsonl(path: Path) -> list[dict]:
     return records
 
 
+def _pid_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return True  # unknown: judge by the heartbeat alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: the process exists under another user
+        return True
+    return True
+
+
+def _age_seconds(stamp) -> float | None:
+    try:
+        return (datetime.now(timezone.utc) - datetime.fromisoformat(str(stamp))).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
 def _status_of(path: Path) -> dict:
+    """``status.json`` as read, with a "running" run whose process is gone reported "interrupted"."""
     status = _read_json(path / "status.json")
     if not isinstance(status, dict) or status.get("status") not in STATUSES:
         return {"status": "incomplete"}
+    if status["status"] == "running":
+        dead = status.get("host") == socket.gethostname() and not _pid_alive(status.get("pid"))
+        age = _age_seconds(status.get("heartbeat"))
+        if dead or (age is not None and age > STALE_SECONDS):
+            why = "its process is gone" if dead else f"no heartbeat for {age:.0f} s"
+            return {**status, "status": "interrupted",
+                    "reason": f"interrupted: {why} (killed, crashed or the machine stopped)"}
     return status
 
 
@@ -253,8 +334,9 @@ def _number(value):
 def list_runs(root: str | Path = DEFAULT_ROOT) -> list[dict]:
     """Every run under ``root``, newest first, as flat dicts for a table.
 
-    Keys: ``name``, ``path``, ``status`` (``running``/``complete``/``failed``/``cancelled``, or
-    ``incomplete`` when ``status.json`` is missing or unreadable), ``created``, ``model``, ``method``
+    Keys: ``name``, ``path``, ``status`` (``running``/``complete``/``failed``/``cancelled``/
+    ``interrupted`` (see :func:`_status_of`), or ``incomplete`` when ``status.json`` is missing or
+    unreadable), ``reason`` (why it failed, was cancelled or interrupted), ``created``, ``model``, ``method``
     (``"sft"`` or ``"kd"``; ``"sft"`` for runs written before the field existed),
     ``encoder_layers``, ``decoder_layers``, ``strategy``, ``epochs`` (from ``config.json``), and the
     student's ``rouge1``, ``rougeL`` (F1, 0-100), ``percent_of_base_rouge1``,
@@ -288,6 +370,7 @@ def list_runs(root: str | Path = DEFAULT_ROOT) -> list[dict]:
             "name": path.name,
             "path": str(path),
             "status": status["status"],
+            "reason": status.get("reason"),
             "created": _created(path, status),
             "model": config.get("model"),
             "method": config.get("method", "sft") if config else None,

@@ -104,13 +104,24 @@ def test_cancel_keeps_log_and_checkpoint(tiny_t5_dir, tiny_jsonl, tmp_path):
     assert not (run / "metrics.json").exists()
 
 
-def test_failed_run_is_never_complete(tiny_t5_dir, tiny_jsonl, tmp_path):
+def test_failed_run_is_never_complete(tiny_t5_dir, tiny_jsonl, tmp_path, monkeypatch):
+    from compression import pipeline
+    from compression.errors import OutOfMemoryError
+
     config = tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "run")
     config.data.text_column = "article"
     with pytest.raises(DatasetError, match="article"):
         run_pipeline(config, progress_bar=False)
+    assert not (tmp_path / "run").exists()  # an input error is found before the run folder is made
+
+    def out_of_memory(*args, **kwargs):
+        raise OutOfMemoryError("training ran out of memory: lower the batch size")
+
+    monkeypatch.setattr(pipeline, "finetune", out_of_memory)
+    with pytest.raises(OutOfMemoryError):
+        run_pipeline(tiny_config(tiny_t5_dir, *tiny_jsonl, tmp_path / "run"), progress_bar=False)
     status = json.loads((tmp_path / "run" / "status.json").read_text())
-    assert status["status"] == "failed" and "article" in status["reason"]
+    assert status["status"] == "failed" and "lower the batch size" in status["reason"]
 
 
 def test_cli_init_shrink_run(tmp_path, tiny_jsonl, capsys):

@@ -15,6 +15,7 @@ from transformers import AutoModelForSeq2SeqLM
 from ..arch import count_parameters
 from ..errors import ModularError
 from ..files import publish_permissions, staging_dir
+from ..preflight import check_checkpoint, read_safetensors_header
 from .model import ModularModel
 from .spans import CONFIG_FILE, FORMAT_VERSION, MODULES_FILE, STACKS, TEACHER_DIR
 
@@ -136,6 +137,8 @@ def load_modular(directory: str | Path) -> ModularModel:
         )
     if not (directory / MODULES_FILE).is_file():
         raise ModularError(f"{directory} has no {MODULES_FILE}: the checkpoint is incomplete; train the modules again")
+    check_checkpoint(teacher_dir)  # damaged weights or a config they do not cover: a typed error, not a crash
+    read_safetensors_header(directory / MODULES_FILE)
     try:
         teacher = AutoModelForSeq2SeqLM.from_pretrained(str(teacher_dir), trust_remote_code=False).eval()
     except (OSError, ValueError) as error:
