@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import preflight
 from .cli import EVAL_RENAMES, build_parser, from_flags, hub_token
 from .config import (
     IMPORTANCE,
@@ -26,7 +27,6 @@ from .config import (
     ShrinkArgs,
     TrainArgs,
 )
-from . import preflight
 from .errors import CompressionError
 
 
@@ -48,10 +48,11 @@ def _shrink_args(args) -> ShrinkArgs:
 
 
 def cmd_init(args) -> None:
+    preflight.check_output(args.output)
+
     from .export import save_model
     from .load import build_preset, describe_model
 
-    preflight.check_output(args.output)
     model, tokenizer = build_preset(args.preset, args.tokenizer, seed=args.seed)
     save_model(model, tokenizer, args.output, card={"method": "preset", "base_model": f"preset:{args.preset} (untrained)"})
     facts = describe_model(model)
@@ -61,13 +62,14 @@ def cmd_init(args) -> None:
 
 
 def cmd_shrink(args) -> None:
-    from .export import save_model
-    from .load import describe_model
-
     plan = from_flags(ShrinkArgs, args)
     preflight.check_output(args.output)
     preflight.check_layers(preflight.check_checkpoint(args.model) or {}, plan.encoder_layers, plan.decoder_layers,
                            plan.strategy)
+
+    from .export import save_model
+    from .load import describe_model
+
     model, tokenizer = _load_base(args)
     student = _make_student(args, model, tokenizer, args.data, "--data FILE")
     student.config.shrink["teacher"] = args.model
@@ -87,7 +89,6 @@ def cmd_shrink(args) -> None:
 def _make_student(args, model, tokenizer, calibration_file: str | None, flag: str):
     """Shrink ``model`` by the layer flags; the importance strategy scores the layers on the first
     ``--importance-samples`` pairs of ``calibration_file`` first."""
-    from .layers import shrink
 
     choice = _shrink_args(args)
     if choice.strategy != IMPORTANCE:
@@ -173,14 +174,15 @@ def _is_main_process() -> bool:
 
 
 def cmd_finetune(args) -> None:
-    from .export import save_model
-    from .progress import LOSS_LOG
-    from .train import finetune
-
     data, train_args = from_flags(DataArgs, args), from_flags(TrainArgs, args)
     preflight.check_output(args.output)
     preflight.check_checkpoint(args.model)
     preflight.check_data(data)
+
+    from .export import save_model
+    from .progress import LOSS_LOG
+    from .train import finetune
+
     model, tokenizer = _load_base(args)
     train_set, validation = _tokenized(data, model, tokenizer)
     output = Path(args.output)
@@ -199,13 +201,14 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    data, eval_args = _evaluation_data(from_flags(DataArgs, args)), from_flags(EvalArgs, args)
+    preflight.check_checkpoint(args.model)
+    preflight.check_data(data)
+
     from .data import load_pairs, resolve_prefix
     from .evaluate import evaluate_model
     from .table import compare_table
 
-    data, eval_args = _evaluation_data(from_flags(DataArgs, args)), from_flags(EvalArgs, args)
-    preflight.check_checkpoint(args.model)
-    preflight.check_data(data)
     model, tokenizer = _load_base(args)
     split = load_pairs(data)["validation"]
     metrics = evaluate_model(model, tokenizer, list(split["document"]), list(split["summary"]),
@@ -216,13 +219,14 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_quantize(args) -> None:
+    preflight.check_output(args.output)
+    if preflight.check_checkpoint(args.model) is None:
+        raise CompressionError(f"{args.model} is not a local checkpoint folder: quantize a folder on this machine")
+
     from .evaluate import memory_footprint_mib
     from .load import load_tokenizer
     from .quantize import quantize, save_quantized
 
-    preflight.check_output(args.output)
-    if preflight.check_checkpoint(args.model) is None:
-        raise CompressionError(f"{args.model} is not a local checkpoint folder: quantize a folder on this machine")
     model = quantize(args.model, args.mode, device=args.device, quantize_wo=args.quantize_wo)
     size = save_quantized(model, load_tokenizer(args.model), args.output)
     _print(args, {"output": args.output, "mode": args.mode, "size_mib": size,
@@ -261,13 +265,14 @@ def run_config(args) -> RunConfig:
 
 
 def cmd_run(args) -> int | None:
+    config = run_config(args)
+    existing = "overwrite" if args.overwrite else "refuse"
+    preflight.preflight(config, existing=existing)  # input errors in a second, before torch is imported
+
+    from .pipeline import run_pipeline
     from .table import compare_table
 
-    config = run_config(args)
-    from .pipeline import run_pipeline
-
-    result = run_pipeline(config, token=hub_token(), progress_bar=not args.json,
-                          existing="overwrite" if args.overwrite else "refuse")
+    result = run_pipeline(config, token=hub_token(), progress_bar=not args.json, existing=existing)
     if result["status"] != "complete":
         _print(args, result, f"run {result['status']}: {result['run_dir']} (the loss log and last-checkpoint/ are "
                              "kept)")
@@ -294,11 +299,6 @@ def cmd_runs(args) -> None:
 
 
 def cmd_distill(args) -> None:
-    from .distill import distill
-    from .export import save_model
-    from .progress import LOSS_LOG
-    from .load import load_model
-
     data, train_args, kd_args = from_flags(DataArgs, args), from_flags(TrainArgs, args), from_flags(KDArgs, args)
     plan = from_flags(ShrinkArgs, args)
     preflight.check_output(args.output)
@@ -308,6 +308,12 @@ def cmd_distill(args) -> None:
     elif teacher_config is not None:
         preflight.check_layers(teacher_config, plan.encoder_layers, plan.decoder_layers, plan.strategy)
     preflight.check_data(data)
+
+    from .distill import distill
+    from .export import save_model
+    from .load import load_model
+    from .progress import LOSS_LOG
+
     teacher, tokenizer = load_model(args.teacher, tokenizer=args.tokenizer, token=hub_token())
     if args.student:
         student, _ = load_model(args.student)
@@ -333,12 +339,13 @@ def cmd_distill(args) -> None:
 
 
 def cmd_modular_train(args) -> None:
-    from .modular import ModularConfig, max_ratio, train_modular
-
     data = from_flags(DataArgs, args)
     preflight.check_output(args.output)
     preflight.check_checkpoint(args.teacher)
     preflight.check_data(data)
+
+    from .modular import ModularConfig, max_ratio, train_modular
+
     config = ModularConfig(teacher=args.teacher, tokenizer=args.tokenizer, data=data,
                            train=from_flags(TrainArgs, args), modular=from_flags(ModularArgs, args),
                            output=args.output)
@@ -350,6 +357,11 @@ def cmd_modular_train(args) -> None:
 
 
 def cmd_assemble(args) -> None:
+    if args.output:
+        preflight.check_output(args.output)
+    if args.score:
+        preflight.check_data(_evaluation_data(from_flags(DataArgs, args)))
+
     from .export import save_model
     from .load import describe_model, load_tokenizer
     from .modular import (
@@ -362,10 +374,6 @@ def cmd_assemble(args) -> None:
         score_teacher,
     )
 
-    if args.output:
-        preflight.check_output(args.output)
-    if args.score:
-        preflight.check_data(_evaluation_data(from_flags(DataArgs, args)))
     modular = load_modular(args.modular)
     if args.ratio is None:
         ratios = available_ratios(modular, args.priority)
@@ -409,12 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as done:  # --help (0) or a usage error, already printed on one line (2)
         return done.code if isinstance(done.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if not args.verbose and args.command != "runs":  # keep stderr for the training bar and errors
-        import datasets
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()
-        datasets.disable_progress_bars()
+    if not args.verbose:  # keep stderr for the training bar and errors; read when the libraries load
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also transformers' bars
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     handler = globals()["cmd_" + args.command.replace("-", "_")]
     try:
         return handler(args) or 0
