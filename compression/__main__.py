@@ -89,6 +89,7 @@ def cmd_shrink(args) -> None:
 def _make_student(args, model, tokenizer, calibration_file: str | None, flag: str):
     """Shrink ``model`` by the layer flags; the importance strategy scores the layers on the first
     ``--importance-samples`` pairs of ``calibration_file`` first."""
+    from .layers import shrink
 
     choice = _shrink_args(args)
     if choice.strategy != IMPORTANCE:
