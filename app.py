@@ -2,9 +2,10 @@
 as a Hugging Face Space.
 
 Six panels (see :mod:`components`): base model, shrink plan, data and training, live training,
-results, runs history. Long work runs on gradio's queue: the Run event has a concurrency limit of 1
-(one training job on the machine at a time, the others see their queue position), every browser
-session keeps its own state, and every user error appears as a message on the page.
+results, runs history. Training runs as a job on the server's queue (:mod:`compression.jobs`): one
+at a time, the others wait showing their place; a job outlives the tab that started it, and any tab
+reattaches to it (``?run=<id>``). Every browser session keeps its own state, and every user error
+appears as a message (a toast and a status line) with the widgets left as they were.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder visitors may load local models/tokenizers from (repeatable; default: "
                              "the runs folder and the current directory; ../shared, when present, is always readable)")
     parser.add_argument("--max-file-mb", type=int, default=50, help="upload size limit in MB (default 50)")
+    parser.add_argument("--public", action="store_true",
+                        help="public-server guard rails (on by default when SPACE_ID is set, i.e. on a Hugging Face "
+                             "Space): limits on pairs, epochs, source length and wall time per run, at most 2 queued "
+                             "jobs per visitor, a 2 GiB disk quota (oldest visitor runs removed first), and each "
+                             "visitor sees only their own runs and the operator's")
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     return parser.parse_args(argv)
 
@@ -51,79 +57,134 @@ def build_demo(settings=None):
     import gradio as gr
 
     from components import model_panel, modular_panel, plan_panel, results_panel, runs_panel, train_panel
-    from components.state import AppSettings, session_state
+    from components.feedback import as_toast
+    from components.state import AppSettings, bind, session_state
 
     settings = settings or AppSettings.create()
     from functools import partial
 
-    with gr.Blocks(title="Summarizer compression (SFT)", analytics_enabled=False) as demo:
+    # delete_cache: gradio's copies of uploads and zips older than an hour go, checked every 30 min
+    with gr.Blocks(title="Summarizer compression (SFT)", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         session = session_state()
+        visitor = gr.BrowserState("", storage_key="compression-visitor")
         gr.Markdown(f"# Summarizer compression · Shrink and Fine-Tune\n{DESCRIPTION}", elem_id="intro")
+        if settings.notice:
+            gr.Markdown(f"ℹ {settings.notice}", elem_id="offline-notice")
         with gr.Tab("Shrink and train (SFT or KD)"):
             with gr.Row(equal_height=False):
-                with gr.Column(scale=2, min_width=320):
+                with gr.Column(scale=2, min_width=300):
                     model = model_panel.build_model_panel(settings, session)
-                with gr.Column(scale=3, min_width=420):
+                with gr.Column(scale=3, min_width=360):
                     plan = plan_panel.build_plan_panel(settings, session)
             with gr.Row(equal_height=False):
-                with gr.Column(scale=2, min_width=320):
+                with gr.Column(scale=2, min_width=300):
                     train = train_panel.build_train_panel(settings, session)
-                with gr.Column(scale=3, min_width=420):
+                with gr.Column(scale=3, min_width=360):
                     live = train_panel.build_live_panel()
             results = results_panel.build_results_panel(settings, session)
             runs = runs_panel.build_runs_panel(settings, session)
         with gr.Tab(modular_panel.TAB_TITLE):  # Modular Transformers: its events are wired inside
             modular_panel.build_modular_tab(settings, session)
 
-        # Panel 1 -> 2: loading sets the slider bounds, then redraws the plan.
-        model.load.click(partial(model_panel.load_base, settings), [session, model.choice, model.custom,
-                                                                     model.tokenizer],
+        # Panel 1 -> 2: loading sets the slider bounds, then redraws the plan. Errors are toasts and
+        # a status line (feedback.as_toast): the sliders keep their values.
+        model.load.click(as_toast(partial(model_panel.load_base, settings), 3, status=0),
+                         [session, model.choice, model.custom, model.tokenizer],
                          [model.info, plan.encoder, plan.decoder], api_name="load_model",
                          concurrency_limit=2, concurrency_id="load").success(
             plan.handler, plan.inputs, [plan.picture, plan.estimate], api_name="plan_after_load")
-        # Panels 1-3 -> 4, then 5 and 6: one training job at a time on this machine.
+        # Panels 1-3 -> 4, then 5 and 6. The run is a job on the server's queue (one training job at a
+        # time); this event only submits and watches it, so it needs no queue slot of its own.
         form = {"shrink.encoder_layers": plan.encoder, "shrink.decoder_layers": plan.decoder,
                 "shrink.strategy": plan.strategy, "encoder_custom": plan.encoder_custom,
                 "decoder_custom": plan.decoder_custom, **train.form}
-        run_event = train.run.click(partial(train_panel.run_training, settings, list(form)),
-                                    [session, *form.values()],
-                                    [live.progress, live.loss], api_name="run", concurrency_limit=1,
-                                    concurrency_id="gpu")
-        run_event.success(partial(results_panel.show_results, settings), session, results.outputs,
-                          api_name="show_results").then(runs.handler, None, runs.outputs, api_name="runs_after_run")
-        train.cancel.click(partial(train_panel.cancel_training, settings), session, live.progress,
+        after_run = dict(fn=partial(results_panel.show_results, settings), inputs=session, outputs=results.outputs)
+        run_event = train.run.click(as_toast(bind(train_panel.run_training, settings, list(form)), 2, status=0),
+                                    [session, *form.values()], [live.progress, live.loss], api_name="run",
+                                    concurrency_limit=None)
+        run_event.then(**after_run, api_name="show_results").then(runs.handler, session, runs.outputs,
+                                                                   api_name="runs_after_run")
+        train.cancel.click(bind(train_panel.cancel_training, settings), session, live.progress,
                            api_name="cancel", concurrency_limit=None)
         # Panel 6 -> 5: reopen a finished run.
-        runs.open.click(partial(runs_panel.open_run, settings), [session, runs.run], runs.opened,
-                        api_name="open_run").success(partial(results_panel.show_results, settings), session,
-                                                     results.outputs, api_name="show_opened_run")
-        demo.load(runs.handler, None, runs.outputs, api_name="runs_on_load")
+        runs.open.click(as_toast(partial(runs_panel.open_run, settings), 1, status=0), [session, runs.run],
+                        runs.opened, api_name="open_run").success(**after_run, api_name="show_opened_run")
+        # A (re)opened page: remember the visitor, reattach to ?run=<id> or the visitor's latest run.
+        demo.load(bind(train_panel.attach_job, settings), [session, visitor], [visitor, live.progress],
+                  api_visibility="private").then(
+            partial(train_panel.watch_job, settings), session, [live.progress, live.loss], concurrency_limit=None,
+            api_visibility="private").then(**after_run, api_visibility="private").then(
+            runs.handler, session, runs.outputs, api_visibility="private")
     return demo
 
 
 def launch_options(settings) -> dict:
     """Keyword arguments for ``demo.launch`` shared by :func:`main` and the tests: theme and CSS
-    (launch arguments in gradio 6), the upload size limit, no run history (it would keep inputs,
-    tokens included, in the browser)."""
+    (launch arguments in gradio 6), the upload size limit, the upload route limited to data files
+    (:class:`components.uploads.DataUploadsOnly`), no run history (it would keep inputs, tokens
+    included, in the browser)."""
     import gradio as gr
+    from starlette.middleware import Middleware
 
+    from components.uploads import DataUploadsOnly
+
+    upload_limit = settings.max_file_mb * 10**6 + 2**20  # gradio's "50mb" is 50e6 bytes, plus multipart headers
     return dict(theme=gr.themes.Default(primary_hue="orange", secondary_hue="indigo", neutral_hue="slate"),
                 css_paths=[ASSETS / "style.css"], max_file_size=f"{settings.max_file_mb}mb",
-                run_history=False, footer_links=["api", "gradio", "settings"], show_error=False)
+                run_history=False, footer_links=["api", "gradio", "settings"], show_error=False,
+                app_kwargs={"middleware": [Middleware(DataUploadsOnly, max_bytes=upload_limit)]})
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers one HEAD request within ``timeout`` seconds (``HF_ENDPOINT``,
+    default https://huggingface.co); any answer counts, a network error or a timeout does not."""
+    import httpx
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        httpx.head(endpoint, timeout=timeout, follow_redirects=False)
+    except (httpx.HTTPError, OSError):
+        return False
+    return True
+
+
+def offline_start(args: argparse.Namespace) -> str | None:
+    """Decide whether the dashboard starts offline: with ``--offline`` or ``HF_HUB_OFFLINE=1`` (no
+    request made), or when :func:`hub_reachable` fails. Sets ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``
+    when offline. Returns the one-line notice to show when the check failed, else ``None``."""
+    if not args.offline and os.environ.get("HF_HUB_OFFLINE", "0") in ("", "0", "false", "False"):
+        if hub_reachable():
+            return None
+        args.offline = True
+        notice = ("The model hub is unreachable from this server, so the dashboard started **offline**: "
+                  "architecture presets, local folders and the offline datasets (start it with `--offline` to "
+                  "skip this check).")
+    else:
+        args.offline, notice = True, None  # asked for: panel 1 says so
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    return notice
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse the flags, set up offline mode and logging, build the dashboard and serve it."""
+    """Parse the flags, set up offline mode (checking the hub once) and logging, build the dashboard
+    and serve it."""
     args = parse_args(argv)
-    if args.offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    notice = offline_start(args)
+    if notice:
+        logging.getLogger("dashboard").warning("%s", notice.replace("**", "").replace("`", ""))
     from components.state import AppSettings
+    from compression.guard import PublicLimits
 
-    settings = AppSettings.create(args.runs_dir, args.allowed_dir, offline=args.offline, max_file_mb=args.max_file_mb)
+    public = args.public or bool(os.environ.get("SPACE_ID"))
+    settings = AppSettings.create(args.runs_dir, args.allowed_dir, offline=args.offline, max_file_mb=args.max_file_mb,
+                                  notice=notice, limits=PublicLimits() if public else None)
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    from compression.jobs import mark_interrupted
+
+    mark_interrupted(settings.runs_dir)  # runs a stopped server left "running" are interrupted, not running
     demo = build_demo(settings)
     demo.queue(default_concurrency_limit=2).launch(
         server_name=args.host, server_port=args.port, share=args.share,

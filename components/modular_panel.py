@@ -12,18 +12,18 @@ The teacher is the base model loaded in panel 1 (:class:`components.state.Sessio
 folder is typed. Modules are written to ``<runs>/.modular/<timestamp>-<teacher>`` (hidden from the
 runs list) and can be loaded again later. The tab's own state (modules, points) is a
 :class:`ModularState` in a ``gr.State`` per browser session. Long work follows
-:mod:`components.train_panel`: training runs as a :class:`components.jobs.Job` (a worker thread whose
-progress records the generator collects); the generator yields the progress line and the curve
-about once a second; Cancel sets a ``threading.Event``; closing the page cancels too. Training,
-scoring and the runs to compare with come from the engine: :func:`compression.modular.train_modular`,
-:func:`compression.modular.score_assembly` and :func:`compression.runs.comparable_runs`.
+:mod:`components.train_panel`: module training is a job on the server's queue
+(:class:`compression.jobs.JobQueue`, shared with the Run button: one training at a time), watched by
+the generator, which yields the progress line and the curve as it advances; Cancel stops it; closing
+the tab does not. Training, scoring and the runs to compare with come from the engine:
+:func:`compression.modular.train_modular`, :func:`compression.modular.score_assembly` and
+:func:`compression.runs.comparable_runs`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,9 +35,9 @@ import pandas as pd
 from compression.errors import CompressionError, ModularError
 
 from . import modular_charts, train_panel
-from .feedback import positive_int, user_errors
-from .jobs import Job
-from .state import AppSettings, Session
+from .feedback import as_toast, positive_int, user_errors
+from .jobs import job_link, queue_markdown, watch
+from .state import AppSettings, Session, bind
 
 TAB_TITLE = "Train once, assemble many"
 #: Sub-folder of the runs folder where module trainings are written (dot: not listed as runs).
@@ -55,7 +55,8 @@ class ModularState:
 
     ``teacher_source``: what the modules' teacher was loaded from (hub id or resolved folder);
     ``modular``: the :class:`compression.modular.ModularModel` (teacher + modules); ``tokenizer``: its
-    tokenizer; ``modular_dir``: the folder the modules were saved to or loaded from; ``cancel``: the running training's cancel event;
+    tokenizer; ``modular_dir``: the folder the modules were saved to or loaded from; ``job_id``: the
+    module training this tab watches;
     ``eval_key``/``eval_pairs``: the :class:`compression.modular.EvaluationSet` the points were
     scored on; ``teacher_point``: the teacher scored on
     them; ``points``: the assembled students scored so far.
@@ -66,7 +67,7 @@ class ModularState:
     modular: Any = None
     tokenizer: Any = None
     modular_dir: str | None = None
-    cancel: threading.Event | None = None
+    job_id: str | None = None
     eval_key: str | None = None
     eval_pairs: Any = None
     teacher_point: dict | None = None
@@ -151,7 +152,8 @@ def modules_markdown(state: ModularState) -> str:
 @user_errors
 def train_modules_job(settings: AppSettings, session: Session, state: ModularState, teacher_folder, granularities,
                       source, train_file, validation_file, text_column, summary_column, train_samples, eval_samples,
-                      epochs, batch_size, learning_rate, max_source_length, max_target_length):
+                      epochs, batch_size, learning_rate, max_source_length, max_target_length,
+                      request: gr.Request = None):
     """Generator behind "Train modules": load the teacher, train the modules in a worker thread and
     yield ``(progress markdown, loss figure, ratio slider, modules markdown)`` about once a second.
 
@@ -161,13 +163,17 @@ def train_modules_job(settings: AppSettings, session: Session, state: ModularSta
     modules trained so far are kept), the state holds the modules and the ratio slider is enabled
     up to :func:`compression.modular.max_ratio`.
 
+    The training is a job on the server's queue: closing the tab leaves it running (its modules
+    are saved to their folder, which "load modules" opens later).
+
     Raises (as ``gr.Error``): a training already going on in this tab, no teacher, bad data or
-    settings, out of memory.
+    settings, a visitor at the queue limit, out of memory.
     """
     from compression.modular import ModularArgs, ModularConfig
     from compression.runs import RunFolder
 
-    if state.cancel is not None and not state.cancel.is_set():
+    current = settings.jobs.find(state.job_id)
+    if current is not None and not current.done:
         raise CompressionError("modules are already training in this tab: wait for them or cancel")
     source_model, label = resolve_teacher(settings, session, teacher_folder)
     modular_args = ModularArgs(granularities=_granularities(granularities))
@@ -175,43 +181,51 @@ def train_modules_job(settings: AppSettings, session: Session, state: ModularSta
                                  train_samples, eval_samples, max_source_length, max_target_length)
     train_args = train_panel.train_args(data, epochs, batch_size, learning_rate)
     output = RunFolder.default_path(settings.runs_dir / MODULAR_DIR, Path(source_model).name or "teacher")
-    cancel = threading.Event()
 
     config = ModularConfig(teacher=source_model, data=data, train=train_args, modular=modular_args, output=output)
 
-    def work(emit):
+    def work(emit, cancel):
         from compression.modular import train_modular
 
         return train_modular(config, on_progress=emit, cancel=cancel, progress_bar=False)
 
-    job = Job(work, cancel, name=f"modular-train {output}")
-    state.cancel = cancel
-    intro = f"Module training started: `{output}`"
-    try:
-        for _ in job.stream(POLL_SECONDS):
-            yield (train_panel.progress_markdown(job.stages, job.records, intro),
-                   modular_charts.modules_loss_curve(job.records), gr.skip(), gr.skip())
-            intro = None
-    finally:
-        state.cancel = None
+    job = settings.jobs.submit(work, kind="modular", owner=train_panel.visitor_of(session, request),
+                               label=output.name, info={"run_dir": str(output)})
+    state.job_id = job.id
+    intro = f"Module training queued: `{output.name}` · {job_link(job)}"
+    for current in watch(job, POLL_SECONDS):
+        if current.status == "queued":
+            yield ("\n\n".join([intro, queue_markdown(settings.jobs, current)]), gr.skip(), gr.skip(), gr.skip())
+            continue
+        if current.done:
+            break
+        yield (train_panel.progress_markdown(job.stages, job.records, intro),
+               modular_charts.modules_loss_curve(job.records), gr.skip(), gr.skip())
+        intro = None
+    if job.status == "failed":
+        raise job.error
+    if job.status == "cancelled" and job.result is None:
+        yield "■ **Cancelled** before it started: nothing was written.", gr.skip(), gr.skip(), gr.skip()
+        return
     modular, tokenizer = job.result
     state.use_modules(modular, tokenizer, str(output), source_model, label)
     if modular.info.get("training", {}).get("cancelled"):
-        final = (f"■ **Cancelled.** The modules trained so far are saved in `{output}`; they can be assembled, "
-                 "but expect them to be worse than fully trained ones.")
+        final = (f"■ **Cancelled.** The modules trained so far are saved in `{output.name}`; they can be "
+                 "assembled, but expect them to be worse than fully trained ones.")
     else:
-        final = f"✓ **Modules trained:** `{output}`. Pick a ratio and a priority below to assemble students."
+        final = f"✓ **Modules trained:** `{output.name}`. Pick a ratio and a priority below to assemble students."
     yield (train_panel.progress_markdown(job.stages, job.records, final),
            modular_charts.modules_loss_curve(job.records), _ratio_slider(modular), modules_markdown(state))
 
 
 def cancel_modules(settings: AppSettings, state: ModularState) -> str:
-    """Set the running module training's cancel event; it stops after the current step and keeps
-    what it trained."""
-    if state.cancel is None or state.cancel.is_set():
-        gr.Warning("No module training is going on in this tab.")
-        return "Nothing to cancel."
-    state.cancel.set()
+    """Cancel the module training this tab watches (waiting: it leaves the queue; running: it stops
+    after the current step and keeps what it trained)."""
+    job = settings.jobs.find(state.job_id)
+    if job is None or job.done or job.cancel_event.is_set():
+        gr.Warning("No module training is waiting or running in this tab: nothing to cancel.")
+        return gr.skip()
+    settings.jobs.cancel(job.id)
     gr.Info("Cancelling: module training stops after the current step.")
     return "■ Cancelling after the current step…"
 
@@ -353,8 +367,8 @@ def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespa
     """Lay out the tab's content (call it inside ``with gr.Tab(TAB_TITLE):``) and wire its events.
 
     Reads ``session`` (the base model of panel 1, the default teacher) and keeps its own
-    :func:`modular_state`. Module training shares ``concurrency_id="gpu"`` (limit 1) with the main
-    Run, so one training job at a time runs on the machine; assembling and scoring runs under
+    :func:`modular_state`. Module training is a job on the server's queue, shared with the main Run,
+    so one training job at a time runs on the machine; assembling and scoring runs under
     ``concurrency_id="assemble"`` (limit 1). API names: ``modular_train``, ``modular_cancel``,
     ``modular_load``, ``modular_assemble`` (plus ``modular_data_source``, ``modular_file_columns``).
     """
@@ -365,7 +379,7 @@ def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespa
     default = train_panel.default_data_choice(choices)
     default_source_length, default_target_length = train_panel.preset_lengths(default)
     with gr.Row(equal_height=False):
-        with gr.Column(scale=2, min_width=320, elem_classes=["panel"]):
+        with gr.Column(scale=2, min_width=300, elem_classes=["panel"]):
             gr.Markdown("### Train the modules once\nModular Transformers (Zhou, Le Bras & Choi 2023): each module "
                         "is one layer trained to replace 2 or more consecutive teacher layers. Trained once, they "
                         "assemble students of many sizes without retraining.")
@@ -409,14 +423,14 @@ def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespa
                 modules_folder = gr.Textbox(label="Modules folder", elem_id="modular-folder",
                                             placeholder=f"{settings.runs_dir / MODULAR_DIR}/<timestamp>-<teacher>")
                 load = gr.Button("Load modules", elem_id="modular-load-button")
-        with gr.Column(scale=3, min_width=420, elem_classes=["panel"]):
+        with gr.Column(scale=3, min_width=360, elem_classes=["panel"]):
             gr.Markdown("### Live module training")
             progress = gr.Markdown("Press **Train modules** to train them against the teacher.",
                                    elem_id="modular-progress")
             loss = gr.Plot(modular_charts.modules_loss_curve([]), show_label=False, label="Module loss curve",
                            elem_id="modular-loss-plot")
     with gr.Row(equal_height=False):
-        with gr.Column(scale=2, min_width=320, elem_classes=["panel"]):
+        with gr.Column(scale=2, min_width=300, elem_classes=["panel"]):
             gr.Markdown("### Assemble a student (no training)")
             modules_info = gr.Markdown("No modules yet: train them, or load a modules folder.",
                                        elem_id="modular-modules-info")
@@ -431,7 +445,7 @@ def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespa
             assembly = gr.Markdown(elem_id="modular-assembly")
             plan = gr.Plot(modular_charts.assembly_plan({"encoder": 0, "decoder": 0}, [], "Assembly: none yet"),
                            show_label=False, label="Assembly plan", elem_id="modular-plan")
-        with gr.Column(scale=3, min_width=420, elem_classes=["panel"]):
+        with gr.Column(scale=3, min_width=360, elem_classes=["panel"]):
             tradeoff = gr.Plot(modular_charts.tradeoff_figure([]), show_label=False, label="Trade-off chart",
                                elem_id="modular-tradeoff")
             table = gr.Dataframe(pd.DataFrame(columns=TABLE_COLUMNS), label="Scored models", interactive=False,
@@ -440,22 +454,22 @@ def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespa
     data_source.change(train_panel.on_source, data_source,
                        [upload_group, text_column, summary_column, max_source, max_target],
                        api_name="modular_data_source", show_progress="hidden")
-    train_file.upload(partial(train_panel.columns_for_file, settings), train_file, [text_column, summary_column],
+    train_file.upload(as_toast(partial(train_panel.columns_for_file, settings)), [train_file, train_samples],
+                      [text_column, summary_column, train_samples],
                       api_name="modular_file_columns")
     data_values = [data_source, train_file, validation_file, text_column, summary_column]
-    train.click(partial(train_modules_job, settings),
+    train.click(as_toast(bind(train_modules_job, settings), 4, status=0),
                 [session, state, teacher_folder, granularities, *data_values, train_samples, eval_samples, epochs,
                  batch_size, learning_rate, max_source, max_target],
-                [progress, loss, ratio, modules_info], api_name="modular_train", concurrency_limit=1,
-                concurrency_id="gpu")
+                [progress, loss, ratio, modules_info], api_name="modular_train", concurrency_limit=None)
     cancel.click(partial(cancel_modules, settings), state, progress, api_name="modular_cancel",
                  concurrency_limit=None)
-    load.click(partial(load_modules, settings), [state, modules_folder], [modules_info, ratio], api_name="modular_load")
+    load.click(as_toast(partial(load_modules, settings), 2, status=0), [state, modules_folder], [modules_info, ratio], api_name="modular_load")
     assemble_inputs = [state, ratio, priority, max_new, *data_values, eval_samples, max_source, max_target]
     assemble_outputs = [assembly, plan, table, tradeoff]
-    assemble_button.click(partial(assemble_and_evaluate, settings), assemble_inputs, assemble_outputs,
+    assemble_button.click(as_toast(partial(assemble_and_evaluate, settings), 4, status=0), assemble_inputs, assemble_outputs,
                           api_name="modular_assemble", concurrency_limit=1, concurrency_id="assemble")
-    gr.on([ratio.release, priority.change], partial(assemble_if_ready, settings), assemble_inputs, assemble_outputs,
+    gr.on([ratio.release, priority.change], as_toast(partial(assemble_if_ready, settings), 4, status=0), assemble_inputs, assemble_outputs,
           api_visibility="private", trigger_mode="always_last", concurrency_limit=1, concurrency_id="assemble")
     return SimpleNamespace(state=state, teacher_folder=teacher_folder, granularities=granularities,
                            data_source=data_source, train_file=train_file, validation_file=validation_file,

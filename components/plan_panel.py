@@ -16,7 +16,7 @@ from compression.config import STRATEGIES
 from compression.layers import estimate_student
 
 from . import charts
-from .feedback import user_errors
+from .feedback import as_toast, user_errors
 from .state import AppSettings, Session
 
 CUSTOM = "custom"
@@ -133,7 +133,7 @@ def build_plan_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
         estimate = gr.Markdown("Load a base model first.", elem_id="plan-estimate")
 
     inputs = [session, encoder, decoder, strategy, encoder_custom, decoder_custom]
-    handler = partial(update_plan, settings)
+    handler = as_toast(partial(update_plan, settings), 2, status=1)
     strategy.change(toggle_custom, strategy, [custom_row, encoder, decoder], api_name="toggle_custom",
                     show_progress="hidden")
     gr.on([encoder.input, decoder.input, strategy.change, encoder_custom.submit, encoder_custom.blur,

@@ -14,7 +14,7 @@ import pandas as pd
 from compression.errors import CompressionError, RunError
 
 from . import charts
-from .feedback import user_errors
+from .feedback import as_toast, user_errors
 from .state import AppSettings, Session
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -94,21 +94,32 @@ def headline_markdown(metrics: dict | None, status: str | None = None, run_dir: 
     return text
 
 
+def decoding_markdown(beams, max_new_tokens, where: str) -> str:
+    """The decoding settings a set of summaries was made with, shown next to them."""
+    if beams is None:
+        return ""
+    search = "greedy (1 beam)" if int(beams) == 1 else f"beam search, {int(beams)} beams"
+    return f"_Decoded with {search}, at most {int(max_new_tokens)} new tokens ({where})._"
+
+
 @user_errors
 def show_results(settings: AppSettings, session: Session):
     """Everything panel 5 shows for the session's latest (or opened) run.
 
     Returns ``(headline markdown, metrics table, ROUGE figure, validation-loss figure,
-    size/latency figure, summaries table)``; placeholders when there is no result yet.
+    size/latency figure, summaries table, decoding line)``; placeholders when there is no result yet.
     """
     result = session.result or {}
     metrics = result.get("metrics")
+    evaluation = ((result.get("config") or {}).get("eval") or {}) if result else {}
     return (headline_markdown(metrics, result.get("status"), session.run_dir),
             metrics_table(metrics),
             charts.rouge_bars(metrics),
             charts.validation_loss_bars(metrics),
             charts.size_latency_bars(metrics),
-            summaries_table(result.get("summaries")))
+            summaries_table(result.get("summaries")),
+            decoding_markdown(evaluation.get("num_beams"), evaluation.get("max_new_tokens"),
+                              "the run's evaluation settings") if evaluation else "")
 
 
 def _run_models(session: Session) -> dict:
@@ -130,7 +141,7 @@ def compare_article(settings: AppSettings, session: Session, article: str | None
     quantized copy (:func:`compression.pipeline.fastest_student_copy`, :func:`compression.pipeline.summarize_with`).
 
     Returns ``(base, student, quantized, which)``: three summaries and one line saying which copy of
-    the student wrote the second; the quantized box says so when the run kept no quantized model.
+    the student wrote the second, with the decoding settings; the quantized box says so when the run kept no quantized model.
     Uses the run's prefix and max source length; decoding is greedy or beam search (``beams``), at
     most ``max_new_tokens`` tokens.
 
@@ -155,7 +166,8 @@ def compare_article(settings: AppSettings, session: Session, article: str | None
             outputs.append("(this run has no quantized model)" if name == "quantized" else "(not available)")
             continue
         outputs.append(summarize_with(models, name, article.strip(), **common) or "(empty summary)")
-    return (*outputs, f"Student summary written by {which}.")
+    return (*outputs, f"Student summary written by {which}. "
+            + decoding_markdown(args.num_beams, args.max_new_tokens, "the settings beside the button"))
 
 
 def example_articles() -> list[str]:
@@ -180,6 +192,7 @@ def build_results_panel(settings: AppSettings, session: gr.State) -> SimpleNames
         summaries = gr.Dataframe(summaries_table(None), label="Validation samples side by side", interactive=False,
                                  wrap=True, max_height=420, elem_id="summaries-table",
                                  column_widths=["24%", "16%", "15%", "15%", "15%", "15%"])
+        decoding = gr.Markdown("", elem_id="summaries-decoding")
         gr.Markdown("#### Summarize any article: the base, the fastest copy of the student, the quantized copy")
         article = gr.Textbox(lines=6, label="Article", placeholder="Paste a news article here…",
                              elem_id="article-input")
@@ -187,8 +200,9 @@ def build_results_panel(settings: AppSettings, session: gr.State) -> SimpleNames
         if examples:
             gr.Examples([[e] for e in examples], inputs=[article], label="Example articles", cache_examples=False)
         with gr.Row():
-            beams = gr.Slider(1, 8, value=4, step=1, label="Beams", elem_id="compare-beams")
-            max_new = gr.Slider(8, 256, value=48, step=8, label="Max new tokens", elem_id="compare-max-new")
+            # the same defaults as the evaluation (panel 3), so table and box agree unless changed
+            beams = gr.Slider(1, 8, value=1, step=1, label="Beams", elem_id="compare-beams")
+            max_new = gr.Slider(8, 256, value=64, step=8, label="Max new tokens", elem_id="compare-max-new")
             summarize = gr.Button("Summarize with base, student and quantized", variant="primary",
                                   elem_id="summarize-button")
         with gr.Row(equal_height=True):
@@ -198,8 +212,8 @@ def build_results_panel(settings: AppSettings, session: gr.State) -> SimpleNames
             out_quantized = gr.Textbox(label=charts.LABELS["quantized"], lines=4, interactive=False,
                                        elem_id="summary-quantized")
         which = gr.Markdown("", elem_id="summary-which")
-    summarize.click(partial(compare_article, settings), [session, article, beams, max_new],
+    summarize.click(as_toast(partial(compare_article, settings)), [session, article, beams, max_new],
                     [out_base, out_student, out_quantized, which], api_name="summarize", concurrency_limit=1,
                     concurrency_id="generate")
     return SimpleNamespace(headline=headline, rouge=rouge, loss=loss, size=size, table=table, summaries=summaries,
-                           article=article, outputs=[headline, table, rouge, loss, size, summaries])
+                           article=article, outputs=[headline, table, rouge, loss, size, summaries, decoding])

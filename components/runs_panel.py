@@ -1,10 +1,11 @@
 """Panel 6, runs history: every run folder listed with its settings and headline numbers; loss
 curves and students compared across runs; a run reopened in the results panel; a student
-downloaded as a zip or pushed to the Hugging Face Hub (the token is used once, never stored or logged).
+or its quantized copy downloaded as a zip, or the student pushed to the Hugging Face Hub (the token is used once, never stored or logged).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,26 +16,29 @@ import pandas as pd
 from compression.errors import CompressionError, RunError
 
 from . import charts
-from .feedback import user_errors
-from .state import AppSettings, Session
+from .feedback import as_toast, user_errors
+from .state import AppSettings, Session, bind
 
 RUN_COLUMNS = ["name", "status", "created", "base model", "method", "layers kept (enc/dec)", "strategy", "epochs", "ROUGE-1",
                "ROUGE-L", "% of base R-1", "val. loss (nats)", "params (M)", "size (MiB)"]
 
 
-def run_path(settings: AppSettings, name: str | None) -> Path:
-    """The folder of run ``name`` inside the runs folder.
+def run_path(settings: AppSettings, name: str | None, session: Session | None = None) -> Path:
+    """The folder of run ``name`` inside the runs folder (on a public server: one the session's
+    visitor may see, see :meth:`components.state.AppSettings.visible`).
 
     Raises:
-        RunError: no run picked, or no such run. PathNotAllowedError: a name escaping the runs folder.
+        RunError: no run picked, or no such run (for this visitor). PathNotAllowedError: a name
+            escaping the runs folder.
     """
     from compression.runs import resolve_inside
 
     if not (name or "").strip():
         raise RunError("pick a run in the list first")
     path = resolve_inside(settings.runs_dir / name.strip(), [settings.runs_dir])
-    if path == settings.runs_dir.resolve() or not path.is_dir():
-        raise RunError(f"there is no run named {name!r} in {settings.runs_dir}: refresh the list")
+    if path == settings.runs_dir.resolve() or not path.is_dir() or \
+            not settings.visible(path.name, session.visitor if session is not None else None):
+        raise RunError(f"there is no run named {name!r} in {settings.runs_dir.name}: refresh the list")
     return path
 
 
@@ -51,12 +55,16 @@ def _text(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
-def runs_table(settings: AppSettings) -> pd.DataFrame:
-    """Every run under the runs folder, newest first, one row each (see :func:`compression.runs.list_runs`)."""
+def runs_table(settings: AppSettings, visitor: str | None = None) -> pd.DataFrame:
+    """Every run under the runs folder that ``visitor`` may see (all of them on a private server),
+    newest first, one row each (see :func:`compression.runs.list_runs`)."""
     from compression.runs import list_runs
 
     rows = []
     for run in list_runs(settings.runs_dir):
+        if not settings.visible(str(run.get("name")), visitor):
+            continue
+
         def num(key, digits, run=run):
             value = run.get(key)
             return round(float(value), digits) if isinstance(value, (int, float)) else None
@@ -73,17 +81,30 @@ def runs_table(settings: AppSettings) -> pd.DataFrame:
     return frame
 
 
+def default_run(frame: pd.DataFrame) -> str | None:
+    """The run the picker starts on: the newest complete run, else the newest run, else none."""
+    complete = frame[frame["status"] == "complete"]
+    names = list((complete if len(complete) else frame)["name"])
+    return names[0] if names else None
+
+
 @user_errors
-def refresh_runs(settings: AppSettings):
-    """Returns ``(runs table, compare picker, run picker)`` with the current run names."""
-    frame = runs_table(settings)
+def refresh_runs(settings: AppSettings, session: Session | None = None, request: gr.Request = None):
+    """Returns ``(runs table, compare picker, run picker)`` with the current run names (the ones
+    the session's visitor may see)."""
+    visitor = None
+    if session is not None:
+        from .train_panel import visitor_of
+
+        visitor = visitor_of(session, request)
+    frame = runs_table(settings, visitor)
     names = list(frame["name"])
     return (frame, gr.Dropdown(choices=names, value=[], multiselect=True),
-            gr.Dropdown(choices=names, value=names[0] if names else None))
+            gr.Dropdown(choices=names, value=default_run(frame)))
 
 
 @user_errors
-def compare_runs(settings: AppSettings, names: list[str] | None):
+def compare_runs(settings: AppSettings, names: list[str] | None, session: Session | None = None):
     """Overlay the loss curves and compare the students of two or more runs.
 
     Returns ``(loss overlay figure, student comparison figure)``.
@@ -95,7 +116,7 @@ def compare_runs(settings: AppSettings, names: list[str] | None):
     names = [n for n in (names or []) if n]
     if len(names) < 2:
         raise CompressionError("pick two or more runs to compare")
-    runs = {name: load_run(run_path(settings, name)) for name in names}
+    runs = {name: load_run(run_path(settings, name, session)) for name in names}
     return (charts.loss_overlay({name: run["loss_log"] for name, run in runs.items()}),
             charts.runs_comparison({name: run["metrics"] for name, run in runs.items()}))
 
@@ -106,7 +127,7 @@ def open_run(settings: AppSettings, session: Session, name: str | None) -> str:
     uses its models. Returns a one-line confirmation."""
     from compression.runs import load_run
 
-    run = load_run(run_path(settings, name))
+    run = load_run(run_path(settings, name, session))
     status = run["status"].get("status")
     session.run_dir = run["path"]
     session.result = {"status": status, "metrics": run["metrics"] or None, "summaries": run["summaries"],
@@ -117,25 +138,51 @@ def open_run(settings: AppSettings, session: Session, name: str | None) -> str:
     return f"Opened **{run['name']}** ({status}) in the results panel."
 
 
-@user_errors
-def zip_student(settings: AppSettings, name: str | None) -> gr.File:
-    """Zip the run's ``student/`` folder into a fresh temporary folder; returns the (now visible)
-    download widget holding the zip, which gradio serves.
+#: Where zips are written before gradio serves them (gradio copies each into its cache, which
+#: ``delete_cache`` empties); each new zip removes the previous ones.
+ZIP_DIR = Path(tempfile.gettempdir()) / f"compression-zips-{os.getpid()}"
+ZIP_CHOICES = {"student": "student", "quantized": "quantized copy"}
 
-    Raises (as ``gr.Error``): no run picked, or the run has no student (cancelled or failed).
+
+@user_errors
+def zip_model(settings: AppSettings, name: str | None, which: str = "student",
+              session: Session | None = None) -> gr.File:
+    """Zip the run's ``student/`` or ``quantized/`` folder (``which``); returns the (now visible)
+    download widget holding the zip, which gradio serves. Earlier zips are removed first, so the
+    temporary folder holds one at a time.
+
+    Raises (as ``gr.Error``): no run picked, an unknown ``which``, or the run has no such model
+    (cancelled or failed, or no quantized copy).
     """
     from compression.export import zip_folder
 
-    path = run_path(settings, name)
-    student = path / "student"
-    if not (student / "config.json").is_file():
-        raise RunError(f"run {path.name} has no saved student (it was cancelled or failed): pick a complete run")
-    target = Path(tempfile.mkdtemp(prefix="student-zip-")) / f"{path.name}-student.zip"
-    return gr.File(value=str(zip_folder(student, target)), visible=True)
+    if which not in ZIP_CHOICES:
+        raise CompressionError(f"unknown model {which!r}: zip the student or the quantized copy")
+    path = run_path(settings, name, session)
+    folder = path / which
+    if not (folder / "config.json").is_file():
+        raise RunError(f"run {path.name} has no saved {ZIP_CHOICES[which]} (cancelled, failed, or not "
+                       "quantized): pick a complete run")
+    ZIP_DIR.mkdir(parents=True, exist_ok=True)
+    for old in ZIP_DIR.glob("*.zip"):
+        old.unlink(missing_ok=True)
+    target = ZIP_DIR / f"{path.name}-{which}.zip"
+    return gr.File(value=str(zip_folder(folder, target)), visible=True, label=f"{ZIP_CHOICES[which]} (zip)")
+
+
+def zip_student(settings: AppSettings, name: str | None, session: Session | None = None) -> gr.File:
+    """:func:`zip_model` of the student."""
+    return zip_model(settings, name, "student", session)
+
+
+def zip_quantized(settings: AppSettings, name: str | None, session: Session | None = None) -> gr.File:
+    """:func:`zip_model` of the quantized copy."""
+    return zip_model(settings, name, "quantized", session)
 
 
 @user_errors
-def push_student(settings: AppSettings, name: str | None, repo_id: str | None, token: str | None) -> str:
+def push_student(settings: AppSettings, name: str | None, repo_id: str | None, token: str | None,
+                 session: Session | None = None) -> str:
     """Push the run's student to the Hub repo ``repo_id`` (private) with ``token``; the token is used
     for this call only, never stored, logged or echoed. Returns a markdown link to the repo.
 
@@ -147,7 +194,7 @@ def push_student(settings: AppSettings, name: str | None, repo_id: str | None, t
         raise CompressionError("the dashboard runs offline (--offline): pushing to the Hub is disabled")
     if not (token or "").strip():
         raise CompressionError("paste a Hugging Face write token to push (it is used once and never stored)")
-    path = run_path(settings, name)
+    path = run_path(settings, name, session)
     url = push_to_hub(path / "student", (repo_id or "").strip(), token=token.strip())
     return f"Pushed the student of **{path.name}** to [{repo_id}]({url}) (private repo)."
 
@@ -156,7 +203,7 @@ def build_runs_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
     """Lay out panel 6 and wire its events except Open (which also refreshes panel 5; see :mod:`app`)."""
     from functools import partial
 
-    frame = runs_table(settings)
+    frame = runs_table(settings, "" if settings.limits else None)  # public: the operator's runs until load
     names = list(frame["name"])
     with gr.Column(elem_classes=["panel"]):
         gr.Markdown("### 6 · Runs history")
@@ -173,9 +220,10 @@ def build_runs_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
             comparison = gr.Plot(charts.runs_comparison({}), show_label=False, label="Students compared",
                                  elem_id="runs-comparison")
         with gr.Row():
-            run = gr.Dropdown(names, value=names[0] if names else None, label="Run", scale=3, elem_id="run-pick")
+            run = gr.Dropdown(names, value=default_run(frame), label="Run", scale=3, elem_id="run-pick")
             open_button = gr.Button("Open in results", scale=1, elem_id="run-open")
             zip_button = gr.Button("Zip the student", scale=1, elem_id="run-zip")
+            zip_quantized_button = gr.Button("Zip the quantized copy", scale=1, elem_id="run-zip-quantized")
         opened = gr.Markdown("")
         download = gr.File(label="Student model (zip)", interactive=False, visible=False, elem_id="run-download")
         with gr.Accordion("Push the student to the Hugging Face Hub", open=False):
@@ -186,10 +234,15 @@ def build_runs_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
             push = gr.Button("Push (private repo)", interactive=not settings.is_offline(), elem_id="push-button")
             pushed = gr.Markdown("Disabled: the dashboard runs offline." if settings.is_offline() else "")
 
-    refresh.click(partial(refresh_runs, settings), None, [table, picked, run], api_name="refresh_runs")
-    compare.click(partial(compare_runs, settings), picked, [overlay, comparison], api_name="compare_runs")
-    zip_button.click(partial(zip_student, settings), run, download, api_name="zip_student")
-    push.click(partial(push_student, settings), [run, repo_id, token], pushed, api_name="push_student")
+    handler = as_toast(bind(refresh_runs, settings))
+    refresh.click(handler, session, [table, picked, run], api_name="refresh_runs")
+    compare.click(as_toast(partial(compare_runs, settings)), [picked, session], [overlay, comparison],
+                  api_name="compare_runs")
+    zip_button.click(as_toast(partial(zip_student, settings)), [run, session], download, api_name="zip_student")
+    zip_quantized_button.click(as_toast(partial(zip_quantized, settings)), [run, session], download,
+                               api_name="zip_quantized")
+    push.click(as_toast(partial(push_student, settings), 1, status=0), [run, repo_id, token, session], pushed,
+               api_name="push_student")
     return SimpleNamespace(refresh=refresh, table=table, picked=picked, run=run, open=open_button, opened=opened,
                            overlay=overlay, comparison=comparison, download=download,
-                           outputs=[table, picked, run], handler=partial(refresh_runs, settings))
+                           outputs=[table, picked, run], handler=handler)

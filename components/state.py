@@ -10,11 +10,13 @@ for everyone and holds no user data.
 from __future__ import annotations
 
 import os
-import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
+
+from compression.guard import PublicLimits, RunOwners
+from compression.jobs import JobQueue
 
 #: ``../shared`` beside the project root: real XSum pairs and the T5 vocabulary when present.
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
@@ -28,7 +30,12 @@ class AppSettings:
     point to when typing a local path (model or tokenizer folder); anything else is refused with
     :class:`compression.errors.PathNotAllowedError`. ``offline``: no model hub (``HF_HUB_OFFLINE=1``);
     hub ids and hub datasets are flagged and refused. ``shared_dir``: ``../shared`` when it exists.
-    ``max_file_mb``: upload size limit in MB.
+    ``max_file_mb``: upload size limit in MB. ``notice``: one line shown at the top of the page
+    (e.g. that the hub was unreachable at start-up). ``limits``: the public-server guard rails
+    (:class:`compression.guard.PublicLimits`; ``None`` on a private server): per-run limits, a cap
+    on each visitor's queued jobs, a disk quota, and each visitor seeing only their own runs and
+    the operator's. ``jobs``: the server's training queue
+    (:class:`compression.jobs.JobQueue`, one job at a time), shared by every visitor.
     """
 
     runs_dir: Path = Path("runs")
@@ -36,10 +43,14 @@ class AppSettings:
     offline: bool = False
     shared_dir: Path | None = None
     max_file_mb: int = 50
+    notice: str | None = None
+    limits: PublicLimits | None = None
+    jobs: JobQueue = field(default_factory=JobQueue, compare=False, repr=False)
 
     @classmethod
     def create(cls, runs_dir: str | Path = "runs", allowed_dirs: list[str | Path] | None = None,
-               offline: bool = False, max_file_mb: int = 50) -> "AppSettings":
+               offline: bool = False, max_file_mb: int = 50, notice: str | None = None,
+               limits: PublicLimits | None = None) -> "AppSettings":
         """Settings with defaults filled in: allowed folders default to the runs folder and the
         current working directory; ``../shared`` (read-only data and tokenizer) is always allowed
         when it exists, since the dashboard offers its files itself."""
@@ -51,7 +62,18 @@ class AppSettings:
         if runs not in roots:
             roots.append(runs)
         return cls(runs_dir=runs, allowed_dirs=tuple(roots), offline=offline, shared_dir=shared,
-                   max_file_mb=max_file_mb)
+                   max_file_mb=max_file_mb, notice=notice, limits=limits,
+                   jobs=JobQueue(max_per_owner=limits.max_jobs_per_visitor if limits else None))
+
+    @property
+    def owners(self) -> RunOwners:
+        """Which visitor made which run (:class:`compression.guard.RunOwners`)."""
+        return RunOwners(self.runs_dir)
+
+    def visible(self, folder_name: str, visitor: str | None) -> bool:
+        """Whether ``visitor`` may see run ``folder_name``: always on a private server; on a public
+        one, their own runs and the operator's."""
+        return self.limits is None or self.owners.visible_to(folder_name, visitor)
 
     @property
     def bases_dir(self) -> Path:
@@ -72,8 +94,10 @@ class Session:
     ``model_label``: how the page names it; ``facts``: :func:`compression.load.describe_model` of it;
     ``footprint``: per-layer parameter counts and bytes for the plan estimate (see
     :func:`compression.layers.layer_footprint`); ``run_dir``/``result``: the latest run (or the
-    run opened from the history) and its ``{"metrics", "summaries", "config"}``; ``cancel``: set it to stop the running job; ``models``: models of
-    ``models_run`` loaded for the article comparison.
+    run opened from the history) and its ``{"metrics", "summaries", "config"}``; ``job_id``: the server job (:class:`compression.jobs.Job`) this tab
+    watches; ``visitor``: the visitor's id (kept in the browser, so a reloaded tab finds its jobs;
+    the gradio session id for API clients); ``models``: models of ``models_run`` loaded for the
+    article comparison.
     """
 
     model_source: str | None = None
@@ -82,7 +106,8 @@ class Session:
     footprint: dict | None = None
     run_dir: str | None = None
     result: dict | None = None
-    cancel: threading.Event | None = None
+    job_id: str | None = None
+    visitor: str | None = None
     models: dict | None = None
     models_run: str | None = None
 
@@ -91,3 +116,28 @@ def session_state() -> gr.State:
     """A ``gr.State`` holding a fresh :class:`Session` per browser session; gradio drops it (and the
     models it holds) an hour after the tab closes."""
     return gr.State(Session())
+
+
+def bind(fn, *bound):
+    """``functools.partial(fn, *bound)`` as a plain function that gradio can inspect: the signature
+    without the bound arguments and the annotations resolved, so a ``request: gr.Request``
+    parameter is still recognized and filled in (gradio reads no type hints through a partial)."""
+    import functools
+    import inspect
+    import typing
+
+    partial = functools.partial(fn, *bound)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        return partial(*args, **kwargs)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):  # noqa: F811 - a generator stays a generator for gradio
+            yield from partial(*args, **kwargs)
+
+    call.__signature__ = inspect.signature(partial)
+    call.__annotations__ = typing.get_type_hints(fn)
+    del call.__wrapped__
+    return call

@@ -1,17 +1,15 @@
 """Panels 3 and 4, data and training, then live training.
 
-The Run handler is a generator: it runs :func:`compression.pipeline.run_pipeline` as a
-:class:`components.jobs.Job` (a worker thread whose ``on_progress`` events are collected for the
-generator), keeps the run's ``threading.Event`` in the visitor's session (the Cancel button sets
-it), and yields a progress line and the loss curve about once a second until the run ends. If the
-visitor goes away, the generator is closed and the run is cancelled.
+The Run handler queues :func:`compression.pipeline.run_pipeline` as a job on the server's
+:class:`compression.jobs.JobQueue` and then watches it (:mod:`components.jobs`), yielding a progress
+line and the loss curve as the run advances. The job belongs to the server: closing or reloading the
+tab leaves it running, a reopened page (or any tab given ``?run=<id>``) reattaches to it, and only
+Cancel stops it. One training job runs at a time; the others wait, showing their place.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import math
 import threading
 from pathlib import Path
@@ -23,8 +21,8 @@ from compression.dataset_presets import DATASET_PRESETS, DEFAULT_OFFLINE_DATASET
 from compression.errors import CompressionError, DatasetError
 
 from . import charts
-from .feedback import positive_int, user_errors
-from .jobs import Job
+from .feedback import as_gr_error, as_toast, message_for, positive_int, user_errors
+from .jobs import job_link
 from .plan_panel import shrink_choice
 from .state import AppSettings, Session
 
@@ -64,62 +62,24 @@ def default_data_choice(choices: list[str]) -> str:
 
 
 def file_columns(path: str | Path) -> list[str]:
-    """Column names of a JSONL/JSON/CSV/Parquet file, read from its first record or header only.
+    """Column names of a JSONL/JSON/CSV/Parquet file (:func:`compression.datafile.inspect_data_file`).
 
     Raises:
-        DatasetError: unsupported extension, unreadable file, or no columns found.
+        DatasetError: unsupported type, unreadable file, a bad row (file name and line number), no columns.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl" or suffix == ".json":
-            with open(path, encoding="utf-8") as handle:
-                first = handle.read(1 << 20).lstrip()
-            if first.startswith("["):  # a JSON array of records
-                records = json.loads(Path(path).read_text(encoding="utf-8"))
-                row = records[0] if records else {}
-            else:
-                row = json.loads(first.splitlines()[0]) if first else {}
-            columns = list(row) if isinstance(row, dict) else []
-        elif suffix == ".csv":
-            with open(path, encoding="utf-8", newline="") as handle:
-                columns = next(csv.reader(handle), [])
-        elif suffix == ".parquet":
-            import pyarrow.parquet as pq
+    from compression.datafile import inspect_data_file
 
-            columns = list(pq.read_schema(path).names)
-        else:
-            raise DatasetError(f"{path.name}: unsupported file type {suffix or '(none)'!r}; upload .jsonl, .json, .csv or .parquet")
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        raise DatasetError(f"{path.name} could not be read ({type(error).__name__}: {error}); upload a valid "
-                           "JSONL or CSV file with one article/summary pair per row") from None
-    if not columns:
-        raise DatasetError(f"{path.name} has no columns: each row needs a text field and a summary field")
-    return [str(c) for c in columns]
+    return inspect_data_file(path).columns
 
 
 def count_rows(path: str | Path) -> int | None:
-    """Rows in a local JSONL/JSON/CSV/Parquet file (before blank rows are dropped), or ``None`` when
-    it cannot be told cheaply; used only to pick how often training logs its loss."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            with open(path, encoding="utf-8") as handle:
-                return sum(1 for line in handle if line.strip())
-        if suffix == ".json":
-            records = json.loads(path.read_text(encoding="utf-8"))
-            return len(records) if isinstance(records, list) else None
-        if suffix == ".csv":
-            with open(path, encoding="utf-8", newline="") as handle:
-                return max(0, sum(1 for _ in csv.reader(handle)) - 1)
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
+    """Rows in a local data file (blank rows not counted), or ``None`` when it cannot be read."""
+    from compression.datafile import inspect_data_file
 
-            return pq.ParquetFile(path).metadata.num_rows
-    except (OSError, ValueError, UnicodeDecodeError, csv.Error):
+    try:
+        return inspect_data_file(path).rows
+    except CompressionError:
         return None
-    return None
 
 
 def _guess(columns: list[str], guesses: tuple[str, ...], fallback: int) -> str | None:
@@ -131,14 +91,23 @@ def _guess(columns: list[str], guesses: tuple[str, ...], fallback: int) -> str |
 
 
 @user_errors
-def columns_for_file(settings: AppSettings, train_file: str | None):
+def columns_for_file(settings: AppSettings, train_file: str | None, train_samples=None):
     """Fill the two column dropdowns from an uploaded training file's columns (guessing which holds
-    the article and which the summary). Returns ``(text dropdown, summary dropdown)``."""
+    the article and which the summary) and bound "pairs to train on" by the file's rows. Returns
+    ``(text dropdown, summary dropdown, pairs number)``.
+
+    Raises (as ``gr.Error``): the file's first bad row (name and line number), an unsupported type."""
+    from compression.datafile import inspect_data_file
+
     if not train_file:
-        return gr.Dropdown(), gr.Dropdown()
-    columns = file_columns(train_file)
+        return gr.Dropdown(), gr.Dropdown(), gr.Number()
+    facts = inspect_data_file(train_file)
+    columns = facts.columns
+    wanted = train_samples if isinstance(train_samples, (int, float)) and train_samples > 0 else facts.rows
     return (gr.Dropdown(choices=columns, value=_guess(columns, TEXT_GUESSES, 0)),
-            gr.Dropdown(choices=columns, value=_guess(columns, SUMMARY_GUESSES, 1)))
+            gr.Dropdown(choices=columns, value=_guess(columns, SUMMARY_GUESSES, 1)),
+            gr.Number(value=min(int(wanted), facts.rows), maximum=facts.rows,
+                      info=f"the file holds {facts.rows:,} pairs"))
 
 
 def on_source(source: str):
@@ -210,8 +179,28 @@ def data_args(settings: AppSettings, source: str, train_file: str | None, valida
         raise DatasetError("upload a training file (JSONL or CSV with an article and a summary column)")
     if not text_column or not summary_column:
         raise DatasetError("choose which column holds the article text and which the summary")
+    check_upload(train_file, text_column, summary_column)
+    if validation_file:
+        check_upload(validation_file, text_column, summary_column)
     return DataArgs(train_file=str(train_file), validation_file=str(validation_file) if validation_file else None,
                     text_column=text_column, summary_column=summary_column, **limits)
+
+
+def check_upload(path, text_column: str, summary_column: str) -> None:
+    """Read an uploaded file once before any run: every row decodes and parses, and both chosen
+    columns exist (:func:`compression.datafile.inspect_data_file`); messages name the file, never
+    its server folder, and the line of the first bad row.
+
+    Raises:
+        DatasetError: a bad row, or a column the file lacks (with the columns it has).
+    """
+    from compression.datafile import inspect_data_file
+
+    facts = inspect_data_file(path)
+    missing = [c for c in (text_column, summary_column) if c not in facts.columns]
+    if missing:
+        raise DatasetError(f"{Path(path).name} has no column {', '.join(map(repr, missing))}; its columns are "
+                           f"{', '.join(facts.columns)}: choose them in the column lists")
 
 
 def run_folder_name(settings: AppSettings, session: Session, shrink: dict, run_name: str | None) -> Path:
@@ -298,8 +287,9 @@ def _clock(seconds) -> str:
 
 
 def progress_markdown(stages: list[dict], records: list[dict], final: str | None = None) -> str:
-    """The live status: stages passed and current, then step/total with a bar, epoch, loss, learning
-    rate, tokens/s, elapsed time and ETA from the latest training record."""
+    """The live status: stages passed and current; during evaluation, the validation articles
+    summarized so far with an ETA; then step/total with a bar, epoch, loss, learning rate,
+    tokens/s, elapsed time and ETA from the latest training record."""
     lines = []
     if final:
         lines.append(final)
@@ -311,6 +301,11 @@ def progress_markdown(stages: list[dict], records: list[dict], final: str | None
         else:
             trail = " · ".join([f"✓ {name}" for name in done] + [f"**▶ {current['stage']}**"])
             lines.append(f"{trail} — {current.get('message', '')}")
+    summaries = [r for r in records if r.get("kind") == "summaries"]
+    if summaries and stages and stages[-1]["stage"] in ("evaluate", "quantize"):
+        last = summaries[-1]
+        lines.append(f"summarizing with the **{last['model']}**: {last['done']} / {last['total']} validation "
+                     f"articles · elapsed {_clock(last.get('elapsed_s'))} · ETA {_clock(last.get('eta_s'))}")
     train = [r for r in records if r.get("kind") in ("train", "eval")]
     if train:
         last = train[-1]
@@ -335,53 +330,168 @@ def progress_markdown(stages: list[dict], records: list[dict], final: str | None
     return "\n\n".join(lines) or "Starting…"
 
 
-@user_errors
-def run_training(settings: AppSettings, keys: list[str], session: Session, *values):
-    """Generator behind Run: validate the settings, start the pipeline in a worker thread, and yield
-    ``(progress markdown, loss figure)`` about once a second until it ends.
+def visitor_of(session: Session, request: gr.Request | None) -> str:
+    """Who the session belongs to: the id kept in the browser (set when the page loads, see
+    :func:`attach_job`), else the gradio session id (API clients, which load no page)."""
+    if not session.visitor:
+        session.visitor = (getattr(request, "session_hash", None) or "anonymous") if request is not None \
+            else "anonymous"
+    return session.visitor
+
+
+def submit_run(settings: AppSettings, session: Session, config, visitor: str):
+    """Queue the run of ``config`` on the server's job queue (``settings.jobs``) for ``visitor``;
+    the session watches it from now on. Returns the :class:`compression.jobs.Job`.
+
+    The run folder is made only when the job starts (a queued job leaves nothing on disk); if a
+    folder of that name exists by then, a fresh name is taken.
+
+    On a public server (``settings.limits``) the run's settings are checked against the limits
+    first, the run folder is recorded as the visitor's, the oldest visitor runs are removed to keep
+    the disk quota, and the run is cancelled when it exceeds the wall-time limit.
+
+    Raises:
+        compression.jobs.JobLimitError: the visitor has too many jobs waiting or running.
+        CompressionError: a setting beyond the public server's limits.
+    """
+    import dataclasses
+
+    from compression import pipeline
+    from compression.runs import RunFolder
+
+    limits = settings.limits
+    if limits is not None:
+        data = config.data
+        limits.check(train_pairs=data.max_train_samples, eval_pairs=data.max_eval_samples,
+                     epochs=config.train.epochs, source_length=data.max_source_length)
+
+    def work(emit, cancel):
+        run_config = config
+        if Path(run_config.output_dir).exists():
+            run_config = dataclasses.replace(run_config, output_dir=str(
+                RunFolder.default_path(settings.runs_dir, Path(config.output_dir).name[16:] or "run")))
+        job.info["run_dir"] = run_config.output_dir
+        timer = None
+        if limits is not None:
+            from compression.guard import enforce_quota
+
+            settings.owners.set(Path(run_config.output_dir).name, visitor)
+            enforce_quota(settings.runs_dir, limits.disk_quota_mib, keep=(Path(run_config.output_dir).name,))
+            timer = threading.Timer(limits.max_wall_s, cancel.set)  # the wall-time limit: cancelled, log kept
+            timer.daemon = True
+            timer.start()
+        try:
+            result = pipeline.run_pipeline(run_config, on_progress=emit, cancel=cancel, progress_bar=False)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        result["config"] = run_config.to_dict()
+        return result
+
+    job = settings.jobs.submit(work, kind="run", owner=visitor, label=Path(config.output_dir).name,
+                               info={"run_dir": config.output_dir})
+    session.job_id, session.records = job.id, job.records
+    return job
+
+
+def job_outputs(settings: AppSettings, session: Session, job, intro: str | None = None):
+    """``(progress markdown, loss figure)`` for ``job`` as it stands; once it has ended, the session
+    also takes its result for the results panel."""
+    from .jobs import failure_markdown, job_link, queue_markdown
+
+    if job.status == "queued":
+        return "\n\n".join(filter(None, [intro, queue_markdown(settings.jobs, job), job_link(job)])), gr.skip()
+    name = Path(job.info.get("run_dir") or job.label).name
+    final = None
+    if job.status == "complete":
+        result = job.result
+        session.run_dir = result["run_dir"]
+        session.result = {"status": result["status"], "metrics": result.get("metrics"),
+                          "summaries": result.get("summaries") or [], "config": result.get("config")}
+        session.records = job.records
+        final = f"✓ **Run complete:** `{name}`"
+    elif job.status == "cancelled":
+        session.run_dir = job.info.get("run_dir")
+        session.result = {"status": "cancelled", "metrics": None, "summaries": [], "config": None}
+        final = (f"■ **Cancelled.** The loss log so far is kept in `{name}`." if job.started
+                 else "■ **Cancelled** before it started: nothing was written.")
+    elif job.status == "failed":
+        final = failure_markdown(job)
+    else:
+        final = intro or f"▶ Running `{name}` · {job_link(job)}"
+    return progress_markdown(job.stages, job.records, final), charts.loss_curve(job.records)
+
+
+def watch_job(settings: AppSettings, session: Session, job_id: str | None = None, intro: str | None = None):
+    """Generator: yield :func:`job_outputs` for the session's job (or ``job_id``) as it makes
+    progress, until it ends. Closing it (the tab went away) leaves the job running."""
+    from .jobs import watch
+
+    job = settings.jobs.find(job_id or session.job_id)
+    if job is None:
+        yield gr.skip(), gr.skip()
+        return
+    for current in watch(job, POLL_SECONDS):
+        yield job_outputs(settings, session, current, intro if not current.done else None)
+        intro = None
+    if job.status == "failed":
+        gr.Warning(message_for(job.error))
+
+
+def run_training(settings: AppSettings, keys: list[str], session: Session, *values,
+                 request: gr.Request = None):
+    """Generator behind Run: validate the settings, queue the run on the server
+    (:func:`submit_run`), and watch it (:func:`watch_job`), yielding ``(progress markdown, loss
+    figure)`` until it ends. The run belongs to the server: if this generator is closed (the tab
+    was closed or reloaded) it goes on, and the reopened page finds it again.
 
     ``keys`` name the form's ``values`` (field names, see :func:`build_run_config`). When the run ends the
     session holds ``run_dir`` and ``result`` (``{"status", "metrics", "summaries", "config"}``) for
-    the results panel.
+    the results panel. A run that fails shows its readable message on the progress line.
 
-    Raises (as ``gr.Error``): any CompressionError from the settings or the run (bad data, out of
-    memory...). A run already going on in this session is refused.
+    Raises (as ``gr.Error``): any CompressionError from the settings (nothing is queued then), or a
+    visitor already at the queue limit.
     """
-    from compression import pipeline
-
-    if session.cancel is not None and not session.cancel.is_set():
-        raise CompressionError("a run is already going on in this session: wait for it or cancel it")
-    config = build_run_config(settings, session, dict(zip(keys, values, strict=True)))
-    cancel = threading.Event()
-    job = Job(lambda emit: pipeline.run_pipeline(config, on_progress=emit, cancel=cancel, progress_bar=False),
-              cancel, name=f"sft-run {config.output_dir}")
-    session.cancel, session.result, session.run_dir = cancel, None, config.output_dir
-    intro = f"Run started: `{config.output_dir}`"
     try:
-        for _ in job.stream(POLL_SECONDS):
-            yield progress_markdown(job.stages, job.records, intro), charts.loss_curve(job.records)
-            intro = None
-    finally:
-        session.cancel = None
-    result = job.result
-    session.run_dir = result["run_dir"]
-    session.result = {"status": result["status"], "metrics": result.get("metrics"),
-                      "summaries": result.get("summaries") or [], "config": config.to_dict()}
-    if result["status"] == "cancelled":
-        final = f"■ **Cancelled.** The loss log so far is kept in `{result['run_dir']}`."
-    else:
-        final = f"✓ **Run complete:** `{result['run_dir']}`"
-    yield progress_markdown(job.stages, job.records, final), charts.loss_curve(job.records)
+        config = build_run_config(settings, session, dict(zip(keys, values, strict=True)))
+        job = submit_run(settings, session, config, visitor_of(session, request))
+    except Exception as error:  # noqa: BLE001 - the decorator's message, but nothing was queued
+        raise as_gr_error(error) from None
+    yield from watch_job(settings, session, job.id, intro=f"Run queued: `{job.label}` · {job_link(job)}")
 
 
-def cancel_training(settings: AppSettings, session: Session) -> str:
-    """Set the running job's cancel event; training stops after the current step, keeping its log."""
-    if session.cancel is None or session.cancel.is_set():
-        gr.Warning("No run is going on in this session.")
-        return "Nothing to cancel."
-    session.cancel.set()
+def cancel_training(settings: AppSettings, session: Session, request: gr.Request = None) -> str:
+    """Cancel the job this tab watches (waiting: it leaves the queue; running: training stops after
+    the current step, keeping its log). Only its owner may cancel it."""
+    job = settings.jobs.find(session.job_id)
+    if job is None or job.done or job.cancel_event.is_set():
+        gr.Warning("No run of yours is waiting or running in this tab: nothing to cancel.")
+        return gr.skip()
+    if job.owner != visitor_of(session, request):
+        gr.Warning("This run was started by someone else: only they can cancel it.")
+        return gr.skip()
+    settings.jobs.cancel(job.id)
     gr.Info("Cancelling: training stops after the current step.")
     return "■ Cancelling after the current step…"
+
+
+def attach_job(settings: AppSettings, session: Session, visitor: str | None, request: gr.Request = None):
+    """On page load: remember the visitor (a random id kept in the browser, made on the first
+    visit) and pick the job this tab shows — the one named by ``?run=<id>`` in the address, else the
+    visitor's latest run. Returns ``(visitor id, progress markdown)``; :func:`watch_job` follows."""
+    import secrets
+
+    visitor = visitor if isinstance(visitor, str) and visitor else secrets.token_hex(8)
+    session.visitor = visitor
+    wanted = (request.query_params.get("run") if request is not None else None) or ""
+    job = settings.jobs.find(wanted) if wanted else settings.jobs.latest(visitor, kind="run")
+    if wanted and job is None:
+        gr.Warning(f"No job {wanted!r} on this server: it ended long ago or the server restarted; "
+                   "look for its run in the runs history.")
+    session.job_id = job.id if job is not None else None
+    if job is None:
+        return visitor, gr.skip()
+    return visitor, f"Reattached to `{job.label}` ({job.status})."
 
 
 def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespace:
@@ -459,7 +569,8 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
                   show_progress="hidden")
     method.change(lambda choice: gr.update(visible=choice == "kd"), method, kd_group, show_progress="hidden",
                   api_name=False)
-    train_file.upload(partial(columns_for_file, settings), train_file, [text_column, summary_column],
+    train_file.upload(as_toast(partial(columns_for_file, settings)), [train_file, train_samples],
+                      [text_column, summary_column, train_samples],
                       api_name="file_columns")
     # The Run form, keyed by RunConfig field name (build_run_config); the layer widgets come from panel 2.
     # The order is the /run API's argument order: append new settings at the end.

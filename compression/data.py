@@ -20,6 +20,7 @@ import torch
 
 from .arch import T5_FAMILY
 from .config import DataArgs
+from .datafile import csv_delimiter
 from .dataset_presets import dataset_preset
 from .errors import DatasetError
 from .preflight import check_data_file
@@ -97,7 +98,8 @@ def _read_file(path: str | Path) -> datasets.Dataset:
         )
     check_data_file(path)  # present, readable, UTF-8, JSONL rows parse: the file's name and line in the message
     try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
+        options = {"delimiter": csv_delimiter(path)} if builder == "csv" else {}
+        return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except Exception as err:  # pyarrow / datasets raise many types for a malformed file
         raise DatasetError(
             f"{path.name}: could not be read as {builder.upper()} ({type(err).__name__}: {err}); "

@@ -11,6 +11,7 @@ the dashboard and the benchmarks share it.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -45,7 +46,7 @@ def _length_sorted_batches(tokenizer, documents: list[str], prefix: str, max_sou
 
 
 def generate_summaries(model, tokenizer, documents: list[str], *, prefix: str, max_source_length: int,
-                       args: EvalArgs) -> list[str]:
+                       args: EvalArgs, on_progress: Callable[[int, int], None] | None = None) -> list[str]:
     """Summarize each document; returns one stripped string per document, in the input order.
 
     Documents are tokenized as ``prefix + document`` (truncated to ``max_source_length`` tokens),
@@ -56,7 +57,8 @@ def generate_summaries(model, tokenizer, documents: list[str], *, prefix: str, m
     on the model's own device through :func:`compression.generation.generate`: the fast greedy loop,
     token for token what ``transformers``' ``GenerationMixin.generate`` returns, or ``generate``
     itself for beam search. A vocabulary-pruned model (:mod:`compression.vocab`) is handled: ids are
-    mapped in and out, so the tokenizer decodes the result as usual.
+    mapped in and out, so the tokenizer decodes the result as usual. ``on_progress(done, total)``,
+    when given, is called after each batch with the documents summarized so far.
 
     Raises:
         OutOfMemoryError: the device ran out of memory (lower the batch size or lengths).
@@ -66,6 +68,7 @@ def generate_summaries(model, tokenizer, documents: list[str], *, prefix: str, m
     model.eval()
     device = model_device(model)
     results: list[str] = [""] * len(documents)
+    done = 0
     with torch.inference_mode():
         for indices in _length_sorted_batches(tokenizer, documents, prefix, max_source_length,
                                               args.batch_size):
@@ -76,6 +79,9 @@ def generate_summaries(model, tokenizer, documents: list[str], *, prefix: str, m
             texts = tokenizer.batch_decode(output, skip_special_tokens=True)
             for index, text in zip(indices, texts):
                 results[index] = text.strip()
+            done += len(indices)
+            if on_progress is not None:
+                on_progress(done, len(documents))
     return results
 
 
@@ -148,7 +154,7 @@ def compute_validation_loss(model, tokenizer, documents: list[str], references: 
 
 def evaluate_model(model, tokenizer, documents: list[str], references: list[str], *, prefix: str,
                    max_source_length: int, max_target_length: int, args: EvalArgs,
-                   validation_loss: bool = True) -> dict:
+                   validation_loss: bool = True, on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Everything the comparison table shows, for one model on one evaluation set.
 
     Returns a dict:
@@ -165,6 +171,8 @@ def evaluate_model(model, tokenizer, documents: list[str], references: list[str]
         (:func:`measure_latency`); ``None`` when ``args.latency_samples`` <= 0.
       - ``predictions``: the generated summaries, in document order
 
+    ``on_progress(done, total)``: called as summaries are generated (see :func:`generate_summaries`).
+
     Raises:
         ValueError: documents and references differ in length, or are empty.
         OutOfMemoryError: the device ran out of memory.
@@ -172,7 +180,7 @@ def evaluate_model(model, tokenizer, documents: list[str], references: list[str]
     if len(documents) != len(references):
         raise ValueError(f"{len(documents)} documents but {len(references)} references")
     predictions = generate_summaries(model, tokenizer, documents, prefix=prefix,
-                                     max_source_length=max_source_length, args=args)
+                                     max_source_length=max_source_length, args=args, on_progress=on_progress)
     rouge = rouge_scores(predictions, references)
     per_sample = rouge.pop("per_sample")
     result: dict = {"params": count_parameters(model), "size_mib": size_on_disk_mib(model)}

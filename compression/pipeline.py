@@ -149,6 +149,21 @@ def _signals_cancel(cancel: threading.Event, announce: _Stages):
             signal.signal(sig, old)
 
 
+def _summary_progress(on_progress, model: str):
+    """An ``on_progress(done, total)`` for :func:`compression.evaluate.evaluate_model` that emits
+    ``{"kind": "summaries", "model", "done", "total", "elapsed_s", "eta_s"}`` records (seconds;
+    the ETA from the mean time per summary so far), or ``None`` without a progress callback."""
+    if on_progress is None:
+        return None
+    started = time.perf_counter()
+
+    def emit(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - started
+        on_progress({"kind": "summaries", "model": model, "done": done, "total": total,
+                     "elapsed_s": elapsed, "eta_s": elapsed / done * (total - done) if done else None})
+    return emit
+
+
 def _run(config, run, announce, on_progress, cancel, token, base, progress_bar) -> dict:
     announce("load", f"loading {config.model}")
     if base is None:
@@ -202,8 +217,10 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar) 
     evaluation = dict(prefix=prefix, max_source_length=config.data.max_source_length,
                       max_target_length=config.data.max_target_length, args=config.eval)
     announce("evaluate", f"evaluating base and student on {len(documents)} validation pairs")
-    metrics = {"base": evaluate_model(base_model, tok, documents, references, **evaluation)}
-    metrics["student"] = evaluate_model(student, tok, documents, references, **evaluation)
+    metrics = {"base": evaluate_model(base_model, tok, documents, references, **evaluation,
+                                      on_progress=_summary_progress(on_progress, "base"))}
+    metrics["student"] = evaluate_model(student, tok, documents, references, **evaluation,
+                                        on_progress=_summary_progress(on_progress, "student"))
     metrics["student"]["percent_of_base"] = percent_of_base(metrics["student"], metrics["base"])
 
     announce("export", "saving the student")
@@ -225,7 +242,8 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar) 
         announce("quantize", f"quantizing the student ({mode}{', pruned vocabulary' if config.prune_vocab else ''})")
         quantized = quantize(student_dir, mode, device=config.train.device, vocab_texts=texts,
                              quantize_wo=config.quantize_wo, rest_dtype=rest_dtype)
-        metrics["quantized"] = evaluate_model(quantized, tok, documents, references, **evaluation)
+        metrics["quantized"] = evaluate_model(quantized, tok, documents, references, **evaluation,
+                                              on_progress=_summary_progress(on_progress, "quantized"))
         metrics["quantized"]["percent_of_base"] = percent_of_base(metrics["quantized"], metrics["base"])
         metrics["quantized"]["mode"] = mode
         metrics["quantized"]["auto"] = auto.to_dict() if auto is not None else None

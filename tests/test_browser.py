@@ -42,20 +42,29 @@ def _fit_teacher(model, tokenizer, steps: int = 100):
     return model.eval()
 
 
-@pytest.fixture
-def page_url(tmp_path, tiny_t5, byt5_tokenizer):
+@pytest.fixture(scope="module")
+def page_url(tmp_path_factory):
+    """One dashboard server for the module's tests (its start and the teacher's fit cost most of
+    their time): ``(url, teacher folder)``."""
     pytest.importorskip("playwright.sync_api")
     if shutil.which("chromium") is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    from transformers import ByT5Tokenizer, T5ForConditionalGeneration
+
     import app
     from components.state import AppSettings
+    from conftest import tiny_t5_config
 
+    tmp_path = tmp_path_factory.mktemp("dashboard")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the tiny model trains faster on one thread than on contended ones
+    torch.manual_seed(0)
+    tokenizer = ByT5Tokenizer()
     teacher = tmp_path / "tiny-teacher"
-    _fit_teacher(tiny_t5, byt5_tokenizer).save_pretrained(teacher)
-    byt5_tokenizer.save_pretrained(teacher)
-    settings = AppSettings(runs_dir=tmp_path / "runs", allowed_dirs=(tmp_path,), offline=True, shared_dir=None)
+    _fit_teacher(T5ForConditionalGeneration(tiny_t5_config()).eval(), tokenizer).save_pretrained(teacher)
+    tokenizer.save_pretrained(teacher)
+    settings = AppSettings(runs_dir=tmp_path / "runs", allowed_dirs=(tmp_path, tmp_path_factory.getbasetemp()),
+                           offline=True, shared_dir=None)
     demo = app.build_demo(settings)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -135,3 +144,65 @@ def test_dashboard_in_chromium(page_url, tmp_path):
         finally:
             browser.close()
     assert screenshot.stat().st_size > 50_000
+
+
+def test_a_run_survives_its_tab_and_another_context_sees_it_finish(page_url, tmp_path, monkeypatch):
+    """Start a run in one browser context, close that context mid-run, open a second context at
+    ``?run=<id>``: it reattaches to the live progress and loss curve and sees the run complete.
+    The real pipeline runs; its training waits after the first logged step until the second
+    context is watching (so "mid-run" does not depend on this machine's speed)."""
+    import re
+    import threading
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from compression import pipeline
+
+    gate, real = threading.Event(), pipeline.run_pipeline
+
+    def gated(config, *, on_progress=None, **kwargs):
+        def progress(event):
+            on_progress(event)
+            if event.get("kind") == "train":
+                gate.wait(timeout=120)
+        return real(config, on_progress=progress, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_pipeline", gated)
+    url, teacher = page_url
+    train = write_jsonl(tmp_path / "train.jsonl", ARTICLES)
+    validation = write_jsonl(tmp_path / "validation.jsonl", ARTICLES[:2])
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
+                                             args=CHROMIUM_ARGS)
+        try:
+            first = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = first.new_page()
+            page.goto(url)
+            page.locator("#model-custom textarea, #model-custom input").first.fill(str(teacher))
+            page.locator("#load-button").click()
+            expect(page.locator("#model-info")).to_contain_text("d_model 32", timeout=60_000)
+            page.locator("#train-file input[type=file]").set_input_files(str(train))
+            page.locator("#validation-file input[type=file]").set_input_files(str(validation))
+            expect(page.locator("#validation-file table")).to_contain_text("validation", timeout=30_000)
+            page.locator("#epochs input").fill("2")
+            _slider(page, "batch-size", 4)
+            page.get_by_text("Evaluation and quantization").click()
+            page.locator("#quantize input").click()
+            page.locator("#quantize input").fill("none")
+            page.get_by_role("option", name="none", exact=True).click()
+            page.locator("#run-button").click()
+            expect(page.locator("#run-progress")).to_contain_text("step", timeout=60_000)
+            job_id = re.search(r"\?run=([0-9a-f]+)", page.locator("#run-progress").inner_text()).group(1)
+            first.close()  # the visitor closed the tab mid-run
+
+            second = browser.new_context(viewport={"width": 1280, "height": 900})
+            watcher = second.new_page()
+            watcher.goto(f"{url}?run={job_id}")
+            expect(watcher.locator("#run-progress")).to_contain_text("step", timeout=30_000)
+            expect(watcher.locator("#loss-plot .scatterlayer .trace").first).to_be_visible(timeout=60_000)
+            gate.set()
+            expect(watcher.locator("#run-progress")).to_contain_text("Run complete", timeout=120_000)
+            expect(watcher.locator("#results-headline")).to_contain_text("Student", timeout=60_000)
+            second.close()
+        finally:
+            browser.close()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import gradio as gr
 import pytest
 
-from components import results_panel, train_panel
+from components import results_panel, runs_panel, train_panel
 from components.feedback import GENERIC, positive_int, user_errors
-from components.state import Session
+from components.state import AppSettings, Session
 from compression.errors import CompressionError, DatasetError, LayerSelectionError
 from conftest import ARTICLES, write_jsonl
 from conftest import RUN_METRICS as METRICS
@@ -124,8 +124,8 @@ def test_run_streams_progress_and_stores_the_result(settings, loaded, tiny_jsonl
     markdown, figure = steps[-1]
     assert "Run complete" in markdown and "step **2 / 2**" in markdown and "validation loss 1.5000" in markdown
     assert [t.name for t in figure.data] == ["training loss", "validation loss"]
-    assert session.result["metrics"] == METRICS and session.cancel is None
-    headline, table, rouge, loss, size, summaries = results_panel.show_results(settings, session)
+    assert session.result["metrics"] == METRICS and settings.jobs.get(session.job_id).status == "complete"
+    headline, table, rouge, loss, size, summaries, _ = results_panel.show_results(settings, session)
     assert "keeps **90%** of the base's ROUGE-1" in headline and "2.900" in headline
     assert list(table["ROUGE-1"]) == [40.0, 36.0]
     assert list(table["validation loss (nats/token)"]) == [2.5, 2.9]
@@ -147,9 +147,48 @@ def test_cancel_stops_the_run(settings, loaded, tiny_jsonl, monkeypatch):
     runner = _run(settings, session, _form(tiny_jsonl))
     next(runner)
     assert "Cancelling" in train_panel.cancel_training(settings, session)
+    assert train_panel.cancel_training(settings, session) is not None  # twice: a warning, nothing else
     markdown, _ = list(runner)[-1]
     assert "Cancelled" in markdown and session.result["status"] == "cancelled"
     assert "cancelled" in results_panel.show_results(settings, session)[0]
+
+
+def test_a_run_outlives_its_watcher_and_another_tab_reattaches(settings, loaded, tiny_jsonl, monkeypatch):
+    import threading
+    from types import SimpleNamespace
+
+    from compression import pipeline
+
+    gate = threading.Event()
+
+    def fake_run_pipeline(config, *, on_progress=None, cancel=None, **_):
+        on_progress({"kind": "train", "step": 1, "total_steps": 2, "epoch": 0.5, "loss": 2.0})
+        assert gate.wait(timeout=30)
+        on_progress({"kind": "train", "step": 2, "total_steps": 2, "epoch": 1.0, "loss": 1.0})
+        return _fake_result(config)
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
+    monkeypatch.setattr(train_panel, "POLL_SECONDS", 0.05)
+    session, _ = loaded
+    session.visitor = "visitor-a"
+    runner = _run(settings, session, _form(tiny_jsonl))
+    next(runner)
+    runner.close()  # the tab was closed: gradio closes the generator
+    job = settings.jobs.get(session.job_id)
+    assert not job.cancel_event.is_set() and job.status in ("queued", "running")
+    gate.set()
+    # a second tab opened with ?run=<id> reattaches and sees the completion
+    other = Session()
+    request = SimpleNamespace(query_params={"run": job.id}, session_hash="tab-2")
+    visitor, line = train_panel.attach_job(settings, other, "", request)
+    assert visitor and visitor != "visitor-a" and other.job_id == job.id and "Reattached" in line
+    markdown, _ = list(train_panel.watch_job(settings, other))[-1]
+    assert "Run complete" in markdown and "step **2 / 2**" in markdown and other.result["metrics"] == METRICS
+    # the other visitor cannot cancel it; the owner reopening the page finds the same job
+    assert train_panel.cancel_training(settings, other, request) is not None and not job.cancel_event.is_set()
+    again = Session()
+    train_panel.attach_job(settings, again, "visitor-a", SimpleNamespace(query_params={}, session_hash="tab-3"))
+    assert again.job_id == job.id
 
 
 def test_pipeline_errors_show_as_messages(settings, loaded, tiny_jsonl, monkeypatch):
@@ -160,9 +199,9 @@ def test_pipeline_errors_show_as_messages(settings, loaded, tiny_jsonl, monkeypa
 
     monkeypatch.setattr(pipeline, "run_pipeline", failing)
     session, _ = loaded
-    with pytest.raises(gr.Error, match="no column 'text'"):
-        list(_run(settings, session, _form(tiny_jsonl)))
-    assert session.cancel is None
+    markdown, _ = list(_run(settings, session, _form(tiny_jsonl)))[-1]
+    assert "Failed" in markdown and "no column 'text'" in markdown
+    assert settings.jobs.get(session.job_id).status == "failed"
 
 
 def test_unexpected_errors_are_generic():
@@ -181,3 +220,63 @@ def test_positive_int_reads_form_fields():
     for bad in (None, 0, -2, 2.5, "many"):
         with pytest.raises(CompressionError, match="batch size"):
             positive_int(bad, "batch size")
+
+
+def test_public_guard_rails(tmp_path, loaded, tiny_jsonl, monkeypatch):
+    from types import SimpleNamespace
+
+    from compression import pipeline
+    from compression.guard import PublicLimits, RunOwners, enforce_quota
+
+    limits = PublicLimits(max_train_pairs=8, max_eval_pairs=4, max_epochs=2, max_jobs_per_visitor=1)
+    public = AppSettings.create(tmp_path / "runs", [tmp_path], offline=True, limits=limits)
+    session, _ = loaded
+    session.visitor = "visitor-a"
+    with pytest.raises(gr.Error, match="at most 8 pairs"):  # pairs to train on, over the limit
+        list(_run(public, session, _form(tiny_jsonl, **{"data.max_train_samples": 9})))
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("2*"))
+
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda config, **_: (
+        __import__("pathlib").Path(config.output_dir).mkdir(parents=True) or _fake_result(config)))
+    markdown, _ = list(_run(public, session, _form(tiny_jsonl)))[-1]
+    assert "Run complete" in markdown
+    mine = __import__("pathlib").Path(session.run_dir).name
+    assert RunOwners(public.runs_dir).read() == {mine: "visitor-a"}
+    (public.runs_dir / "20200101-000000-example").mkdir()  # the operator's example (no owner)
+    other = Session(visitor="visitor-b")
+    names = list(runs_panel.refresh_runs(public, other, SimpleNamespace(session_hash="x"))[0]["name"])
+    assert names == ["20200101-000000-example"]  # not visitor-a's run
+    with pytest.raises(gr.Error, match="no run named"):
+        runs_panel.open_run(public, other, mine)
+    assert mine in list(runs_panel.refresh_runs(public, session)[0]["name"])
+    # disk quota: the oldest visitor runs go first, never the operator's
+    (public.runs_dir / mine / "weights.bin").write_bytes(b"x" * 2**20)
+    assert enforce_quota(public.runs_dir, 0.5) == [mine]
+    assert (public.runs_dir / "20200101-000000-example").is_dir()
+
+
+def test_progress_shows_summaries_with_eta():
+    stages = [{"kind": "stage", "stage": "train"}, {"kind": "stage", "stage": "evaluate", "message": "evaluating"}]
+    records = [{"kind": "summaries", "model": "student", "done": 4, "total": 20, "elapsed_s": 8.0, "eta_s": 32.0}]
+    text = train_panel.progress_markdown(stages, records)
+    assert "**student**: 4 / 20" in text and "ETA 0:00:32" in text
+
+
+def test_offline_start_checks_the_hub_once(monkeypatch):
+    import app
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    calls = []
+    monkeypatch.setattr(app, "hub_reachable", lambda timeout=3.0: calls.append(timeout) or False)
+    args = app.parse_args(["--no-browser"])
+    notice = app.offline_start(args)
+    assert args.offline and "unreachable" in notice and "--offline" in notice and calls == [3.0]
+    assert __import__("os").environ["HF_HUB_OFFLINE"] == "1"
+    calls.clear()
+    args = app.parse_args(["--offline"])  # asked for: no request, no notice
+    assert app.offline_start(args) is None and args.offline and calls == []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(app, "hub_reachable", lambda timeout=3.0: True)
+    args = app.parse_args([])
+    assert app.offline_start(args) is None and not args.offline
