@@ -99,7 +99,7 @@ def build_demo(settings=None):
                 "shrink.strategy": plan.strategy, "encoder_custom": plan.encoder_custom,
                 "decoder_custom": plan.decoder_custom, **train.form}
         after_run = dict(fn=partial(results_panel.show_results, settings), inputs=session, outputs=results.outputs)
-        run_event = train.run.click(as_toast(bind(train_panel.run_training, settings, list(form)), 2, status=0),
+        run_event = train.run.click(as_toast(bind(train_panel.run_from_page, settings, list(form)), 2, status=0),
                                     [session, *form.values()], [live.progress, live.loss], api_name="run",
                                     concurrency_limit=None)
         run_event.then(**after_run, api_name="show_results").then(runs.handler, session, runs.outputs,

@@ -460,6 +460,12 @@ def run_training(settings: AppSettings, keys: list[str], session: Session, *valu
     yield from watch_job(settings, session, job.id, intro=f"Run queued: `{job.label}` · {job_link(job)}")
 
 
+def run_from_page(settings: AppSettings, keys: list[str], request: gr.Request, session: Session, *values):
+    """:func:`run_training` as the Run event calls it: gradio fills ``request`` (it cannot fill a
+    keyword-only parameter placed after ``*values``), so the run's owner is the visitor's session."""
+    yield from run_training(settings, keys, session, *values, request=request)
+
+
 def cancel_training(settings: AppSettings, session: Session, request: gr.Request = None) -> str:
     """Cancel the job this tab watches (waiting: it leaves the queue; running: training stops after
     the current step, keeping its log). Only its owner may cancel it."""
