@@ -26,6 +26,7 @@ def test_compare_article_uses_the_run_models(settings, tiny_t5, byt5_tokenizer, 
     with pytest.raises(gr.Error, match="paste an article"):
         results_panel.compare_article(settings, session, "  ", 1, 8)
     base, student, quantized, which = results_panel.compare_article(settings, session, ARTICLES[0][0], 1, 8)
+    assert "greedy (1 beam), at most 8 new tokens" in which
     assert isinstance(base, str) and base and isinstance(student, str) and student
     assert quantized == "(this run has no quantized model)"
     assert which == "Student summary written by the float32 student (no copy of it was timed)."

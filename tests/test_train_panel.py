@@ -20,9 +20,13 @@ def test_file_columns_and_guesses(tmp_path, settings):
     csv_path.write_text("headline,content\nA,B\n", encoding="utf-8")
     assert train_panel.file_columns(jsonl) == ["id", "document", "summary"]
     assert (train_panel.count_rows(jsonl), train_panel.count_rows(csv_path)) == (2, 1)
-    text, summary = train_panel.columns_for_file(settings, str(csv_path))
+    text, summary, pairs = train_panel.columns_for_file(settings, str(csv_path), 1000)
     assert (text.value, summary.value, text.choices) == ("content", "headline", [("headline", "headline"),
                                                                                   ("content", "content")])
+    assert (pairs.value, pairs.maximum) == (1, 1)  # "pairs to train on" bounded by the file
+    semicolons = tmp_path / "semi.csv"
+    semicolons.write_text("document;summary\nA long, long text.;Short.\nMore text, here.;Also short.\n")
+    assert train_panel.file_columns(semicolons) == ["document", "summary"]
     (tmp_path / "bad.txt").write_text("x")
     with pytest.raises(gr.Error, match="unsupported file type"):
         train_panel.columns_for_file(settings, str(tmp_path / "bad.txt"))
