@@ -19,7 +19,7 @@ from .feedback import user_errors
 from .state import AppSettings, Session
 
 RUN_COLUMNS = ["name", "status", "created", "base model", "method", "layers kept (enc/dec)", "strategy", "epochs", "ROUGE-1",
-               "ROUGE-L", "% of base R-1", "val. loss (nats)", "params (M)", "size (MiB)"]
+               "ROUGE-L (sentence)", "% of base R-1", "val. loss (nats)", "params (M)", "size (MiB)"]
 
 
 def run_path(settings: AppSettings, name: str | None) -> Path:
