@@ -15,7 +15,7 @@ LABELS = {"base": "Base (teacher)", "student": "Student", "quantized": "Student,
           "deployed": "Student, deployed (CTranslate2)"}
 COLORS = {"base": "#6366f1", "student": "#f97316", "quantized": "#10b981", "deployed": "#0ea5e9"}
 RUN_COLORS = ("#6366f1", "#f97316", "#10b981", "#ef4444", "#0ea5e9", "#a855f7", "#eab308", "#14b8a6")
-ROUGE = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"))
+ROUGE = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L (sentence)"))
 FONT_COLOR = "#8b93a1"
 GRID_COLOR = "rgba(139, 147, 161, 0.25)"
 KEPT_COLOR = "#f97316"

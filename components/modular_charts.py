@@ -25,6 +25,7 @@ METHOD_STYLES = {
     "teacher": {"name": "Teacher", "color": COLORS["base"], "symbol": "star", "size": 18},
     "SFT": {"name": "SFT", "color": COLORS["student"], "symbol": "circle", "size": 12},
     "KD": {"name": "KD", "color": "#0ea5e9", "symbol": "diamond", "size": 12},
+    "pseudo-labels": {"name": "pseudo-labels (seq. KD)", "color": "#f97316", "symbol": "diamond-open", "size": 12},
     "modular (size-first)": {"name": "modular (size-first)", "color": COLORS["quantized"], "symbol": "square",
                              "size": 12},
     "modular (speed-first)": {"name": "modular (speed-first)", "color": "#a855f7", "symbol": "triangle-up",
@@ -41,7 +42,7 @@ AXES = {
     "validation_loss": "validation loss (nats/token)",
     "rouge1": "ROUGE-1 F1 (0-100)",
     "rouge2": "ROUGE-2 F1 (0-100)",
-    "rougeL": "ROUGE-L F1 (0-100)",
+    "rougeL": "ROUGE-L (sentence) F1 (0-100)",
     "latency_ms": "latency (ms/summary, batch 1)",
 }
 #: +1 where larger is better, -1 where smaller is better (for the Pareto front).
@@ -133,7 +134,7 @@ def _hover(point: dict) -> str:
         parts.append(f"encoder {layers[0]} · decoder {layers[1]} layers")
     for key, fmt in (("params", "{:,.0f} parameters"), ("size_mib", "{:.1f} MiB"),
                      ("validation_loss", "validation loss {:.4f} nats/token"), ("rouge1", "ROUGE-1 {:.2f}"),
-                     ("rouge2", "ROUGE-2 {:.2f}"), ("rougeL", "ROUGE-L {:.2f}"), ("speedup", "speedup {:.2f}×")):
+                     ("rouge2", "ROUGE-2 {:.2f}"), ("rougeL", "ROUGE-L (sentence) {:.2f}"), ("speedup", "speedup {:.2f}×")):
         value = as_number(point.get(key))
         if value is not None:
             parts.append(fmt.format(value))

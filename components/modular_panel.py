@@ -46,7 +46,7 @@ PRIORITY_CHOICES = [("size-first (fewest parameters)", "size"), ("speed-first (s
 GRANULARITY_CHOICES = [2, 3, 4, 6]
 POLL_SECONDS = 1.0
 TABLE_COLUMNS = ["method", "layers (enc/dec)", "ratio (×)", "parameters (M)", "size (MiB)", "ROUGE-1", "ROUGE-2",
-                 "ROUGE-L", "validation loss (nats/token)", "latency (ms/summary)", "speedup (×)", "modules used"]
+                 "ROUGE-L (sentence)", "validation loss (nats/token)", "latency (ms/summary)", "speedup (×)", "modules used"]
 
 
 @dataclass

@@ -18,9 +18,10 @@ from .feedback import as_toast, user_errors
 from .state import AppSettings, Session
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-METRIC_COLUMNS = ["model", "parameters (M)", "size (MiB)", "ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum",
-                  "% of base ROUGE-1", "% of base ROUGE-L", "validation loss (nats/token)",
-                  "latency (ms/summary)", "tokens/s"]
+METRIC_COLUMNS = ["model", "parameters (M)", "size (MiB)", "ROUGE-1", "ROUGE-2", "ROUGE-L (sentence)",
+                  "ROUGE-Lsum (summary-level)", "% of base ROUGE-1", "% of base ROUGE-L",
+                  "agreement with base ROUGE-1", "agreement with base ROUGE-L", "validation loss (nats/token)",
+                  "latency (ms/summary)", "tokens/s", "output"]
 SUMMARY_COLUMNS = ["article", "reference", "base", "student", "quantized", "deployed"]
 ARTICLE_PREVIEW = 400
 
@@ -29,8 +30,28 @@ def _round(value, digits: int):
     return round(float(value), digits) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _health_cell(health) -> str | None:
+    if not isinstance(health, dict):
+        return None
+    return "degenerate: " + "; ".join(health.get("reasons") or []) if health.get("degenerate") else "ok"
+
+
+def degenerate_warning(metrics: dict | None) -> str:
+    """A warning line naming the models whose summaries are flagged degenerate, or ``""``."""
+    flagged = [charts.LABELS.get(name, name) for name in charts.MODELS
+               if isinstance((metrics or {}).get(name), dict)
+               and ((metrics[name].get("output_health") or {}).get("degenerate"))]
+    if not flagged:
+        return ""
+    return (f"\n\n⚠ **Degenerate output** from {', '.join(flagged)}: empty, repetitive or the same for every "
+            "article (see the *output* column), so ROUGE differences between the models say little here.")
+
+
 def metrics_table(metrics: dict | None) -> pd.DataFrame:
-    """One row per evaluated model with every headline number (units in the column names)."""
+    """One row per evaluated model with every headline number (units in the column names): ROUGE
+    against the references, agreement (ROUGE of its summaries against the base model's), and
+    ``output``: "degenerate: <reasons>" when its summaries are flagged (empty, repetitive, the same
+    phrases for every article; ``output_health`` in metrics.json), else "ok"."""
     rows = []
     for name in charts.MODELS:
         entry = (metrics or {}).get(name)
@@ -45,8 +66,10 @@ def metrics_table(metrics: dict | None) -> pd.DataFrame:
                      _round(entry.get("rougeL"), 2), _round(entry.get("rougeLsum"), 2),
                      _round(percent.get("rouge1"), 1) if name != "base" else 100.0,
                      _round(percent.get("rougeL"), 1) if name != "base" else 100.0,
+                     _round((entry.get("agreement") or {}).get("rouge1"), 1) if name != "base" else 100.0,
+                     _round((entry.get("agreement") or {}).get("rougeL"), 1) if name != "base" else 100.0,
                      _round(entry.get("validation_loss"), 4), _round(entry.get("latency_ms"), 1),
-                     _round(entry.get("tokens_per_s"), 0)])
+                     _round(entry.get("tokens_per_s"), 0), _health_cell(entry.get("output_health"))])
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
@@ -84,7 +107,12 @@ def headline_markdown(metrics: dict | None, status: str | None = None, run_dir: 
         ratio = base["latency_ms"] / student["latency_ms"]
         parts.append(f"**{ratio:.1f}×** faster per summary" if ratio >= 1
                      else f"**{1 / ratio:.1f}×** slower per summary")
-    text = f"**Student{where}:** " + ", ".join(parts) + "." if parts else f"Run{where} evaluated."
+    warning = degenerate_warning(metrics)
+    if base.get("untrained"):
+        warning = ("\n\n⚠ **The base model is an untrained preset** (random weights): a faster student with a "
+                   "lower loss here beats a model that never learned to summarize, which says nothing about "
+                   "compression. Train the base as the teacher first (`python -m compression teacher`)." + warning)
+    text = (f"**Student{where}:** " + ", ".join(parts) + "." if parts else f"Run{where} evaluated.") + warning
     auto = ((metrics or {}).get("quantized") or {}).get("auto")
     if isinstance(auto, dict) and auto.get("reason"):
         text += f"\n\n**Quantized copy (auto):** {auto['reason']}."

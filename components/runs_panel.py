@@ -20,7 +20,7 @@ from .feedback import as_toast, user_errors
 from .state import AppSettings, Session, bind
 
 RUN_COLUMNS = ["name", "status", "created", "base model", "method", "layers kept (enc/dec)", "strategy", "epochs", "ROUGE-1",
-               "ROUGE-L", "% of base R-1", "val. loss (nats)", "params (M)", "size (MiB)"]
+               "ROUGE-L (sentence)", "% of base R-1", "val. loss (nats)", "params (M)", "size (MiB)"]
 
 
 def run_path(settings: AppSettings, name: str | None, session: Session | None = None) -> Path:

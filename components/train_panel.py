@@ -38,7 +38,8 @@ HUB_DATASETS = {
 }
 TEXT_GUESSES = ("document", "article", "text", "content", "source", "body")
 SUMMARY_GUESSES = ("summary", "highlights", "headline", "title", "target", "abstract")
-METHOD_CHOICES = [("SFT: fine-tune on the summaries", "sft"), ("KD: distil from the base model (teacher)", "kd")]
+METHOD_CHOICES = [("SFT: fine-tune on the summaries", "sft"), ("KD: distil from the base model (teacher)", "kd"),
+                  ("Pseudo-labels: fine-tune on the base model's own summaries (sequence-level KD)", "pseudo")]
 POLL_SECONDS = 1.0
 
 

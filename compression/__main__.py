@@ -23,6 +23,7 @@ from .config import (
     EvalArgs,
     KDArgs,
     ModularArgs,
+    PseudoArgs,
     RunConfig,
     ShrinkArgs,
     TrainArgs,
@@ -208,7 +209,7 @@ def cmd_evaluate(args) -> None:
 
     from .data import load_pairs, resolve_prefix
     from .evaluate import evaluate_model
-    from .table import compare_table
+    from .table import compare_table, table_notes
 
     model, tokenizer = _load_base(args)
     split = load_pairs(data)["validation"]
@@ -216,7 +217,8 @@ def cmd_evaluate(args) -> None:
                              prefix=resolve_prefix(data, model), max_source_length=data.max_source_length,
                              max_target_length=data.max_target_length, args=eval_args)
     metrics.pop("predictions")
-    _print(args, metrics, compare_table({Path(args.model).name or args.model: metrics}))
+    rows = {Path(args.model).name or args.model: metrics}
+    _print(args, metrics, compare_table(rows) + "\n\n" + table_notes(rows))
 
 
 def cmd_quantize(args) -> None:
@@ -260,6 +262,7 @@ def run_config(args) -> RunConfig:
     return RunConfig(model=args.model, output_dir=output, tokenizer=args.tokenizer, shrink=from_flags(ShrinkArgs, args),
                      data=from_flags(DataArgs, args), train=from_flags(TrainArgs, args),
                      eval=from_flags(EvalArgs, args, EVAL_RENAMES), kd=from_flags(KDArgs, args),
+                     pseudo=from_flags(PseudoArgs, args),
                      **{f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)
                         if f.name in ("quantize", "prune_vocab", "quantize_wo", "name", "method", "deploy",
                                       "deploy_quantization")})
@@ -271,7 +274,7 @@ def cmd_run(args) -> int | None:
     preflight.preflight(config, existing=existing)  # input errors in a second, before torch is imported
 
     from .pipeline import run_pipeline
-    from .table import compare_table
+    from .table import compare_table, table_notes
 
     result = run_pipeline(config, token=hub_token(), progress_bar=not args.json, existing=existing)
     if result["status"] != "complete":
@@ -287,8 +290,37 @@ def cmd_run(args) -> int | None:
     if deployed.get("compute_type"):
         notes += (f"\ndeployed: CTranslate2 {deployed['quantization']} (running as {deployed['compute_type']}) in "
                   f"{result['run_dir']}/deployed; batched ms at batch {deployed.get('latency_batch_size')}")
-    _print(args, result, compare_table({k: v for k, v in result["metrics"].items() if v is not None})
+    rows = {k: v for k, v in result["metrics"].items() if v is not None}
+    _print(args, result, compare_table(rows) + "\n\n" + table_notes(rows)
            + f"\n{notes}\n\nstages: {timings}\nrun folder: {result['run_dir']}")
+
+
+def cmd_teacher(args) -> None:
+    from .teacher import TEACHER_RECIPE, train_teacher
+
+    if (args.train_file or args.validation_file) and args.dataset == TEACHER_RECIPE["dataset"]:
+        args.dataset = None  # own files replace the recipe's default dataset
+    data, train_args = from_flags(DataArgs, args), from_flags(TrainArgs, args)
+    command = "python -m compression " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["teacher"] else None
+    result = train_teacher(data, train_args, args.output, preset=args.preset, tokenizer=args.tokenizer,
+                           prune_vocab=args.prune_vocab, dropout=args.dropout, seed=args.init_seed,
+                           command=command, progress_bar=not args.json)
+    if result["status"] != "complete":
+        _print(args, result, f"teacher training {result['status']}: the weights so far are in "
+                             f"{args.output}/last-checkpoint")
+        return
+    from .table import compare_table, table_notes
+
+    train, facts = result["train"], result["model"]
+    text = (f"{args.preset}: {facts['encoder_layers']}/{facts['decoder_layers']} layers, vocabulary "
+            f"{facts['vocab_size']:,}, {facts['params'] / 1e6:.2f}M parameters; {train['steps']} steps, "
+            f"{train['epochs']:.2f} epochs in {train['seconds']:.0f} s ({train['tokens_per_s']:,.0f} real tokens/s): "
+            f"train loss {train['train_loss']:.4f}, validation loss "
+            + (f"{train['eval_loss']:.4f}" if train["eval_loss"] is not None else "-") + " nats")
+    if result["metrics"]:
+        rows = {"teacher": result["metrics"]}
+        text += "\n\n" + compare_table(rows) + "\n\n" + table_notes(rows)
+    _print(args, result, text + f"\n\n{result['seconds']:.0f} s in all -> {args.output}")
 
 
 def cmd_runs(args) -> None:

@@ -20,6 +20,7 @@ from .config import (
     KDArgs,
     ModularArgs,
     Priority,
+    PseudoArgs,
     RunConfig,
     ShrinkArgs,
     TrainArgs,
@@ -212,6 +213,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="delete the run already in --output first")
     add_dataclass_flags(run, RunConfig, skip=("model", "output_dir", "tokenizer"))
     add_dataclass_flags(run, KDArgs)
+    add_dataclass_flags(run, PseudoArgs)
+
+    from .teacher import TEACHER_RECIPE
+
+    teacher = commands.add_parser(
+        "teacher", help="train an offline teacher from an architecture preset (defaults: the Debian recipe, "
+                        "compression.teacher)",
+        description="Train a summarizer from random initialisation as the teacher students are shrunk from. "
+                    "The recipe's defaults replace the flags' own: " + ", ".join(
+                        f"{key}={value}" for key, value in TEACHER_RECIPE.items())
+                    + ". Any flag overrides its default.")
+    teacher.add_argument("--preset", help="architecture preset, e.g. tiny, tiny-nl8 (default: %(default)s)")
+    teacher.add_argument("--tokenizer", help="tokenizer folder (default: ../shared/tokenizers/t5)")
+    teacher.add_argument("--no-prune-vocab", dest="prune_vocab", action="store_false",
+                         help="keep the whole vocabulary (default: prune it to the data's tokens)")
+    teacher.add_argument("--dropout", type=float, help="dropout rate (default: %(default)s)")
+    teacher.add_argument("--init-seed", type=int, default=0, help="seed of the random initialisation")
+    teacher.add_argument("--output", required=True, help="checkpoint folder for the teacher")
+    _data_flags(teacher)
+    add_dataclass_flags(teacher, TrainArgs)
+    teacher.set_defaults(**TEACHER_RECIPE)
 
     runs = commands.add_parser("runs", help="list the runs in a runs folder")
     runs.add_argument("--root", default="runs")

@@ -30,8 +30,9 @@ Strategy = Literal["spread", "alternate", "first", "last"]
 #: measured on calibration pairs (:mod:`compression.importance`).
 ShrinkStrategy = Literal["spread", "alternate", "first", "last", "importance"]
 ImportanceScore = Literal["drop_one_loss", "block_influence"]
-#: Training methods of a run: Shrink and Fine-Tune on the labels, or knowledge distillation from the base.
-Method = Literal["sft", "kd"]
+#: Training methods of a run: Shrink and Fine-Tune on the labels, knowledge distillation from the base,
+#: or sequence-level KD on the base's own summaries (pseudo-labels).
+Method = Literal["sft", "kd", "pseudo"]
 AttentionLoss = Literal["kl", "mse"]
 TeacherDtype = Literal["auto", "float32", "bfloat16", "8bit"]
 Bf16 = Literal["auto", "yes", "no"]
@@ -355,6 +356,26 @@ class ModularArgs(_Settings):
 
 
 @dataclass
+class PseudoArgs(_Settings):
+    """Sequence-level KD (pseudo-labels, Kim & Rush 2016; :mod:`compression.pseudo_labels`) settings.
+
+    ``pseudo_min_rouge`` drops pseudo-labels whose ROUGE-L F1 (0-100) against the reference is below
+    it (the distilbart recipe's filter); ``pseudo_cache_dir`` defaults to ``.pseudo-labels`` in the
+    folder holding the run folder, so the runs there share the generated labels.
+    """
+
+    pseudo_beams: int = setting(1, "pseudo-labels: beams of the teacher's decoding (1: greedy)", ge=1)
+    pseudo_max_new_tokens: int | None = setting(None, "pseudo-labels: tokens per label; default: the max target "
+                                                      "length", ge=1)
+    pseudo_min_rouge: float | None = setting(None, "pseudo-labels: drop labels whose ROUGE-L against the reference "
+                                                   "is below this (0-100); default: keep all non-empty ones",
+                                             label="pseudo-labels' minimum ROUGE-L", ge=0, le=100)
+    pseudo_mix_references: bool = setting(False, "pseudo-labels: train on the reference pairs too")
+    pseudo_cache_dir: str | None = setting(None, "pseudo-labels: cache folder; default: .pseudo-labels in the runs "
+                                                 "folder")
+
+
+@dataclass
 class RunConfig(_Settings):
     """One whole run: base checkpoint -> shrink -> train -> evaluate -> quantize -> export.
 
@@ -386,9 +407,11 @@ class RunConfig(_Settings):
                                        "transformers keeps unquantized: the smallest file; it loads with this tool "
                                        "(compression.load.load_model), not with plain from_pretrained")
     name: str | None = setting(None, "run name used in the default folder")
-    method: Method = setting("sft", "sft: fine-tune the student on the summaries; kd: distil it from the base model",
-                             label="training method")
+    method: Method = setting("sft", "sft: fine-tune the student on the summaries; kd: distil it from the base "
+                                    "model; pseudo: fine-tune it on the base model's own summaries of the training "
+                                    "documents (sequence-level KD, cached)", label="training method")
     kd: KDArgs = setting(default_factory=KDArgs)
+    pseudo: PseudoArgs = setting(default_factory=PseudoArgs)
     tokenizer: str | None = setting(None, "tokenizer folder when the checkpoint has none")
     deploy: bool = setting(True, "also make a deployed CTranslate2 copy of the student (RUN_DIR/deployed) where "
                                  "CTranslate2 supports the family")
@@ -444,7 +467,7 @@ class RunConfig(_Settings):
 
 
 SECTIONS: dict[str, type] = {"shrink": ShrinkArgs, "data": DataArgs, "train": TrainArgs, "eval": EvalArgs,
-                             "kd": KDArgs}
+                             "kd": KDArgs, "pseudo": PseudoArgs}
 
 
 def _known(section: str, name: str, section_fields: dict[str, set[str]]) -> str:

@@ -221,11 +221,35 @@ def make_collator(tokenizer: Any, model: Any = None):
 
     Each batch is padded to its longest row: ``input_ids``/``attention_mask`` ``[batch, src_len]``,
     ``labels`` ``[batch, tgt_len]`` (padding = -100), and, when ``model`` is given,
-    ``decoder_input_ids`` ``[batch, tgt_len]`` (labels shifted right).
+    ``decoder_input_ids`` ``[batch, tgt_len]`` (labels shifted right). When ``model`` has a pruned
+    vocabulary (:mod:`compression.vocab`), the tokenizer ids of ``input_ids``, ``labels`` and
+    ``decoder_input_ids`` are mapped to its model ids (:func:`compression.vocab.to_model_ids`), so a
+    pruned teacher and the students shrunk from it train on the same tokenized data as any model.
     """
     from transformers import DataCollatorForSeq2Seq
 
-    return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=LABEL_PAD, pad_to_multiple_of=None)
+    collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=LABEL_PAD, pad_to_multiple_of=None)
+    from .vocab import pruning_info
+
+    if model is None or pruning_info(model) is None:
+        return collator
+    return _ModelIdCollator(collator, model)
+
+
+class _ModelIdCollator:
+    """A collator whose batches carry a vocabulary-pruned model's ids instead of tokenizer ids."""
+
+    def __init__(self, collator, model):
+        self.collator, self.model = collator, model
+
+    def __call__(self, features):
+        from .vocab import to_model_ids
+
+        batch = self.collator(features)
+        for key in ("input_ids", "labels", "decoder_input_ids"):
+            if key in batch:
+                batch[key] = to_model_ids(self.model, batch[key])
+        return batch
 
 
 def count_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:

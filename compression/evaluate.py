@@ -24,6 +24,7 @@ from .losses import example_cross_entropy
 from .metrics import (  # noqa: F401  (split_sentences, rouge_f1, percent_of_base re-exported)
     ROUGE_TYPES,
     bootstrap_ci,
+    output_health,
     percent_of_base,
     rouge_f1,
     rouge_scores,
@@ -169,6 +170,8 @@ def evaluate_model(model, tokenizer, documents: list[str], references: list[str]
         batch ``args.batch_size``; ``tokens_per_s``: generated tokens/s at that batch size. Measured
         on the first ``args.latency_samples`` documents with forced-length generation
         (:func:`measure_latency`); ``None`` when ``args.latency_samples`` <= 0.
+      - ``output_health``: degenerate-output flags of the summaries (empty share, repetition rate,
+        distinct-2, ``degenerate`` and its ``reasons``; :func:`compression.metrics.output_health`)
       - ``predictions``: the generated summaries, in document order
 
     ``on_progress(done, total)``: called as summaries are generated (see :func:`generate_summaries`).
@@ -207,6 +210,7 @@ def evaluate_model(model, tokenizer, documents: list[str], references: list[str]
                                   **common)
         result.update(latency_ms=single["ms_per_sample"], latency_ms_batched=batched["ms_per_sample"],
                       tokens_per_s=batched["tokens_per_s"])
+    result["output_health"] = output_health(predictions)
     result["predictions"] = predictions
     return result
 

@@ -177,7 +177,9 @@ def build_preset(preset: str, tokenizer: str | Path, *, seed: int = 0) -> tuple[
     """A randomly initialised T5 of a preset shape, with the tokenizer at ``tokenizer``.
 
     The vocabulary size is the tokenizer's length rounded up to a multiple of 128 (T5's 32,100
-    pieces give the usual 32,128). The model is *untrained*: fine-tune it as a teacher first.
+    pieces give the usual 32,128). The model is *untrained*: fine-tune it as a teacher first. Its
+    config carries ``untrained_preset`` (the preset's name, saved in ``config.json``) until it is
+    trained (:func:`is_untrained`; :func:`compression.train.run_trainer` removes the mark).
 
     Raises:
         ModelLoadError: unknown preset or unloadable tokenizer.
@@ -188,7 +190,19 @@ def build_preset(preset: str, tokenizer: str | Path, *, seed: int = 0) -> tuple[
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config)
     model.generation_config.decoder_start_token_id = 0
+    model.config.untrained_preset = preset
     return model.eval(), tok
+
+
+#: Config attribute marking a randomly initialised preset that was never trained.
+UNTRAINED_MARK = "untrained_preset"
+
+
+def is_untrained(model_or_config) -> bool:
+    """Whether a model is an architecture preset with random weights, never trained (its config's
+    ``untrained_preset`` mark, set by :func:`build_preset`)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return bool(getattr(config, UNTRAINED_MARK, None))
 
 
 def describe_model(model: PreTrainedModel) -> dict:

@@ -158,3 +158,85 @@ class Point:
     def as_dict(self) -> dict:
         """The point as a plain dict (what charts, tables and JSON output read)."""
         return asdict(self)
+
+
+#: ROUGE names as every table labels them: ROUGE-L is sentence-level (the longest common subsequence
+#: of the whole texts, ``rouge_score``'s ``rougeL``); ROUGE-Lsum is summary-level (LCS over the
+#: newline-split sentences, ``rougeLsum``, Lin 2004 section 3.2). Tables that split summaries into
+#: sentences before scoring (Hugging Face's summarization examples, hence distilbart's numbers) report
+#: ROUGE-Lsum; comparing one with the other is the mix-up of transformers issue #6808.
+ROUGE_LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L (sentence)",
+                "rougeLsum": "ROUGE-Lsum (summary-level)"}
+
+#: Thresholds of :func:`output_health`'s ``degenerate`` flag (heuristics, see its docstring).
+MAX_EMPTY_FRACTION = 0.5
+MAX_REPETITION_RATE = 0.3
+MIN_DISTINCT_2 = 0.2
+#: distinct-2 is judged only over at least this many bigrams (a handful of outputs is always diverse).
+MIN_BIGRAMS_FOR_DISTINCT = 20
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+|[^\w\s]", text.lower())
+
+
+def output_health(predictions: list[str]) -> dict:
+    """Degenerate-output flags of a model's generated summaries (no reference needed).
+
+    - ``empty_fraction``: share of summaries that are empty or whitespace (0-1).
+    - ``repetition_rate``: per summary, the share of its word tokens (words and punctuation,
+      lower-cased) that repeat a token seen earlier in the same summary, averaged over non-empty
+      summaries (0-1; "the the the the" is 0.75, a normal headline near 0).
+    - ``distinct_2``: distinct word bigrams / all word bigrams over every summary together (0-1;
+      Li et al. 2016, "A Diversity-Promoting Objective Function for Neural Conversation Models",
+      section 4.3). A model writing the same text for every document scores 1 / (number of documents).
+    - ``degenerate``: ``True`` when more than half the summaries are empty, the repetition rate is
+      above 0.3, or distinct-2 is below 0.2 over at least 20 bigrams; ``reasons`` says which, in words.
+      The thresholds are heuristics for flagging, not quality scores: ROUGE measures quality.
+
+    An empty list gives zeros and ``degenerate=False``.
+    """
+    if not predictions:
+        return {"empty_fraction": 0.0, "repetition_rate": 0.0, "distinct_2": None, "degenerate": False,
+                "reasons": []}
+    tokens = [_words(text) for text in predictions]
+    empty = sum(1 for words in tokens if not words) / len(tokens)
+    rates = [1.0 - len(set(words)) / len(words) for words in tokens if words]
+    repetition = float(np.mean(rates)) if rates else 0.0
+    bigrams = [pair for words in tokens for pair in zip(words, words[1:])]
+    distinct = len(set(bigrams)) / len(bigrams) if bigrams else None
+    reasons = []
+    if empty > MAX_EMPTY_FRACTION:
+        reasons.append(f"{100 * empty:.0f}% of the summaries are empty")
+    if repetition > MAX_REPETITION_RATE:
+        reasons.append(f"{100 * repetition:.0f}% of the words repeat within a summary")
+    if distinct is not None and len(bigrams) >= MIN_BIGRAMS_FOR_DISTINCT and distinct < MIN_DISTINCT_2:
+        reasons.append(f"distinct-2 is {distinct:.2f}: the summaries repeat the same phrases across documents")
+    return {"empty_fraction": empty, "repetition_rate": repetition, "distinct_2": distinct,
+            "degenerate": bool(reasons), "reasons": reasons}
+
+
+def agreement(predictions: list[str], teacher_predictions: list[str]) -> dict:
+    """ROUGE F1 (0-100) of a student's summaries against its teacher's summaries of the same documents.
+
+    How closely the student reproduces what the teacher writes, beside how well either matches the
+    references (the fidelity measure of sequence-level KD, Kim & Rush 2016, section 5). Returns
+    ``{"rouge1", "rouge2", "rougeL", "rougeLsum"}``, means over the documents of :func:`rouge_scores`'
+    per-document F1, except that identical summaries (after stripping; both empty included) count as
+    100 on every measure, even a one-word one that has no bigram for ROUGE-2; only one empty scores 0.
+
+    Raises:
+        ValueError: the two lists differ in length, or are empty.
+    """
+    if len(predictions) != len(teacher_predictions):
+        raise ValueError(f"{len(predictions)} student summaries but {len(teacher_predictions)} teacher summaries")
+    if not predictions:
+        raise ValueError("no summaries to compare: give at least one")
+    same = [p.strip() == t.strip() for p, t in zip(predictions, teacher_predictions)]
+    scored = [(p, t) for (p, t), identical in zip(zip(predictions, teacher_predictions), same) if not identical]
+    per_sample = {rouge_type: [] for rouge_type in ROUGE_TYPES}
+    if scored:
+        samples = rouge_scores([p for p, _ in scored], [t for _, t in scored])["per_sample"]
+        per_sample = {rouge_type: list(samples[rouge_type]) for rouge_type in ROUGE_TYPES}
+    count = len(predictions)
+    return {rouge_type: (sum(per_sample[rouge_type]) + 100.0 * sum(same)) / count for rouge_type in ROUGE_TYPES}

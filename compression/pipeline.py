@@ -22,17 +22,18 @@ from pathlib import Path
 from .auto_quantize import auto_quantization
 from .card import ModelCard
 from .config import IMPORTANCE, RunConfig
-from .data import prepare_data
+from .data import prepare_data, tokenize_pairs
 from .errors import CompressionError, DeployUnsupportedError
 from .evaluate import evaluate_model
 from .export import save_model
 from .layers import shrink
-from .load import describe_model, load_model, load_tokenizer, model_family
-from .metrics import percent_of_base
+from .load import describe_model, is_untrained, load_model, load_tokenizer, model_family
+from .metrics import agreement, percent_of_base
 from .preflight import preflight
 from .quantize import AUTO_MODE, QUANTIZED_WO, quantize, save_quantized
 from .runs import RunFolder, clear_run_folder
 from .train import finetune
+from .vocab import pruning_info
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,9 @@ def run_pipeline(config: RunConfig, *, on_progress: Callable[[dict], None] | Non
                  base=None, progress_bar: bool = True, existing: str = "refuse") -> dict:
     """Run shrink -> train -> evaluate -> quantize -> export end to end into ``config.output_dir``.
 
-    The student is trained by ``config.method``: ``"sft"`` (:func:`compression.train.finetune`) or
+    The student is trained by ``config.method``: ``"sft"`` (:func:`compression.train.finetune`),
+    ``"pseudo"`` (the same on the base model's own summaries of the training documents, cached in
+    :func:`pseudo_label_cache_dir`; counts and examples in ``pseudo_labels.json``) or
     ``"kd"`` (:func:`compression.distill.distill` against the base model, frozen, with
     ``config.kd``; the loss log then carries one column per KD term).
 
@@ -93,8 +96,10 @@ def run_pipeline(config: RunConfig, *, on_progress: Callable[[dict], None] | Non
     Returns:
         ``{"run_dir", "status": "complete"|"cancelled", "metrics": {"base", "student", "quantized"},
         "summaries": [...], "train": {...}, "timings": {stage: seconds}}``. Each metrics entry: see
-        :func:`compression.evaluate.evaluate_model` (without predictions); student and quantized add
-        ``percent_of_base`` ({rouge1: %, ...}, ``None`` where the base scores 0). ``quantized`` is
+        :func:`compression.evaluate.evaluate_model` (without predictions; with ``output_health``, the
+        degenerate-output flags); student and quantized add ``percent_of_base`` ({rouge1: %, ...},
+        ``None`` where the base scores 0) and ``agreement`` (ROUGE F1 of their summaries against the
+        base model's, :func:`compression.metrics.agreement`). ``quantized`` is
         ``None`` when ``config.quantize == "none"``.
 
     Raises:
@@ -200,6 +205,13 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar) 
                           f"{config.train.epochs:g} epoch(s)")
         result = distill(student, base_model, tok, train_set, validation_set, config.train, config.kd, run.path,
                          on_progress=on_progress, cancel=cancel, progress_bar=progress_bar)
+    elif config.method == "pseudo":
+        lengths = dict(prefix=prefix, max_source_length=config.data.max_source_length,
+                       max_target_length=config.data.max_target_length)
+        train_set = _pseudo_label_set(config, run, announce, base_model, tok, pairs["train"], prefix, lengths)
+        announce("train", f"fine-tuning on {len(train_set)} pseudo-labelled pairs for {config.train.epochs:g} epoch(s)")
+        result = finetune(student, tok, train_set, validation_set, config.train, run.path,
+                          on_progress=on_progress, cancel=cancel, progress_bar=progress_bar)
     else:
         announce("train", f"fine-tuning on {len(train_set)} pairs for {config.train.epochs:g} epoch(s)")
         result = finetune(student, tok, train_set, validation_set, config.train, run.path,
@@ -219,9 +231,11 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar) 
     announce("evaluate", f"evaluating base and student on {len(documents)} validation pairs")
     metrics = {"base": evaluate_model(base_model, tok, documents, references, **evaluation,
                                       on_progress=_summary_progress(on_progress, "base"))}
+    metrics["base"]["untrained"] = is_untrained(base_model)
     metrics["student"] = evaluate_model(student, tok, documents, references, **evaluation,
                                         on_progress=_summary_progress(on_progress, "student"))
     metrics["student"]["percent_of_base"] = percent_of_base(metrics["student"], metrics["base"])
+    metrics["student"]["agreement"] = agreement(metrics["student"]["predictions"], metrics["base"]["predictions"])
 
     announce("export", "saving the student")
     card = student_card(config, student, len(train_set),
@@ -229,7 +243,7 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar) 
     student_dir = save_model(student, tok, run.path / "student", card=card)
 
     texts = None
-    if config.prune_vocab:
+    if config.prune_vocab and pruning_info(student) is None:  # a pruned teacher's student already is
         texts = [prefix + text for split in pairs.values() for text in split["document"]]
         texts += [text for split in pairs.values() for text in split["summary"]]
     metrics["quantized"] = None
@@ -245,6 +259,8 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar) 
         metrics["quantized"] = evaluate_model(quantized, tok, documents, references, **evaluation,
                                               on_progress=_summary_progress(on_progress, "quantized"))
         metrics["quantized"]["percent_of_base"] = percent_of_base(metrics["quantized"], metrics["base"])
+        metrics["quantized"]["agreement"] = agreement(metrics["quantized"]["predictions"],
+                                                      metrics["base"]["predictions"])
         metrics["quantized"]["mode"] = mode
         metrics["quantized"]["auto"] = auto.to_dict() if auto is not None else None
         metrics["quantized"]["pruned_vocab"] = config.prune_vocab
@@ -316,12 +332,41 @@ def _deploy(config: RunConfig, run: RunFolder, student_dir: Path, tok, texts, pr
     return result
 
 
+def pseudo_label_cache_dir(config: RunConfig) -> Path:
+    """Where a run's pseudo-labels are cached: ``config.pseudo.pseudo_cache_dir``, else
+    ``.pseudo-labels`` in the folder that holds the run folder (shared by the runs there)."""
+    if config.pseudo.pseudo_cache_dir:
+        return Path(config.pseudo.pseudo_cache_dir)
+    return Path(config.output_dir).parent / ".pseudo-labels"
+
+
+def _pseudo_label_set(config, run, announce, teacher, tok, train_pairs, prefix, lengths):
+    """Sequence-level KD's training set: the base model's summaries of the training documents
+    (cached, :func:`compression.pseudo_labels.pseudo_labels`) as targets, filtered and mixed per
+    ``config.pseudo``, tokenized; the counts go to ``pseudo_labels.json`` in the run folder."""
+    from .pseudo_labels import pseudo_label_pairs, pseudo_labels
+
+    settings = config.pseudo
+    announce("pseudo-label", f"the base model summarizes the {len(train_pairs)} training documents "
+                             "(cached per teacher and data)")
+    labels, info = pseudo_labels(teacher, tok, list(train_pairs["document"]), prefix=prefix,
+                                 max_source_length=config.data.max_source_length,
+                                 max_new_tokens=settings.pseudo_max_new_tokens or config.data.max_target_length,
+                                 num_beams=settings.pseudo_beams, batch_size=config.eval.batch_size,
+                                 cache_dir=pseudo_label_cache_dir(config))
+    pairs, counts = pseudo_label_pairs(train_pairs, labels, settings)
+    run.write_json("pseudo_labels.json", {**info, **counts, "examples": [
+        {"document": d[:300], "reference": r, "pseudo_label": p}
+        for d, r, p in zip(train_pairs["document"][:5], train_pairs["summary"][:5], labels[:5])]})
+    return tokenize_pairs(pairs, tok, **lengths)
+
+
 def student_card(config: RunConfig, student, train_samples: int, metrics: dict) -> ModelCard:
     """The model card of a run's student: its method (``config.method``) and how it was made."""
     record = student.config.shrink
     data = config.data
     return ModelCard(
-        method=config.method, family=model_family(student), base_model=config.model,
+        method="pseudo-label-kd" if config.method == "pseudo" else config.method, family=model_family(student), base_model=config.model,
         encoder_layers=record["encoder_layers_kept"], decoder_layers=record["decoder_layers_kept"],
         teacher_encoder_layers=record["teacher_encoder_layers"], teacher_decoder_layers=record["teacher_decoder_layers"],
         strategy=record["strategy"],

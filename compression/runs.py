@@ -337,7 +337,7 @@ def list_runs(root: str | Path = DEFAULT_ROOT) -> list[dict]:
     Keys: ``name``, ``path``, ``status`` (``running``/``complete``/``failed``/``cancelled``/
     ``interrupted`` (see :func:`_status_of`), or ``incomplete`` when ``status.json`` is missing or
     unreadable), ``reason`` (why it failed, was cancelled or interrupted), ``created``, ``model``, ``method``
-    (``"sft"`` or ``"kd"``; ``"sft"`` for runs written before the field existed),
+    (``"sft"``, ``"kd"`` or ``"pseudo"``; ``"sft"`` for runs written before the field existed),
     ``encoder_layers``, ``decoder_layers``, ``strategy``, ``epochs`` (from ``config.json``), and the
     student's ``rouge1``, ``rougeL`` (F1, 0-100), ``percent_of_base_rouge1``,
     ``percent_of_base_rougeL`` (% of the base model's F1), ``validation_loss`` (nats/token),
@@ -427,11 +427,16 @@ def same_model(a: str | None, b: str | None) -> bool:
         return False
 
 
+#: A run's ``config.json`` method -> the method name of its chart point (``components.modular_charts``).
+RUN_METHOD_POINTS = {"sft": "SFT", "kd": "KD", "pseudo": "pseudo-labels"}
+
+
 def comparable_runs(root: str | Path, teacher_source: str | None) -> list:
     """Students of the complete runs under ``root`` whose base model is ``teacher_source``, as
     :class:`compression.metrics.Point` s to chart beside Modular Transformers students.
 
-    ``method`` ``"KD"`` when the run's ``config.json`` says ``"method": "kd"``, else ``"SFT"``;
+    ``method`` ``"KD"`` when the run's ``config.json`` says ``"method": "kd"``, ``"pseudo-labels"``
+    for ``"pseudo"``, else ``"SFT"``;
     layers from ``architecture.json``; ROUGE (F1, 0-100), validation loss (nats/token), parameters
     and size (MiB) from ``metrics.json``; ``speedup`` = base latency / student latency (ms at batch
     1) as the run measured them (``None`` when missing). Those runs scored their own validation
@@ -452,7 +457,7 @@ def comparable_runs(root: str | Path, teacher_source: str | None) -> list:
         base_ms, student_ms = _number(base.get("latency_ms")), _number(student.get("latency_ms"))
         e, d = layers.get("encoder_layers"), layers.get("decoder_layers")
         points.append(Point(
-            method="KD" if row.get("method") == "kd" else "SFT",
+            method=RUN_METHOD_POINTS.get(row.get("method"), "SFT"),
             label=f"{e}/{d}" if None not in (e, d) else row["name"],
             encoder_layers=e, decoder_layers=d, params=_number(student.get("params")),
             size_mib=_number(student.get("size_mib")), rouge1=_number(student.get("rouge1")),

@@ -4,25 +4,56 @@ from __future__ import annotations
 
 from .metrics import percent_of_base, rouge_f1
 
+#: The legend printed under :func:`compare_table` by :func:`table_notes`.
+ROUGE_LEGEND = ("R-L sent: sentence-level ROUGE-L (rougeL); R-Lsum: summary-level ROUGE-L over newline-split "
+                "sentences (rougeLsum), the one tables of sentence-split summaries report (transformers#6808); "
+                "agree: the model's ROUGE-1/ROUGE-L against the base (teacher) model's own summaries")
+
 
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _health(row: dict) -> str:
+    health = row.get("output_health")
+    if not isinstance(health, dict):
+        return "-"
+    return "degenerate" if health.get("degenerate") else "ok"
+
+
+def table_notes(metrics: dict[str, dict]) -> str:
+    """The lines printed under :func:`compare_table`: the ROUGE-L / ROUGE-Lsum / agreement legend, and
+    for each model whose output is flagged degenerate, why (:func:`compression.metrics.output_health`)."""
+    lines = [ROUGE_LEGEND]
+    for name, row in metrics.items():
+        if (row or {}).get("untrained"):
+            lines.append(f"{name}: an untrained preset (random weights), so this comparison says nothing about "
+                         "compression; train it as the teacher first (python -m compression teacher)")
+        health = (row or {}).get("output_health") or {}
+        if health.get("degenerate"):
+            lines.append(f"{name}: degenerate output - " + "; ".join(health.get("reasons") or []))
+    return "\n".join(lines)
+
+
 def compare_table(metrics: dict[str, dict]) -> str:
     """A plain-text table, one row per model (e.g. ``base``, ``student``, ``quantized``).
 
-    Columns: parameters, size (MiB), ROUGE-1/2/L F1 (0-100), the student's ROUGE-1/2/L as % of the
-    base row's (:func:`percent_of_base`; the ``"base"`` row, else the first row), validation loss
-    (nats/token), latency (ms per document at batch 1) and batched latency (ms per document at the
-    evaluation batch size). Missing values print as ``-``; an entry that is only ``{"note": text}``
-    (e.g. a deployed copy CTranslate2 cannot make) prints its note after the table.
+    Columns: parameters, size (MiB), ROUGE-1/2 and ROUGE-L (sentence-level, ``R-L sent``) F1 (0-100),
+    the student's ROUGE-1/2/L as % of the base row's (:func:`percent_of_base`; the ``"base"`` row, else
+    the first row), ROUGE-Lsum (summary-level), agreement with the teacher (``agree R-1/R-L``: the row's
+    ``agreement`` dict, :func:`compression.metrics.agreement`), validation loss (nats/token), latency
+    (ms per document at batch 1), batched latency (ms per document at the evaluation batch size) and
+    ``output``: ``degenerate`` when the row's ``output_health`` flags
+    it (:func:`compression.metrics.output_health`), else ``ok``. Missing values print as ``-``; the
+    legend and the reasons of any flag come from :func:`table_notes`; an entry that is only
+    ``{"note": text}`` (e.g. a deployed copy CTranslate2 cannot make) prints its note after the table.
     """
     if not metrics:
         return "(no models evaluated)"
     base = metrics.get("base", next(iter(metrics.values())))
-    header = ["model", "params", "size MiB", "R-1", "R-2", "R-L", "% base R-1/R-2/R-L",
-              "val loss", "latency ms", "batched ms"]
+    header = ["model", "params", "size MiB", "R-1", "R-2", "R-L sent", "% base R-1/R-2/R-L", "R-Lsum",
+              "agree R-1/R-L", "val loss", "latency ms", "batched ms",
+              "output"]
     rows = [header]
     notes = []
     for name, row in metrics.items():
@@ -38,9 +69,13 @@ def compare_table(metrics: dict[str, dict]) -> str:
             _fmt(rouge_f1(row, "rouge2"), ".2f"),
             _fmt(rouge_f1(row, "rougeL"), ".2f"),
             "/".join(_fmt(pct[m], ".1f") for m in ("rouge1", "rouge2", "rougeL")),
+            _fmt(rouge_f1(row, "rougeLsum"), ".2f"),
+            "/".join(_fmt((row.get("agreement") or {}).get(m), ".1f") for m in ("rouge1", "rougeL"))
+            if row.get("agreement") else "-",
             _fmt(row.get("validation_loss"), ".4f"),
             _fmt(row.get("latency_ms"), ".1f"),
             _fmt(row.get("latency_ms_batched"), ".1f"),
+            _health(row),
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)

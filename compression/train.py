@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+from transformers import PreTrainedModel, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import EvalLoopOutput
 from transformers.utils import is_torch_tf32_available
@@ -372,7 +372,8 @@ def run_trainer(
     ``extra_keys`` columns) go to ``on_progress`` and ``output_dir/loss_log.jsonl``. When ``cancel``
     is set, training stops after the current step and ``save_cancelled(trainer, output_dir /
     "last-checkpoint")`` is called (default ``trainer.save_model``, which writes the tokenizer too).
-    Afterwards accelerate's forward patch is undone (:func:`restore_forward`) and ``model`` is in eval
+    A completed training removes an untrained preset's mark from ``model.config``
+    (:func:`compression.load.is_untrained`). Afterwards accelerate's forward patch is undone (:func:`restore_forward`) and ``model`` is in eval
     mode. Freezing is the caller's (see :func:`finetune`).
 
     Raises:
@@ -407,6 +408,8 @@ def run_trainer(
         start = time.perf_counter()
         output = trainer.train()
         seconds = time.perf_counter() - start
+        if not callback.cancelled and isinstance(model, PreTrainedModel) and hasattr(model.config, "untrained_preset"):
+            del model.config.untrained_preset  # trained now (compression.load.is_untrained)
         if callback.cancelled:
             target = output_dir / LAST_CHECKPOINT
             if save_cancelled is None:

@@ -192,7 +192,7 @@ def test_evaluate_model_keys_and_validation_loss(tiny_t5, byt5_tokenizer):
                             max_target_length=12, args=args)
     assert set(result) == {"params", "size_mib", "rouge1", "rouge2", "rougeL", "rougeLsum", "rouge",
                            "rouge_ci", "validation_loss", "latency_ms", "latency_ms_batched",
-                           "tokens_per_s", "predictions"}
+                           "tokens_per_s", "output_health", "predictions"}
     assert result["params"] == count_parameters(tiny_t5)
     assert len(result["predictions"]) == 5
     scored = rouge_scores(result["predictions"], refs)
