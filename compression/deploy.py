@@ -38,7 +38,7 @@ from pathlib import Path
 
 from .config import DEPLOY_QUANTIZATIONS, EvalArgs
 from .errors import CompressionError, DeployUnsupportedError, ModelLoadError
-from .files import atomic_write_text, publish_permissions, staging_dir
+from .files import atomic_write_text, replace_folder, staging_dir
 
 #: Weight types of the converted copy (``TransformersConverter.convert(..., quantization=...)``).
 CT2_QUANTIZATIONS = DEPLOY_QUANTIZATIONS
@@ -290,10 +290,7 @@ def export_ct2(model_dir: str | Path, out_dir: str | Path, *, quantization: str 
                 "decoder_layers": getattr(config, "num_decoder_layers", getattr(config, "decoder_layers", None))}
         atomic_write_text(staging / DEPLOY_INFO, json.dumps(info, indent=2) + "\n")
         atomic_write_text(staging / "README.md", deploy_card(info))
-        publish_permissions(staging)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
+        replace_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

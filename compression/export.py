@@ -7,14 +7,13 @@ Hugging Face format (YAML front matter read by the Hub; see huggingface_hub's ``
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
 
 from .card import ModelCard
 from .errors import CompressionError
-from .files import publish_permissions, staging_dir
+from .files import replace_folder, staging_dir
 
 # Files save_pretrained writes for the model itself (as opposed to tokenizer files and the card).
 _MODEL_FILE = re.compile(
@@ -86,7 +85,6 @@ def save_model(model, tokenizer, out_dir: str | Path, *, card: ModelCard | dict 
             f"{out_dir} already exists and is not a model folder: choose a new or empty output folder"
         )
     staging = staging_dir(out_dir)
-    old = None
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -96,15 +94,9 @@ def save_model(model, tokenizer, out_dir: str | Path, *, card: ModelCard | dict 
         for name in keep:
             if (out_dir / name).is_file():
                 shutil.copy2(out_dir / name, staging / name)
-        publish_permissions(staging)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{staging.name.rsplit('-', 1)[-1]}")
-            os.replace(out_dir, old)
-        os.replace(staging, out_dir)
+        replace_folder(staging, out_dir)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        if old is not None and not out_dir.exists():
-            os.replace(old, out_dir)
         raise CompressionError(
             f"could not write the model to {out_dir} ({exc.strerror or exc}): check free disk space "
             "and write permission"
@@ -112,8 +104,6 @@ def save_model(model, tokenizer, out_dir: str | Path, *, card: ModelCard | dict 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return out_dir
 
 

@@ -10,6 +10,7 @@ on POSIX and Windows), then given the mode the process umask allows (usually ``0
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -73,3 +74,29 @@ def publish_permissions(folder: str | Path) -> None:
             os.chmod(os.path.join(root, name), 0o777 & ~UMASK)
         for name in files:
             os.chmod(os.path.join(root, name), 0o666 & ~UMASK)
+
+
+def replace_folder(staging: str | Path, target: str | Path) -> Path:
+    """Publish a folder built in ``staging`` (:func:`staging_dir`) as ``target``: permissions fixed
+    (:func:`publish_permissions`), an existing ``target`` moved aside, ``staging`` renamed into place
+    with ``os.replace``, then the old folder removed. A reader never sees half a folder.
+
+    Raises:
+        OSError: the rename failed; the old ``target`` is put back first. ``staging`` is left for
+            the caller to remove.
+    """
+    staging, target = Path(staging), Path(target)
+    old = None
+    try:
+        publish_permissions(staging)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{staging.name.rsplit('-', 1)[-1]}")
+            os.replace(target, old)
+        os.replace(staging, target)
+    except BaseException:
+        if old is not None and not target.exists():
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target

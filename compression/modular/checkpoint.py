@@ -14,7 +14,7 @@ from transformers import AutoModelForSeq2SeqLM
 
 from ..arch import count_parameters
 from ..errors import ModularError
-from ..files import publish_permissions, staging_dir
+from ..files import replace_folder, staging_dir
 from ..preflight import check_checkpoint, read_safetensors_header
 from .model import ModularModel
 from .spans import CONFIG_FILE, FORMAT_VERSION, MODULES_FILE, STACKS, TEACHER_DIR
@@ -81,29 +81,20 @@ def save_modular(modular: ModularModel, directory: str | Path, tokenizer: Any = 
         raise ModularError(f"{directory} is a file: choose a folder for the modular checkpoint")
     ours = {TEACHER_DIR, MODULES_FILE, CONFIG_FILE}
     staging = staging_dir(directory)
-    old = None
     try:
         _write_checkpoint(modular, staging, tokenizer)
         if directory.exists():
             for entry in directory.iterdir():
                 if entry.name not in ours:
                     _link_or_copy(entry, staging / entry.name)
-        publish_permissions(staging)
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{staging.name.rsplit('-', 1)[-1]}")
-            os.replace(directory, old)
-        os.replace(staging, directory)
+        replace_folder(staging, directory)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        if old is not None and not directory.exists():
-            os.replace(old, directory)
         raise ModularError(f"could not write the modular checkpoint to {directory} ({exc.strerror or exc}): "
                            "check free disk space and write permission") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return directory
 
 
