@@ -304,7 +304,7 @@ def cmd_teacher(args) -> None:
     command = "python -m compression " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["teacher"] else None
     result = train_teacher(data, train_args, args.output, preset=args.preset, tokenizer=args.tokenizer,
                            prune_vocab=args.prune_vocab, dropout=args.dropout, seed=args.init_seed,
-                           command=command, progress_bar=not args.json)
+                           command=command, progress_bar=not args.json, save_dtype=args.save_dtype)
     if result["status"] != "complete":
         _print(args, result, f"teacher training {result['status']}: the weights so far are in "
                              f"{args.output}/last-checkpoint")

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from .errors import CompressionError
 
-CardMethod = Literal["sft", "shrunk", "kd", "pseudo-label-kd", "modular", "fine-tune", "preset"]
+CardMethod = Literal["sft", "shrunk", "kd", "pseudo-label-kd", "modular", "fine-tune", "teacher", "preset"]
 
 #: method -> (name in the title, hub tag, the card's method paragraph with its source).
 METHODS: dict[str, tuple[str, str, str]] = {
@@ -45,6 +45,11 @@ METHODS: dict[str, tuple[str, str, str]] = {
                 "once against the frozen teacher; the student itself was not trained after assembling."),
     "fine-tune": ("fine-tuning", "fine-tuned",
                   "A summarizer **fine-tuned** on article/summary pairs (transformers' Seq2SeqTrainer)."),
+    "teacher": ("training from random initialisation", "offline-teacher",
+                "A summarizer **trained from random initialisation** on article/summary pairs as the teacher "
+                "students are shrunk from: an architecture preset (T5-efficient shapes, Tay et al. 2022, *Scale "
+                "Efficiently*) with the real T5 vocabulary, trained by this project's offline teacher recipe "
+                "(`compression.teacher`, transformers' Seq2SeqTrainer). No pre-trained weights were used."),
     "preset": ("untrained preset", "untrained",
                "An **untrained** architecture preset (T5-efficient shapes, Tay et al. 2022, *Scale Efficiently*), "
                "randomly initialised: fine-tune it as a teacher before use."),
@@ -72,7 +77,7 @@ def _method_code(value: Any) -> str | None:
     text = str(value or "").lower()
     if text in METHODS:
         return text
-    for needle, code in (("pseudo", "pseudo-label-kd"), ("modular", "modular"), ("kd", "kd"),
+    for needle, code in (("random initialisation", "teacher"), ("pseudo", "pseudo-label-kd"), ("modular", "modular"), ("kd", "kd"),
                          ("distil", "kd"), ("sft", "sft"), ("shrink", "sft")):
         if needle in text:
             return code
@@ -91,7 +96,10 @@ class ModelCard:
     selection. ``datasets``: hub ids or file names. ``train_samples``, ``epochs``, ``learning_rate``.
     ``ratio``: compression ratio of an assembled student (×). ``quantization``: mode; ``quantized_wo``:
     T5's ``wo`` quantized too (the Use section then loads with :func:`compression.load.load_model`);
-    ``pruned_vocab``: the Use section says how ids map. ``params``. ``metrics``: ``{row name:
+    ``pruned_vocab``: the Use section says how ids map. ``params``. ``command``: the exact command that
+    made the model. ``training_time``: wall time, as text (e.g. ``"3,512 s training, 3,790 s in all"``).
+    ``weights_dtype``: the dtype the weights are stored in when not fp32 (``"bfloat16"``; the Use section
+    says that :func:`compression.load.load_model` reads them back as fp32). ``metrics``: ``{row name:
     {"rouge1", "rouge2", "rougeL", "rougeLsum", "validation_loss", "size_mib", "latency_ms"}}``.
 
     Raises:
@@ -116,6 +124,9 @@ class ModelCard:
     quantized_wo: bool = False
     pruned_vocab: bool = False
     params: int | None = None
+    command: str | None = None
+    training_time: str | None = None
+    weights_dtype: str | None = None
     metrics: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -201,11 +212,14 @@ class ModelCard:
         for key, label in (("ratio", "Compression ratio (teacher layers / student layers)"),
                            ("strategy", "Layer selection strategy"), ("train_samples", "Training pairs"),
                            ("epochs", "Epochs"), ("learning_rate", "Learning rate"),
-                           ("quantization", "Quantization"), ("params", "Parameters")):
+                           ("quantization", "Quantization"), ("params", "Parameters"),
+                           ("weights_dtype", "Weights stored as"), ("training_time", "Training time")):
             if getattr(self, key) is not None:
                 lines.append(f"- {label}: {getattr(self, key)}")
         if self.datasets:
             lines.append(f"- Data: {', '.join(f'`{d}`' for d in self.datasets)}")
+        if self.command:
+            lines += ["", "Made with:", "", "```bash", self.command, "```"]
         if self.metrics:
             lines += ["", "## Evaluation", "",
                       "ROUGE F1 (0-100, `rouge_score` with stemming), validation loss in nats per target "
@@ -227,6 +241,10 @@ class ModelCard:
             lines += ["```python", "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
                       'tokenizer = AutoTokenizer.from_pretrained("<this folder or repo>")',
                       'model = AutoModelForSeq2SeqLM.from_pretrained("<this folder or repo>")', "```", ""]
+        if self.weights_dtype:
+            lines += [f"The weights are stored as {self.weights_dtype} to halve the download; "
+                      "`compression.load.load_model` reads them back as fp32, and with plain transformers pass "
+                      "`dtype=torch.float32` to `from_pretrained` before training on a CPU.", ""]
         if self.pruned_vocab:
             lines += ["The vocabulary is pruned to the tokens of the training data: model id `i` is tokenizer id "
                       "`config.vocab_pruning[\"kept_ids\"][i]`. `compression.generation.generate` maps both ways; "

@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="keep the whole vocabulary (default: prune it to the data's tokens)")
     teacher.add_argument("--dropout", type=float, help="dropout rate (default: %(default)s)")
     teacher.add_argument("--init-seed", type=int, default=0, help="seed of the random initialisation")
+    teacher.add_argument("--save-dtype", choices=("bfloat16", "float32"),
+                         help="dtype the weights are saved in (default: %(default)s; training is fp32 either way)")
     teacher.add_argument("--output", required=True, help="checkpoint folder for the teacher")
     _data_flags(teacher)
     add_dataclass_flags(teacher, TrainArgs)

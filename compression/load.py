@@ -150,7 +150,10 @@ def load_model(name_or_path: str | Path, *, tokenizer: str | Path | None = None,
         if getattr(config, QUANTIZED_WO, False):  # bitsandbytes-quantized ``wo``: see seq2seq_class
             model = seq2seq_class(config).from_pretrained(source, token=token)
         else:
-            model = AutoModelForSeq2SeqLM.from_pretrained(source, token=token, trust_remote_code=False)
+            # fp32 whatever the stored dtype (transformers 5 loads a checkpoint's own dtype by default, and a
+            # bf16 checkpoint such as the committed offline teacher must train and score in fp32 on a CPU)
+            model = AutoModelForSeq2SeqLM.from_pretrained(source, token=token, trust_remote_code=False,
+                                                          dtype=torch.float32)
     except OSError as error:
         raise ModelLoadError(f"{name} has a config but no loadable weights: {error}") from None
     tok = load_tokenizer(tokenizer if tokenizer is not None else source, token=token)

@@ -70,7 +70,12 @@ TEACHER_RECIPE = {
     "warmup_ratio": 0.02,
     "weight_decay": 0.01,
     "logging_steps": 20,
+    "save_dtype": "bfloat16",
 }
+
+#: Dtypes the teacher's weights can be saved in: bf16 halves the checkpoint (the committed offline
+#: teacher must stay under 32 MiB); :func:`compression.load.load_model` reads either back as fp32.
+SAVE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def default_tokenizer() -> Path:
@@ -81,6 +86,7 @@ def default_tokenizer() -> Path:
 def train_teacher(data: DataArgs, train: TrainArgs, output: str | Path, *, preset: str = "tiny",
                   tokenizer: str | Path | None = None, prune_vocab: bool = True, dropout: float = 0.0,
                   seed: int = 0, command: str | None = None, progress_bar: bool = True,
+                  save_dtype: str = "bfloat16",
                   on_progress: Callable[[dict], None] | None = None) -> dict:
     """Train a teacher from the architecture ``preset``, randomly initialised, and save it to ``output``.
 
@@ -93,7 +99,8 @@ def train_teacher(data: DataArgs, train: TrainArgs, output: str | Path, *, prese
     validation split (greedy, at most ``data.max_target_length`` new tokens,
     :func:`compression.evaluate.evaluate_model`) and save model, tokenizer and a model card holding
     ``command``, the data, the time and the scores (:func:`compression.export.save_model`; the output
-    is written only when training completed).
+    is written only when training completed), the weights cast to ``save_dtype`` (:data:`SAVE_DTYPES`;
+    training and scoring are fp32 either way).
 
     Returns:
         ``{"output", "status": "complete"|"cancelled", "model": describe_model facts, "train":
@@ -103,10 +110,12 @@ def train_teacher(data: DataArgs, train: TrainArgs, output: str | Path, *, prese
 
     Raises:
         CompressionError (and subclasses): unknown preset, missing data or tokenizer, dropout outside
-            [0, 1), an output folder that is not a model folder, out of memory.
+            [0, 1), an unknown ``save_dtype``, an output folder that is not a model folder, out of memory.
     """
     if not 0.0 <= dropout < 1.0:
         raise CompressionError(f"dropout must lie in [0, 1) (the recipe uses {TEACHER_RECIPE['dropout']})")
+    if save_dtype not in SAVE_DTYPES:
+        raise CompressionError(f"unknown save dtype {save_dtype!r}: choose one of {', '.join(SAVE_DTYPES)}")
     started = time.perf_counter()
     output = Path(output)
     model, tok = build_preset(preset, tokenizer if tokenizer is not None else default_tokenizer(), seed=seed)
@@ -140,15 +149,16 @@ def train_teacher(data: DataArgs, train: TrainArgs, output: str | Path, *, prese
         metrics.pop("predictions")
     seconds = time.perf_counter() - started
     card = {"model_name": f"Offline teacher ({preset} preset, trained from random initialisation)",
-            "base_model": f"preset:{preset} (untrained)",
-            "method": "trained from random initialisation on the reference summaries (the offline teacher recipe, "
-                      "compression.teacher)",
+            "method": "teacher", "base_model": f"preset:{preset} (untrained)",
             "command": command, "dataset": data.dataset or (Path(data.train_file).name if data.train_file else None),
-            "train_samples": len(train_set), "epochs": train.epochs, "learning_rate": train.learning_rate,
+            "train_samples": len(train_set), "epochs": result.epochs, "learning_rate": train.learning_rate,
             "pruned_vocab": prune_vocab, "params": facts["params"],
-            "training_time": f"{result.seconds:.0f} s training, {seconds:.0f} s in all",
+            "weights_dtype": save_dtype if save_dtype != "float32" else None,
+            "training_time": f"{result.seconds:,.0f} s training ({result.steps:,} steps, "
+                             f"{result.tokens_per_s:,.0f} real tokens/s), {seconds:,.0f} s in all",
             "metrics": {"teacher": metrics} if metrics else {"teacher": {"validation_loss": result.eval_loss}}}
+    model.to(SAVE_DTYPES[save_dtype])
     save_model(model, tok, output, card=card, keep=(LOSS_LOG,))
     return {"output": str(output), "status": "complete", "model": facts, "train": summary, "metrics": metrics,
-            "seconds": seconds, "recipe": {"preset": preset, "prune_vocab": prune_vocab, "dropout": dropout,
+            "seconds": seconds, "recipe": {"preset": preset, "prune_vocab": prune_vocab, "dropout": dropout, "save_dtype": save_dtype,
                                            "data": dataclasses.asdict(data), "train": dataclasses.asdict(train)}}

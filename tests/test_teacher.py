@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from compression.__main__ import build_parser, main
 from compression.teacher import TEACHER_RECIPE
 from compression.vocab import pruning_info
@@ -32,14 +34,21 @@ def test_teacher_command_trains_prunes_and_saves(tiny_jsonl, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["status"] == "complete" and result["train"]["steps"] == 2
     assert result["metrics"]["validation_loss"] > 0 and "rouge1" in result["metrics"]
+    from safetensors import safe_open
+
     from compression.load import is_untrained, load_model
 
+    with safe_open(output / "model.safetensors", "pt") as weights:  # saved compact, as the recipe says
+        assert {str(weights.get_slice(name).get_dtype()) for name in weights.keys()} == {"BF16"}
     model, _ = load_model(output)
+    assert next(model.parameters()).dtype == torch.float32  # read back as fp32 for training and scoring
     assert not is_untrained(model)  # training removed the preset's mark
     info = pruning_info(model)
     assert info is not None and model.config.vocab_size == len(info["kept_ids"]) < info["original_vocab_size"]
     card = (output / "README.md").read_text()
     assert "Offline teacher (tiny-nl2 preset" in card and (output / "loss_log.jsonl").is_file()
+    assert "trained from random initialisation" in card and "- Training time: " in card and "2 steps" in card
+    assert "- Weights stored as: bfloat16" in card
 
     # a student shrunk from the pruned teacher trains on the same tokenized data (ids mapped by the collator)
     code = main(["--json", "run", "--model", str(output), "--train-file", str(train), "--validation-file",
@@ -64,3 +73,13 @@ def test_untrained_base_is_said_plainly(tmp_path):
     assert "base: an untrained preset" in table_notes(metrics)
     metrics["base"]["untrained"] = False
     assert "untrained" not in results_panel.headline_markdown(metrics)
+
+
+def test_teacher_card_carries_command_and_time():
+    from compression.card import ModelCard
+
+    card = ModelCard().updated({"method": "trained from random initialisation (the offline teacher recipe)",
+                                "command": "python -m compression teacher --output x", "training_time": "12 s"})
+    text = card.render()
+    assert card.method == "teacher" and "offline-teacher" in text
+    assert "```bash\npython -m compression teacher --output x\n```" in text and "- Training time: 12 s" in text
