@@ -104,11 +104,25 @@ def build_demo(settings=None):
                                     concurrency_limit=None)
         run_event.then(**after_run, api_name="show_results").then(runs.handler, session, runs.outputs,
                                                                    api_name="runs_after_run")
+        # Panel 1's teacher action: the loaded untrained preset trained by the teacher recipe on panel 3's data.
+        from components import teacher_job
+
+        teacher_form = {key: train.form[key] for key in teacher_job.FORM_KEYS}
+        model.train_teacher.click(as_toast(bind(teacher_job.train_teacher_from_page, settings, list(teacher_form)),
+                                           3, status=0),
+                                  [session, *teacher_form.values()], [live.progress, live.loss, model.custom],
+                                  api_name="train_teacher", concurrency_limit=None)
         train.cancel.click(bind(train_panel.cancel_training, settings), session, live.progress,
                            api_name="cancel", concurrency_limit=None)
         # Panel 6 -> 5: reopen a finished run.
         runs.open.click(as_toast(partial(runs_panel.open_run, settings), 1, status=0), [session, runs.run],
                         runs.opened, api_name="open_run").success(**after_run, api_name="show_opened_run")
+        # Panel 6 -> 1: a run's student becomes the base model (shrink a student again).
+        runs.use_as_base.click(as_toast(partial(runs_panel.student_as_base, settings), 4, status=1),
+                               [session, runs.run, model.tokenizer],
+                               [model.custom, model.info, plan.encoder, plan.decoder],
+                               api_name="student_as_base").success(
+            plan.handler, plan.inputs, [plan.picture, plan.estimate], api_visibility="private")
         # A (re)opened page: remember the visitor, reattach to ?run=<id> or the visitor's latest run.
         demo.load(bind(train_panel.attach_job, settings), [session, visitor], [visitor, live.progress],
                   api_visibility="private").then(

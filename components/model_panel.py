@@ -22,16 +22,23 @@ from .feedback import user_errors
 from .state import AppSettings, Session
 
 PRESET_PREFIX = "preset:"
+#: The dropdown value of the offline teacher committed with the project (``assets/models/debian-teacher``).
+BUNDLED_TEACHER_CHOICE = "bundled:debian-teacher"
 
 
 def model_choices(settings: AppSettings) -> list[tuple[str, str]]:
-    """Dropdown entries ``(label, value)``: hub checkpoints (hidden when offline) then the offline
-    architecture presets, labelled ``"preset: tiny (untrained)"`` with value ``"preset:tiny"``."""
+    """Dropdown entries ``(label, value)``: offline, the committed Debian teacher first (when the
+    checkout has it, :func:`compression.teacher.bundled_teacher`), then hub checkpoints (hidden when
+    offline), then the architecture presets, labelled ``"preset: tiny (untrained)"`` with value
+    ``"preset:tiny"``."""
     from compression.load import HUB_PRESETS, PRESETS
+    from compression.teacher import bundled_teacher
 
+    teacher = [("Debian teacher (trained offline here, tiny 4/4)", BUNDLED_TEACHER_CHOICE)] \
+        if bundled_teacher() is not None else []
     hub = [] if settings.is_offline() else [(f"{name} (hub)", name) for name in HUB_PRESETS]
     presets = [(f"preset: {name} (untrained)", f"{PRESET_PREFIX}{name}") for name in PRESETS]
-    return hub + presets
+    return (teacher + hub if settings.is_offline() else hub + teacher) + presets
 
 
 def default_tokenizer(settings: AppSettings) -> str:
@@ -66,6 +73,14 @@ def resolve_source(settings: AppSettings, choice: str | None, custom: str | None
         raise ModelLoadError("choose a base model in the list, or type a hub id or a local folder")
     if text.startswith(PRESET_PREFIX):
         return "preset", text[len(PRESET_PREFIX):].strip()
+    if text == BUNDLED_TEACHER_CHOICE:  # shipped with the project, not typed: no allowed-folder check
+        from compression.teacher import bundled_teacher
+
+        folder = bundled_teacher()
+        if folder is None:
+            raise ModelLoadError("this checkout has no committed Debian teacher (assets/models/debian-teacher): "
+                                 "train one with the teacher button or `python -m compression teacher`")
+        return "folder", str(folder)
     if _looks_local(text):
         return "folder", str(resolve_inside(text, list(settings.allowed_dirs)))
     if settings.is_offline():
@@ -166,8 +181,12 @@ def build_model_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
         tokenizer = gr.Textbox(value=default_tokenizer(settings), label="Tokenizer for presets",
                                info="A tokenizer folder (SentencePiece spiece.model works) or 'byt5'",
                                elem_id="model-tokenizer")
-        load = gr.Button("Load", variant="primary", elem_id="load-button")
+        with gr.Row():
+            load = gr.Button("Load", variant="primary", elem_id="load-button")
+            train_teacher = gr.Button("Train this preset as the teacher", elem_id="train-teacher-button",
+                                      size="sm")
         if settings.is_offline():
             gr.Markdown("_Offline mode: hub checkpoints are hidden; use a preset or a local folder._")
         info = gr.Markdown("No model loaded yet.", elem_id="model-info")
-    return SimpleNamespace(choice=choice, custom=custom, tokenizer=tokenizer, load=load, info=info)
+    return SimpleNamespace(choice=choice, custom=custom, tokenizer=tokenizer, load=load, info=info,
+                           train_teacher=train_teacher)

@@ -170,6 +170,22 @@ def zip_model(settings: AppSettings, name: str | None, which: str = "student",
     return gr.File(value=str(zip_folder(folder, target)), visible=True, label=f"{ZIP_CHOICES[which]} (zip)")
 
 
+def student_as_base(settings: AppSettings, session: Session, name: str | None, tokenizer: str | None):
+    """Load run ``name``'s student as this tab's base model (a student of a student is shrunk from
+    it next): :func:`components.model_panel.load_base` on ``<run>/student``. Returns panel 1's folder
+    box (that folder) followed by ``load_base``'s outputs.
+
+    Raises (as a warning toast): no run picked, or the run has no saved student (cancelled or failed).
+    """
+    from .model_panel import load_base
+
+    path = run_path(settings, name, session)
+    if not (path / "student" / "config.json").is_file():
+        raise RunError(f"run {path.name} has no saved student (cancelled or failed): pick a complete run")
+    folder = str(path / "student")
+    return (folder, *load_base(settings, session, None, folder, tokenizer))
+
+
 def zip_student(settings: AppSettings, name: str | None, session: Session | None = None) -> gr.File:
     """:func:`zip_model` of the student."""
     return zip_model(settings, name, "student", session)
@@ -224,6 +240,7 @@ def build_runs_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
             open_button = gr.Button("Open in results", scale=1, elem_id="run-open")
             zip_button = gr.Button("Zip the student", scale=1, elem_id="run-zip")
             zip_quantized_button = gr.Button("Zip the quantized copy", scale=1, elem_id="run-zip-quantized")
+            use_as_base = gr.Button("Use its student as the base model", scale=1, elem_id="run-use-as-base")
         opened = gr.Markdown("")
         download = gr.File(label="Student model (zip)", interactive=False, visible=False, elem_id="run-download")
         with gr.Accordion("Push the student to the Hugging Face Hub", open=False):
@@ -244,5 +261,6 @@ def build_runs_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
     push.click(as_toast(partial(push_student, settings), 1, status=0), [run, repo_id, token, session], pushed,
                api_name="push_student")
     return SimpleNamespace(refresh=refresh, table=table, picked=picked, run=run, open=open_button, opened=opened,
+                           use_as_base=use_as_base,
                            overlay=overlay, comparison=comparison, download=download,
                            outputs=[table, picked, run], handler=handler)

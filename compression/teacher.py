@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,6 +79,17 @@ TEACHER_RECIPE = {
 SAVE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
+#: The offline teacher committed with the project (trained by this recipe on the Debian package
+#: descriptions; its model card holds the command, time and scores).
+BUNDLED_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "models" / "debian-teacher"
+
+
+def bundled_teacher() -> Path | None:
+    """:data:`BUNDLED_TEACHER` when its weights are present (a checkout that has it), else ``None``."""
+    folder = BUNDLED_TEACHER
+    return folder if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file() else None
+
+
 def default_tokenizer() -> Path:
     """Google's T5 SentencePiece vocabulary in the shared folder (``../shared/tokenizers/t5``)."""
     return shared_dir() / "tokenizers" / "t5"
@@ -86,7 +98,7 @@ def default_tokenizer() -> Path:
 def train_teacher(data: DataArgs, train: TrainArgs, output: str | Path, *, preset: str = "tiny",
                   tokenizer: str | Path | None = None, prune_vocab: bool = True, dropout: float = 0.0,
                   seed: int = 0, command: str | None = None, progress_bar: bool = True,
-                  save_dtype: str = "bfloat16",
+                  save_dtype: str = "bfloat16", cancel: threading.Event | None = None,
                   on_progress: Callable[[dict], None] | None = None) -> dict:
     """Train a teacher from the architecture ``preset``, randomly initialised, and save it to ``output``.
 
@@ -95,7 +107,9 @@ def train_teacher(data: DataArgs, train: TrainArgs, output: str | Path, *, prese
     :func:`compression.data.resolve_prefix`), prune the vocabulary to the tokens of every training and
     validation text when ``prune_vocab`` (:func:`compression.vocab.prune_for_texts`; training maps
     the tokenized ids through :func:`compression.data.make_collator`), fine-tune with ``train``
-    (:func:`compression.train.finetune`: progress bar with ETA, ``loss_log.jsonl``), then score the
+    (:func:`compression.train.finetune`: progress bar with ETA, ``loss_log.jsonl``; setting ``cancel``
+    stops it after the current step, with status ``"cancelled"`` and nothing saved but the training's
+    ``last-checkpoint``), then score the
     validation split (greedy, at most ``data.max_target_length`` new tokens,
     :func:`compression.evaluate.evaluate_model`) and save model, tokenizer and a model card holding
     ``command``, the data, the time and the scores (:func:`compression.export.save_model`; the output
@@ -134,7 +148,7 @@ def train_teacher(data: DataArgs, train: TrainArgs, output: str | Path, *, prese
     validation = tokenize_pairs(pairs["validation"], tok, **lengths) if "validation" in pairs else None
     model.train()
     result = finetune(model, tok, train_set, validation, train, output, on_progress=on_progress,
-                      progress_bar=progress_bar)
+                      cancel=cancel, progress_bar=progress_bar)
     facts = describe_model(model)
     summary = {key: getattr(result, key) for key in ("steps", "epochs", "seconds", "tokens_per_s",
                                                       "train_loss", "eval_loss")}

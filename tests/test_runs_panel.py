@@ -70,3 +70,16 @@ def test_run_names_cannot_escape_and_push_needs_network_and_token(settings, monk
     online = AppSettings(runs_dir=settings.runs_dir, allowed_dirs=settings.allowed_dirs, offline=False)
     with pytest.raises(gr.Error, match="token"):
         runs_panel.push_student(online, "x", "me/model", "")
+
+
+def test_a_runs_student_becomes_the_base_model(settings, tiny_t5, byt5_tokenizer):
+    from compression.errors import RunError
+
+    _fake_run(settings, "20250101-000000-a", tiny_t5, byt5_tokenizer)
+    _fake_run(settings, "20250102-000000-b", loss=2.0)  # no student saved
+    session = Session()
+    folder, info, encoder, decoder = runs_panel.student_as_base(settings, session, "20250101-000000-a", "byt5")
+    assert folder == str(settings.runs_dir / "20250101-000000-a" / "student")
+    assert session.model_source == folder and encoder.maximum == tiny_t5.config.num_layers
+    with pytest.raises(RunError, match="no saved student"):
+        runs_panel.student_as_base(settings, session, "20250102-000000-b", "byt5")
