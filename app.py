@@ -104,6 +104,12 @@ def build_demo(settings=None):
                                     concurrency_limit=None)
         run_event.then(**after_run, api_name="show_results").then(runs.handler, session, runs.outputs,
                                                                    api_name="runs_after_run")
+        # Panel 2's layer scores, on panel 3's data (the pairs the importance strategy scores on).
+        plan.score.click(as_toast(partial(plan_panel.score_layers, settings), 3, status=2),
+                         [*plan.inputs, train.source, train.train_file, train.validation_file, train.text_column,
+                          train.summary_column, train.max_source, train.max_target, plan.score_samples],
+                         [plan.heatmap, plan.picture, plan.estimate], api_name="score_layers",
+                         concurrency_limit=1, concurrency_id="load")
         # Panel 1's teacher action: the loaded untrained preset trained by the teacher recipe on panel 3's data.
         from components import teacher_job
 

@@ -277,6 +277,52 @@ def layer_plan(n_encoder: int, n_decoder: int, kept_encoder: list[int], kept_dec
     return fig
 
 
+#: Rows of :func:`importance_heatmap`: (score key of :func:`compression.importance.layer_importance`, label).
+IMPORTANCE_ROWS = (("drop_one_loss", "drop-one Δloss"), ("block_influence", "block influence"))
+
+
+def importance_heatmap(importance: dict, kept_encoder: list[int], kept_decoder: list[int]) -> go.Figure:
+    """Layer importance of both stacks as a heatmap, the layers the plan keeps outlined.
+
+    ``importance``: :func:`compression.importance.layer_importance`'s dict. Rows (top to bottom):
+    encoder drop-one Δloss (nats: validation-loss increase when that one layer is removed), encoder
+    Block Influence (1 - cosine of the layer's input and output, ShortGPT), then the decoder's two;
+    x is the teacher layer index. Colours are scaled per row (0 = that row's least important
+    layer, 1 = its most), the cell text is the raw score. Traces: ``"importance"`` (the heatmap)
+    and ``"kept"`` (outlined squares on the kept layers).
+    """
+    rows, z, text, kept_x, kept_y = [], [], [], [], []
+    depth = max(len(importance[stack]["block_influence"]) for stack in ("encoder", "decoder"))
+    for stack, kept in (("encoder", kept_encoder), ("decoder", kept_decoder)):
+        for key, label in IMPORTANCE_ROWS:
+            values = importance[stack].get(key)
+            if values is None:
+                continue
+            name = f"{stack} · {label}"
+            present = [v for v in values if v is not None]
+            low, high = (min(present), max(present)) if present else (0.0, 1.0)
+            span = (high - low) or 1.0
+            rows.append(name)
+            z.append([None if v is None else (v - low) / span for v in values] + [None] * (depth - len(values)))
+            text.append([("-" if v is None else f"{v:.3f}") for v in values] + [""] * (depth - len(values)))
+            kept_x += kept
+            kept_y += [name] * len(kept)
+    fig = go.Figure()
+    fig.add_trace(go.Heatmap(
+        z=z, x=list(range(depth)), y=rows, text=text, texttemplate="%{text}", name="importance",
+        colorscale=[[0.0, "#1e293b"], [1.0, KEPT_COLOR]], zmin=0, zmax=1, showscale=False, xgap=2, ygap=2,
+        hovertemplate="%{y}, layer %{x}: %{text}<extra></extra>"))
+    fig.add_trace(go.Scatter(
+        x=kept_x, y=kept_y, mode="markers", name="kept", hoverinfo="skip",
+        marker={"symbol": "square-open", "size": 30, "color": "white", "line": {"width": 2}}))
+    style_figure(fig, f"Layer importance on {importance['samples']} training pairs (outlined: kept)",
+                 "teacher layer index", None, height=90 + 38 * len(rows))
+    fig.update_xaxes(dtick=1 if depth <= 24 else 2, showgrid=False, zeroline=False)
+    fig.update_yaxes(autorange="reversed", showgrid=False)
+    fig.update_layout(margin={"l": 170, "r": 16, "t": 60, "b": 48}, showlegend=False)
+    return fig
+
+
 def runs_comparison(runs: dict[str, dict], title: str = "Students of the selected runs") -> go.Figure:
     """Compare runs: left, each run's student ROUGE-1/2/L F1 (0-100) as grouped bars (one trace per
     run, % of base in the hover); right, each run's student validation loss (nats/token).

@@ -157,7 +157,7 @@ def load_base(settings: AppSettings, session: Session, choice: str | None, custo
     footprint = layer_footprint(model)
     del model
     session.model_source, session.model_label = source, label
-    session.facts, session.footprint = facts, footprint
+    session.facts, session.footprint, session.importance = facts, footprint, None
     n_enc, n_dec = facts["encoder_layers"], facts["decoder_layers"]
     return (
         architecture_markdown(label, facts, untrained),

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from compression.config import STRATEGIES
+from compression.config import IMPORTANCE, STRATEGIES
 from compression.layers import estimate_student
 
 from . import charts
@@ -20,9 +20,12 @@ from .feedback import as_toast, user_errors
 from .state import AppSettings, Session
 
 CUSTOM = "custom"
-STRATEGY_CHOICES = [*STRATEGIES, CUSTOM]
+STRATEGY_CHOICES = [*STRATEGIES, IMPORTANCE, CUSTOM]
 STRATEGY_HELP = ("spread: maximally spaced, first and last kept (SFT) · alternate: every other layer "
-                 "from the first · first / last: the bottom / top layers · custom: type indices")
+                 "from the first · first / last: the bottom / top layers · importance: the layers whose removal "
+                 "costs the most validation loss, scored on the first training pairs · custom: type indices")
+#: The score the importance strategy ranks layers by (``ShrinkArgs.importance_score``'s default).
+IMPORTANCE_SCORE = "drop_one_loss"
 
 
 def _custom_spec(text: str | None, depth: int, stack: str) -> str | None:
@@ -59,7 +62,7 @@ def shrink_choice(session: Session, encoder_layers, decoder_layers, strategy: st
         kwargs = {"encoder_layers": _custom_spec(encoder_custom, n_enc, "encoder"),
                   "decoder_layers": _custom_spec(decoder_custom, n_dec, "decoder"), "strategy": "spread"}
     else:
-        if strategy not in STRATEGIES:
+        if strategy not in (*STRATEGIES, IMPORTANCE):
             raise LayerSelectionError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGY_CHOICES)}")
         try:
             counts = [float(encoder_layers), float(decoder_layers)]
@@ -69,6 +72,18 @@ def shrink_choice(session: Session, encoder_layers, decoder_layers, strategy: st
             raise LayerSelectionError(f"the layer counts must be whole numbers (got {encoder_layers!r}, "
                                       f"{decoder_layers!r})")
         kwargs = {"encoder_layers": int(counts[0]), "decoder_layers": int(counts[1]), "strategy": strategy}
+    if strategy == IMPORTANCE:  # kept by their scores; before scoring, the count's spread layers stand in
+        from compression.importance import selection_scores
+        from compression.layers import select_layers
+
+        if session.importance is None:
+            kept_enc = parse_layers(kwargs["encoder_layers"], n_enc, "spread", "encoder")
+            kept_dec = parse_layers(kwargs["decoder_layers"], n_dec, "spread", "decoder")
+            return kwargs, kept_enc, kept_dec
+        scores = selection_scores(session.importance, IMPORTANCE_SCORE)
+        kwargs["importance_samples"] = session.importance["samples"]  # the run scores the same first pairs
+        return (kwargs, select_layers(n_enc, kwargs["encoder_layers"], IMPORTANCE, "encoder", scores["encoder"]),
+                select_layers(n_dec, kwargs["decoder_layers"], IMPORTANCE, "decoder", scores["decoder"]))
     kept_enc = parse_layers(kwargs["encoder_layers"], n_enc, kwargs["strategy"], "encoder")
     kept_dec = parse_layers(kwargs["decoder_layers"], n_dec, kwargs["strategy"], "decoder")
     return kwargs, kept_enc, kept_dec
@@ -99,9 +114,62 @@ def update_plan(settings: AppSettings, session: Session, encoder_layers, decoder
                 "Load a base model first.")
     _, kept_enc, kept_dec = shrink_choice(session, encoder_layers, decoder_layers, strategy,
                                           encoder_custom, decoder_custom)
+    if strategy == IMPORTANCE and session.importance is None:
+        return (charts.empty_figure("Layer plan", "importance: press “Score the layers” below to see which "
+                                    "layers are kept (the run scores them itself otherwise)", height=250),
+                estimate_markdown(session, kept_enc, kept_dec).split(" · keeps ")[0]
+                + " · which layers: the highest drop-one Δloss, scored when the run starts")
     figure = charts.layer_plan(session.facts["encoder_layers"], session.facts["decoder_layers"],
                                kept_enc, kept_dec)
     return figure, estimate_markdown(session, kept_enc, kept_dec)
+
+
+@user_errors
+def update_importance(settings: AppSettings, session: Session, encoder_layers, decoder_layers, strategy: str,
+                      encoder_custom: str | None, decoder_custom: str | None):
+    """Redraw the importance heatmap's kept outlines for the current choice (``gr.skip()`` before
+    the layers were scored)."""
+    if session.importance is None or session.facts is None:
+        return gr.skip()
+    _, kept_enc, kept_dec = shrink_choice(session, encoder_layers, decoder_layers, strategy,
+                                          encoder_custom, decoder_custom)
+    return charts.importance_heatmap(session.importance, kept_enc, kept_dec)
+
+
+@user_errors
+def score_layers(settings: AppSettings, session: Session, encoder_layers, decoder_layers, strategy: str,
+                 encoder_custom: str | None, decoder_custom: str | None, source: str, train_file, validation_file,
+                 text_column, summary_column, max_source_length, max_target_length, samples=32,
+                 progress=gr.Progress()):  # noqa: B008 - gradio fills in a tracker given as the default
+    """Score the loaded base's layers on the first ``samples`` training pairs of panel 3's data
+    (:func:`compression.importance.importance_for_data`: drop-one Δloss, Block Influence, angular
+    distance; one forward pass per layer, with a progress line) and keep them in the session, so
+    the importance strategy's plan shows the layers the run will keep.
+
+    Returns ``(heatmap, layer plan figure, estimate)``.
+
+    Raises (as ``gr.Error``): ModelLoadError (nothing loaded), DatasetError (panel 3's data),
+    LayerSelectionError (counts).
+    """
+    from compression.errors import ModelLoadError
+    from compression.importance import importance_for_data
+
+    from .feedback import positive_int
+    from .train_panel import data_args
+
+    if session.model_source is None:
+        raise ModelLoadError("load a base model first (panel 1)")
+    samples = positive_int(samples, "pairs to score on")
+    data = data_args(settings, source, train_file, validation_file, text_column, summary_column, samples, 1,
+                     max_source_length, max_target_length)
+    progress(0.0, desc="loading the base model and the pairs")
+    session.importance = importance_for_data(session.model_source, data, samples=samples,
+                                             on_progress=lambda message, done: progress(done, desc=message))
+    _, kept_enc, kept_dec = shrink_choice(session, encoder_layers, decoder_layers, strategy,
+                                          encoder_custom, decoder_custom)
+    plan, estimate = update_plan(settings, session, encoder_layers, decoder_layers, strategy, encoder_custom,
+                                 decoder_custom)
+    return charts.importance_heatmap(session.importance, kept_enc, kept_dec), plan, estimate
 
 
 def toggle_custom(strategy: str):
@@ -131,6 +199,14 @@ def build_plan_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
         picture = gr.Plot(charts.empty_figure("Layer plan", "Load a base model to plan the student", height=250),
                           label="Layer plan", show_label=False, elem_id="plan-plot")
         estimate = gr.Markdown("Load a base model first.", elem_id="plan-estimate")
+        with gr.Accordion("Layer importance, scored on your data", open=False):
+            with gr.Row():
+                score_samples = gr.Number(32, label="Training pairs to score on", precision=0, minimum=1,
+                                          maximum=512, elem_id="importance-samples")
+                score = gr.Button("Score the layers", elem_id="score-layers")
+            heatmap = gr.Plot(charts.empty_figure("Layer importance", "Press “Score the layers” (panel 3's data)",
+                                                  height=200), show_label=False, label="Layer importance",
+                              elem_id="importance-plot")
 
     inputs = [session, encoder, decoder, strategy, encoder_custom, decoder_custom]
     handler = as_toast(partial(update_plan, settings), 2, status=1)
@@ -140,6 +216,10 @@ def build_plan_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
            decoder_custom.submit, decoder_custom.blur],
           handler, inputs, [picture, estimate], api_name="plan", show_progress="hidden",
           trigger_mode="always_last")
+    gr.on([encoder.input, decoder.input, strategy.change, encoder_custom.submit, encoder_custom.blur,
+           decoder_custom.submit, decoder_custom.blur],
+          as_toast(partial(update_importance, settings)), inputs, heatmap, api_visibility="private",
+          show_progress="hidden", trigger_mode="always_last")
     return SimpleNamespace(encoder=encoder, decoder=decoder, strategy=strategy, encoder_custom=encoder_custom,
                            decoder_custom=decoder_custom, picture=picture, estimate=estimate, handler=handler,
-                           inputs=inputs)
+                           inputs=inputs, score=score, score_samples=score_samples, heatmap=heatmap)

@@ -97,7 +97,8 @@ class Session:
     run opened from the history) and its ``{"metrics", "summaries", "config"}``; ``job_id``: the server job (:class:`compression.jobs.Job`) this tab
     watches; ``visitor``: the visitor's id (kept in the browser, so a reloaded tab finds its jobs;
     the gradio session id for API clients); ``models``: models of ``models_run`` loaded for the
-    article comparison.
+    article comparison; ``importance``: the loaded base's layer-importance scores
+    (:func:`compression.importance.layer_importance`) once panel 2 scored them.
     """
 
     model_source: str | None = None
@@ -110,6 +111,7 @@ class Session:
     visitor: str | None = None
     models: dict | None = None
     models_run: str | None = None
+    importance: dict | None = None
 
 
 def session_state() -> gr.State:

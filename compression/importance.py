@@ -198,6 +198,29 @@ def layer_importance(model, tokenizer, calibration, *, batch_size: int = 8, drop
     return result
 
 
+def importance_for_data(model_source: str | Path, data, *, samples: int = 32, drop_one: bool = True,
+                        on_progress: Callable[[str, float], None] | None = None) -> dict:
+    """:func:`layer_importance` of the checkpoint ``model_source`` on the first ``samples`` training
+    pairs of ``data`` (a :class:`compression.config.DataArgs`), tokenized as a run tokenizes them
+    (:func:`compression.data.prepare_data`) - the pairs ``--strategy importance`` scores on
+    (``ShrinkArgs.importance_samples``, default 32), so a plan shown from this result is the run's.
+
+    Returns: :func:`layer_importance`'s dict. Raises: ModelLoadError (checkpoint), DatasetError
+    (data), CompressionError (``samples`` < 1).
+    """
+    import dataclasses
+
+    from .data import prepare_data
+    from .load import load_model
+
+    if samples < 1:
+        raise CompressionError(f"score the layers on at least 1 pair (got {samples})")
+    model, tokenizer = load_model(model_source)
+    wanted = samples if data.max_train_samples is None else min(samples, data.max_train_samples)
+    prepared = prepare_data(dataclasses.replace(data, max_train_samples=wanted, max_eval_samples=1), model, tokenizer)
+    return layer_importance(model, tokenizer, prepared.train, drop_one=drop_one, on_progress=on_progress)
+
+
 def selection_scores(importance: dict, score: str) -> dict[str, list[float]]:
     """``{"encoder": [L_enc], "decoder": [L_dec]}`` of one score from :func:`layer_importance`.
 

@@ -52,3 +52,31 @@ def test_plan_before_load_is_a_hint_not_an_error(settings):
     figure, estimate = plan_panel.update_plan(settings, Session(), 3, 3, "spread", "", "")
     assert "Load a base model" in estimate
     assert not figure.data
+
+
+def test_importance_strategy_plans_from_scores_on_panel_3_data(settings, loaded, tiny_jsonl):
+    from components.train_panel import UPLOAD
+
+    session, _ = loaded
+    figure, estimate = plan_panel.update_plan(settings, session, 2, 2, "importance", "", "")
+    assert "scored when the run starts" in estimate and not figure.data  # nothing claimed before scoring
+    assert plan_panel.update_importance(settings, session, 2, 2, "importance", "", "").__class__.__name__ != "Figure"
+
+    train, validation = tiny_jsonl
+    heatmap, plan, estimate = plan_panel.score_layers(
+        settings, session, 2, 2, "importance", "", "", UPLOAD, str(train), str(validation), "document", "summary",
+        64, 16, 4, progress=lambda *a, **k: None)
+    from compression.importance import selection_scores
+    from compression.layers import select_layers
+
+    scores = selection_scores(session.importance, "drop_one_loss")
+    expected_enc = select_layers(session.facts["encoder_layers"], 2, "importance", "encoder", scores["encoder"])
+    expected_dec = select_layers(session.facts["decoder_layers"], 2, "importance", "decoder", scores["decoder"])
+    assert session.importance["samples"] == 4
+    assert f"keeps encoder layers {expected_enc}, decoder layers {expected_dec}" in estimate
+    importance, kept = heatmap.data
+    assert list(importance.y) == ["encoder · drop-one Δloss", "encoder · block influence",
+                                  "decoder · drop-one Δloss", "decoder · block influence"]
+    assert list(kept.x) == expected_enc * 2 + expected_dec * 2
+    kwargs, _, _ = plan_panel.shrink_choice(session, 2, 2, "importance", "", "")
+    assert kwargs == {"encoder_layers": 2, "decoder_layers": 2, "strategy": "importance", "importance_samples": 4}
