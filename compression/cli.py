@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     init = commands.add_parser("init", help="architecture preset, randomly initialised, saved as a checkpoint")
-    init.add_argument("--preset", required=True, help="e.g. tiny, mini, small, base, tiny-nl8")
+    init.add_argument("--preset", required=True, help="e.g. tiny, mini, small, base, tiny-nl8, longt5-tglobal-tiny, "
+                                                     "longt5-local-mini")
     init.add_argument("--tokenizer", required=True, help="tokenizer folder (e.g. ../shared/tokenizers/t5) or 'byt5'")
     init.add_argument("--seed", type=int, default=0)
     init.add_argument("--output", required=True)

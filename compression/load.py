@@ -1,10 +1,12 @@
 """Loading base checkpoints (hub id or local folder), architecture presets, and family detection.
 
 A *base* model is what the student is shrunk from (the teacher). With a model hub it is any
-encoder-decoder checkpoint (``t5-small``, ``google/flan-t5-small``, ``facebook/bart-base``...);
-without one, it is an architecture preset from the T5-efficient table (Tay et al. 2022, "Scale
-Efficiently", table of model shapes; configs as published under ``google/t5-efficient-*``), randomly
-initialised with a tokenizer you point to, and fine-tuned here as the teacher.
+encoder-decoder checkpoint (``t5-small``, ``google/flan-t5-small``, ``google/long-t5-tglobal-base``,
+``facebook/bart-base``...); without one, it is an architecture preset from the T5-efficient table
+(Tay et al. 2022, "Scale Efficiently", table of model shapes; configs as published under
+``google/t5-efficient-*``) or a LongT5 preset of the same widths (Guo et al. 2022, "LongT5", section
+2.1: ``local`` or ``transient-global`` encoder attention for long inputs), randomly initialised with a
+tokenizer you point to, and fine-tuned here as the teacher.
 
 No checkpoint ever runs its own code: ``trust_remote_code`` is always ``False``.
 """
@@ -20,10 +22,10 @@ from transformers import (
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
     ByT5Tokenizer,
+    LongT5Config,
     PretrainedConfig,
     PreTrainedModel,
     T5Config,
-    T5ForConditionalGeneration,
     T5Tokenizer,
 )
 
@@ -56,6 +58,18 @@ for _depth in (2, 6, 8, 12, 16):
     PRESETS[f"tiny-nl{_depth}"] = dict(_EFFICIENT["tiny"], num_layers=_depth)
 for _depth in (8, 12, 16):
     PRESETS[f"mini-nl{_depth}"] = dict(_EFFICIENT["mini"], num_layers=_depth)
+#: LongT5 encoder attention of the ``longt5-*`` presets (Guo et al. 2022, "LongT5", section 2.1):
+#: ``local``: each token attends to the 127 tokens either side (``local_radius``); ``tglobal``
+#: (transient global): that, plus one summary token per block of 16 input tokens
+#: (``global_block_size``), made afresh in every layer from the layer's input. The decoder is T5's.
+LONGT5_ATTENTION = {"local": "local", "tglobal": "transient-global"}
+#: LongT5 presets: the T5-efficient tiny/mini/small shapes (relu feed-forward, tied embeddings) with
+#: LongT5 encoder attention, e.g. ``longt5-tglobal-tiny``. The published LongT5 checkpoints
+#: (``google/long-t5-tglobal-base``...) are base width and up with gated-gelu feed-forward; these
+#: smaller ones keep the T5-efficient shapes so they compare layer for layer with ``tiny``/``mini``/``small``.
+for _width in ("tiny", "mini", "small"):
+    for _name, _attention in LONGT5_ATTENTION.items():
+        PRESETS[f"longt5-{_name}-{_width}"] = dict(_EFFICIENT[_width], encoder_attention_type=_attention)
 
 # Hub checkpoints the dashboard offers; the first is the blog post's t5-small headline generator.
 HUB_PRESETS = (
@@ -66,6 +80,7 @@ HUB_PRESETS = (
     "google/t5-efficient-mini",
     "google/t5-efficient-small",
     "google/long-t5-tglobal-base",
+    "google/long-t5-local-base",
     "facebook/bart-base",
     "sshleifer/distilbart-cnn-12-6",
 )
@@ -161,23 +176,30 @@ def load_model(name_or_path: str | Path, *, tokenizer: str | Path | None = None,
     return model.eval(), tok
 
 
-def preset_config(preset: str, vocab_size: int = 32128) -> T5Config:
-    """The ``T5Config`` of an architecture preset (see :data:`PRESETS`).
+def preset_config(preset: str, vocab_size: int = 32128) -> T5Config | LongT5Config:
+    """The config of an architecture preset (see :data:`PRESETS`): a ``T5Config``, or for the
+    ``longt5-*`` presets a ``LongT5Config`` with the published LongT5 attention settings (local
+    radius 127 tokens, global blocks of 16 tokens; Guo et al. 2022, section 2.1 and the
+    ``google/long-t5-*`` configs).
 
     Raises:
         ModelLoadError: unknown preset name (the message lists the known ones).
     """
     if preset not in PRESETS:
         raise ModelLoadError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    shape = PRESETS[preset]
-    return T5Config(vocab_size=vocab_size, num_decoder_layers=shape["num_layers"], feed_forward_proj="relu",
-                    relative_attention_num_buckets=32, relative_attention_max_distance=128,
-                    dropout_rate=0.1, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-                    tie_word_embeddings=True, **shape)
+    shape = dict(PRESETS[preset])
+    common = dict(vocab_size=vocab_size, num_decoder_layers=shape["num_layers"], feed_forward_proj="relu",
+                  relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                  dropout_rate=0.1, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+                  tie_word_embeddings=True)
+    if "encoder_attention_type" in shape:
+        return LongT5Config(**common, local_radius=127, global_block_size=16, **shape)
+    return T5Config(**common, **shape)
 
 
-def build_preset(preset: str, tokenizer: str | Path, *, seed: int = 0) -> tuple[T5ForConditionalGeneration, object]:
-    """A randomly initialised T5 of a preset shape, with the tokenizer at ``tokenizer``.
+def build_preset(preset: str, tokenizer: str | Path, *, seed: int = 0) -> tuple[PreTrainedModel, object]:
+    """A randomly initialised T5 (or LongT5, for the ``longt5-*`` presets) of a preset shape, with the
+    tokenizer at ``tokenizer``.
 
     The vocabulary size is the tokenizer's length rounded up to a multiple of 128 (T5's 32,100
     pieces give the usual 32,128). The model is *untrained*: fine-tune it as a teacher first. Its
@@ -191,7 +213,7 @@ def build_preset(preset: str, tokenizer: str | Path, *, seed: int = 0) -> tuple[
     vocab_size = int(math.ceil(len(tok) / 128) * 128)
     config = preset_config(preset, vocab_size)
     torch.manual_seed(seed)
-    model = T5ForConditionalGeneration(config)
+    model = seq2seq_class(config)(config)
     model.generation_config.decoder_start_token_id = 0
     model.config.untrained_preset = preset
     return model.eval(), tok
