@@ -175,21 +175,38 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _resume_from(args) -> Path | None:
+    """``--output``'s ``last-checkpoint/`` when ``--resume`` is given (checked now, before any load)."""
+    if not getattr(args, "resume", False):
+        return None
+    from .resume import LAST_CHECKPOINT, checkpoint_step
+
+    folder = Path(args.output) / LAST_CHECKPOINT
+    if not folder.is_dir():
+        raise CompressionError(f"--resume: {args.output} holds no {LAST_CHECKPOINT}/ to continue from (training "
+                               "there completed, or stopped before one was saved)")
+    checkpoint_step(folder)
+    return folder
+
+
 def cmd_finetune(args) -> None:
     data, train_args = from_flags(DataArgs, args), from_flags(TrainArgs, args)
     preflight.check_output(args.output)
+    resume_from = _resume_from(args)
     preflight.check_checkpoint(args.model)
     preflight.check_data(data)
 
     from .export import save_model
     from .progress import LOSS_LOG
-    from .train import finetune
+    from .train import discard_checkpoint, finetune
 
     model, tokenizer = _load_base(args)
     train_set, validation = _tokenized(data, model, tokenizer)
     output = Path(args.output)
-    result = finetune(model, tokenizer, train_set, validation, train_args, output, progress_bar=not args.json)
+    result = finetune(model, tokenizer, train_set, validation, train_args, output, progress_bar=not args.json,
+                      resume_from=resume_from)
     if not result.cancelled and _is_main_process():
+        discard_checkpoint(output)  # training completed: the model below replaces it
         card = {"base_model": args.model, "dataset": Path(data.train_file).name if data.train_file else data.dataset,
                 "train_samples": len(train_set), "epochs": train_args.epochs,
                 "learning_rate": train_args.learning_rate,
@@ -255,8 +272,21 @@ def cmd_push(args) -> None:
 
 
 def run_config(args) -> RunConfig:
-    """The validated :class:`RunConfig` of ``run``'s flags (nothing is loaded or written yet)."""
+    """The validated :class:`RunConfig` of ``run``'s flags (nothing is loaded or written yet); with
+    ``--resume``, the recipe recorded in ``--output``'s ``config.json``
+    (:func:`compression.resume.resume_config`)."""
     from .runs import RunFolder
+
+    if args.resume:
+        if args.overwrite:
+            raise CompressionError("--resume continues the run in --output and --overwrite deletes it: give one")
+        if not args.output:
+            raise CompressionError("--resume needs --output: the run folder to continue")
+        from .resume import resume_config
+
+        return resume_config(args.output)
+    if not args.model:
+        raise CompressionError("run needs --model (a hub id or a local checkpoint folder), or --resume --output DIR")
 
     output = args.output or str(RunFolder.default_path("runs", args.name or Path(args.model).name))
     return RunConfig(model=args.model, output_dir=output, tokenizer=args.tokenizer, shrink=from_flags(ShrinkArgs, args),
@@ -270,7 +300,7 @@ def run_config(args) -> RunConfig:
 
 def cmd_run(args) -> int | None:
     config = run_config(args)
-    existing = "overwrite" if args.overwrite else "refuse"
+    existing = "resume" if args.resume else "overwrite" if args.overwrite else "refuse"
     preflight.preflight(config, existing=existing)  # input errors in a second, before torch is imported
 
     from .pipeline import run_pipeline
@@ -302,7 +332,9 @@ def cmd_teacher(args) -> None:
         args.dataset = None  # own files replace the recipe's default dataset
     data, train_args = from_flags(DataArgs, args), from_flags(TrainArgs, args)
     command = "python -m compression " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["teacher"] else None
+    resume_from = _resume_from(args)
     result = train_teacher(data, train_args, args.output, preset=args.preset, tokenizer=args.tokenizer,
+                           resume_from=resume_from,
                            prune_vocab=args.prune_vocab, dropout=args.dropout, seed=args.init_seed,
                            command=command, progress_bar=not args.json, save_dtype=args.save_dtype)
     if result["status"] != "complete":
@@ -335,6 +367,7 @@ def cmd_distill(args) -> None:
     data, train_args, kd_args = from_flags(DataArgs, args), from_flags(TrainArgs, args), from_flags(KDArgs, args)
     plan = from_flags(ShrinkArgs, args)
     preflight.check_output(args.output)
+    resume_from = _resume_from(args)
     teacher_config = preflight.check_checkpoint(args.teacher)
     if args.student:
         preflight.check_checkpoint(args.student)
@@ -356,8 +389,11 @@ def cmd_distill(args) -> None:
     train_set, validation = _tokenized(data, teacher, tokenizer)
     output = Path(args.output)
     result = distill(student, teacher, tokenizer, train_set, validation, train_args, kd_args, output,
-                     progress_bar=not args.json)
+                     progress_bar=not args.json, resume_from=resume_from)
     if not result.cancelled and _is_main_process():
+        from .train import discard_checkpoint
+
+        discard_checkpoint(output)  # training completed: the model below replaces it
         record = getattr(student.config, "shrink", None) or {}
         save_model(student, tokenizer, output, card={
             "method": "kd", "model_name": "Distilled summarizer (KD)", "base_model": args.teacher,

@@ -115,8 +115,8 @@ def _calibration_flags(parser) -> None:
     parser.add_argument("--summary-column", default="summary")
 
 
-def _model_flags(parser) -> None:
-    parser.add_argument("--model", required=True, help="hub id or local checkpoint folder")
+def _model_flags(parser, required: bool = True) -> None:
+    parser.add_argument("--model", required=required, help="hub id or local checkpoint folder")
     parser.add_argument("--tokenizer", help="tokenizer folder when the checkpoint has none")
 
 
@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(finetune)
     add_dataclass_flags(finetune, TrainArgs)
     finetune.add_argument("--output", required=True)
+    finetune.add_argument("--resume", action="store_true",
+                          help="continue the training stopped in --output from its last-checkpoint/ (optimizer, "
+                               "schedule, RNG and data order restored); give the same flags as before")
 
     evaluate = commands.add_parser("evaluate", help="ROUGE, validation loss, size and latency of one model")
     _model_flags(evaluate)
@@ -204,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--public", action="store_true", help="make the repository public (default: private)")
 
     run = commands.add_parser("run", help="the whole pipeline: shrink, fine-tune, evaluate, quantize, export")
-    _model_flags(run)
+    _model_flags(run, required=False)  # --resume takes the model from the run's config.json
     _shrink_flags(run)
     _data_flags(run)
     add_dataclass_flags(run, TrainArgs)
@@ -212,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="run folder (default: runs/<timestamp>-<name>); an existing run there is "
                                       "refused unless --overwrite is given")
     run.add_argument("--overwrite", action="store_true", help="delete the run already in --output first")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the cancelled or interrupted run in --output from its last-checkpoint/ with the "
+                          "recipe in its config.json (other flags are ignored)")
     add_dataclass_flags(run, RunConfig, skip=("model", "output_dir", "tokenizer"))
     add_dataclass_flags(run, KDArgs)
     add_dataclass_flags(run, PseudoArgs)
@@ -234,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--save-dtype", choices=("bfloat16", "float32"),
                          help="dtype the weights are saved in (default: %(default)s; training is fp32 either way)")
     teacher.add_argument("--output", required=True, help="checkpoint folder for the teacher")
+    teacher.add_argument("--resume", action="store_true",
+                          help="continue the training stopped in --output from its last-checkpoint/ (optimizer, "
+                               "schedule, RNG and data order restored); give the same flags as before")
     _data_flags(teacher)
     add_dataclass_flags(teacher, TrainArgs)
     teacher.set_defaults(**TEACHER_RECIPE)
@@ -250,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_flags(distill, TrainArgs)
     add_dataclass_flags(distill, KDArgs)
     distill.add_argument("--output", required=True)
+    distill.add_argument("--resume", action="store_true",
+                          help="continue the training stopped in --output from its last-checkpoint/ (optimizer, "
+                               "schedule, RNG and data order restored); give the same flags as before")
 
     modular_train = commands.add_parser(
         "modular-train", help="Modular Transformers: train modules once, for many compression ratios")

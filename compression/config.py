@@ -250,6 +250,9 @@ class TrainArgs(_Settings):
                                            "the end", ge=1)
     max_steps: int | None = setting(None, "stop after N optimizer steps (overrides epochs)", ge=1)
     dataloader_workers: int = setting(0, "worker processes loading batches (0: in the training process)", ge=0)
+    checkpoint_minutes: float = setting(10.0, "save the training state (weights, optimizer, schedule, RNG) to "
+                                              "last-checkpoint/ every N minutes of training, so a killed run can "
+                                              "resume; 0: only when cancelled", ge=0)
 
 
 @dataclass

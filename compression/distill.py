@@ -217,12 +217,13 @@ def _teacher_for_training(teacher: PreTrainedModel, kd_args: KDArgs, train_args:
 def distill(student: PreTrainedModel, teacher: PreTrainedModel, tokenizer: Any, train_dataset, eval_dataset,
             train_args: TrainArgs, kd_args: KDArgs, output_dir: str | Path,
             on_progress: Callable[[dict], None] | None = None, cancel: threading.Event | None = None,
-            progress_bar: bool = True) -> TrainResult:
+            progress_bar: bool = True, resume_from: str | Path | None = None) -> TrainResult:
     """Fine-tune ``student`` in place with knowledge distillation from ``teacher`` (Shleifer & Rush 2020 "KD").
 
     Same recipe and machinery as :func:`compression.train.finetune` (AdamW, schedule, seeding,
-    ``freeze_*`` options, progress records in ``output_dir/loss_log.jsonl``, cancel event, weights
-    saved to ``output_dir/last-checkpoint`` when cancelled), with :class:`DistillationTrainer`'s loss.
+    ``freeze_*`` options, progress records in ``output_dir/loss_log.jsonl``, cancel event, the
+    student's training state saved to ``output_dir/last-checkpoint`` when cancelled and continued
+    with ``resume_from``), with :class:`DistillationTrainer`'s loss.
     Progress records carry ``loss`` (the weighted total) and one column per term with a positive
     weight (``ce``, ``kl``, ``hidden``, ``attention``); ``eval_loss`` is the student's validation
     cross-entropy (nats per token). Student layers are matched with teacher layers by
@@ -276,7 +277,7 @@ def distill(student: PreTrainedModel, teacher: PreTrainedModel, tokenizer: Any, 
             trainer_kwargs={"teacher": training_teacher, "kd_args": kd_args, "encoder_mapping": encoder_mapping,
                             "decoder_mapping": decoder_mapping},
             attention_models=[student, training_teacher], extra_keys=extra, on_progress=on_progress,
-            cancel=cancel, progress_bar=progress_bar,
+            cancel=cancel, progress_bar=progress_bar, resume_from=resume_from,
         )
     finally:
         for name, param in student.named_parameters():

@@ -31,8 +31,9 @@ from .load import describe_model, is_untrained, load_model, load_tokenizer, mode
 from .metrics import agreement, percent_of_base
 from .preflight import preflight
 from .quantize import AUTO_MODE, QUANTIZED_WO, quantize, save_quantized
+from .resume import LAST_CHECKPOINT, checkpoint_step
 from .runs import RunFolder, clear_run_folder
-from .train import finetune
+from .train import discard_checkpoint, finetune
 from .vocab import pruning_info
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,11 @@ def run_pipeline(config: RunConfig, *, on_progress: Callable[[dict], None] | Non
         token: hub token for private checkpoints (used, never stored).
         base: an already loaded ``(model, tokenizer)`` to use instead of loading ``config.model``.
         existing: what an ``output_dir`` that already holds a run means: ``"refuse"`` (an
-            :class:`compression.errors.OutputError`), ``"overwrite"`` (it is cleared first).
+            :class:`compression.errors.OutputError`), ``"overwrite"`` (it is cleared first),
+            ``"resume"`` (a cancelled or interrupted run continued from its ``last-checkpoint/``:
+            the same student is rebuilt, training goes on from the checkpoint's step with its
+            optimizer, schedule, RNG and data order, then evaluation and export as usual; the
+            ``config`` should be the run's own, :func:`compression.resume.resume_config`).
 
     Returns:
         ``{"run_dir", "status": "complete"|"cancelled", "metrics": {"base", "student", "quantized"},
@@ -110,14 +115,16 @@ def run_pipeline(config: RunConfig, *, on_progress: Callable[[dict], None] | Non
     preflight(config, existing=existing)
     if existing == "overwrite":
         clear_run_folder(config.output_dir)
+    resume_from = Path(config.output_dir) / LAST_CHECKPOINT if existing == "resume" else None
     run = RunFolder.open(config.output_dir)
-    run.write_json("config.json", config.to_dict())
+    if resume_from is None:
+        run.write_json("config.json", config.to_dict())
     cancel = cancel if cancel is not None else threading.Event()
     announce = _Stages(on_progress)
     beating = run.start_heartbeat()
     try:
         with _signals_cancel(cancel, announce):
-            return _run(config, run, announce, on_progress, cancel, token, base, progress_bar)
+            return _run(config, run, announce, on_progress, cancel, token, base, progress_bar, resume_from)
     except KeyboardInterrupt:
         run.mark_cancelled(f"interrupted (Ctrl-C or SIGTERM) during {announce.current or 'start-up'}")
         raise
@@ -154,6 +161,12 @@ def _signals_cancel(cancel: threading.Event, announce: _Stages):
             signal.signal(sig, old)
 
 
+def _resuming(resume_from: Path | None) -> str:
+    if resume_from is None:
+        return ""
+    return f", continuing from step {checkpoint_step(resume_from)} of {resume_from.name}/"
+
+
 def _summary_progress(on_progress, model: str):
     """An ``on_progress(done, total)`` for :func:`compression.evaluate.evaluate_model` that emits
     ``{"kind": "summaries", "model", "done", "total", "elapsed_s", "eta_s"}`` records (seconds;
@@ -169,7 +182,7 @@ def _summary_progress(on_progress, model: str):
     return emit
 
 
-def _run(config, run, announce, on_progress, cancel, token, base, progress_bar) -> dict:
+def _run(config, run, announce, on_progress, cancel, token, base, progress_bar, resume_from=None) -> dict:
     announce("load", f"loading {config.model}")
     if base is None:
         base_model, tok = load_model(config.model, tokenizer=config.tokenizer, token=token)
@@ -202,20 +215,22 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar) 
         from .distill import distill
 
         announce("train", f"distilling from the base model on {len(train_set)} pairs for "
-                          f"{config.train.epochs:g} epoch(s)")
+                          f"{config.train.epochs:g} epoch(s){_resuming(resume_from)}")
         result = distill(student, base_model, tok, train_set, validation_set, config.train, config.kd, run.path,
-                         on_progress=on_progress, cancel=cancel, progress_bar=progress_bar)
+                         on_progress=on_progress, cancel=cancel, progress_bar=progress_bar, resume_from=resume_from)
     elif config.method == "pseudo":
         lengths = dict(prefix=prefix, max_source_length=config.data.max_source_length,
                        max_target_length=config.data.max_target_length)
         train_set = _pseudo_label_set(config, run, announce, base_model, tok, pairs["train"], prefix, lengths)
-        announce("train", f"fine-tuning on {len(train_set)} pseudo-labelled pairs for {config.train.epochs:g} epoch(s)")
+        announce("train", f"fine-tuning on {len(train_set)} pseudo-labelled pairs for {config.train.epochs:g} "
+                          f"epoch(s){_resuming(resume_from)}")
         result = finetune(student, tok, train_set, validation_set, config.train, run.path,
-                          on_progress=on_progress, cancel=cancel, progress_bar=progress_bar)
+                          on_progress=on_progress, cancel=cancel, progress_bar=progress_bar, resume_from=resume_from)
     else:
-        announce("train", f"fine-tuning on {len(train_set)} pairs for {config.train.epochs:g} epoch(s)")
+        announce("train", f"fine-tuning on {len(train_set)} pairs for {config.train.epochs:g} epoch(s)"
+                          f"{_resuming(resume_from)}")
         result = finetune(student, tok, train_set, validation_set, config.train, run.path,
-                          on_progress=on_progress, cancel=cancel, progress_bar=progress_bar)
+                          on_progress=on_progress, cancel=cancel, progress_bar=progress_bar, resume_from=resume_from)
     train_summary = {key: value for key, value in vars(result).items() if key != "log_history"}
     run.write_json("train.json", train_summary)
     if result.cancelled:
@@ -241,6 +256,7 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar) 
     card = student_card(config, student, len(train_set),
                         {name: metrics[name] for name in ("base", "student")})
     student_dir = save_model(student, tok, run.path / "student", card=card)
+    discard_checkpoint(run.path)  # the trained student is saved: nothing is left to continue
 
     texts = None
     if config.prune_vocab and pruning_info(student) is None:  # a pruned teacher's student already is

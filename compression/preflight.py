@@ -55,6 +55,8 @@ def check_output(path: str | Path, *, existing: str = "allow") -> Path:
     Raises:
         OutputError: a file, a parent that is a file, a folder that cannot be written, or an existing
             run under ``existing="refuse"``.
+        RunError: under ``existing="resume"``, a folder without a run that can be continued
+            (:func:`compression.resume.check_resumable`).
     """
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
@@ -71,6 +73,10 @@ def check_output(path: str | Path, *, existing: str = "allow") -> Path:
     except OSError as error:
         raise OutputError(f"output {path} cannot be written ({error.strerror or type(error).__name__} in {parent}): "
                           "choose a folder you can write to") from None
+    if existing == "resume":
+        from .resume import check_resumable
+
+        check_resumable(path)
     if existing == "refuse" and path.is_dir() and (path / "status.json").is_file():
         raise OutputError(f"{path} already holds a run: pass --overwrite to replace it, --resume to continue it "
                           "from its last checkpoint, or choose another --output")

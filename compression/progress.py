@@ -33,7 +33,11 @@ class ProgressCallback(TrainerCallback):
     line to ``log_path`` (:func:`compression.runs.dumps_json`: a NaN loss is written as ``null``). Every key of ``extra_keys`` present in a Trainer log (a distillation run's
     per-term losses ``ce``, ``kl``, ``hidden``, ``attention``; Modular Transformers' ``eval_loss_g2``...)
     is added to the record as a float. In ``on_step_end``, a set ``cancel`` event makes the Trainer
-    stop after the current optimizer step (agreed across processes under DDP).
+    stop after the current optimizer step (agreed across processes under DDP); with
+    ``checkpoint=True`` the Trainer then also saves its checkpoint (``control.should_save``; see
+    :class:`compression.train._Trainer` for where), and does so every ``checkpoint_seconds`` of
+    training as well (``None``: only on cancel), so a killed run can resume from the latest one.
+    ``eta_s`` counts from the step training (re)started at, so a resumed run's ETA is its own.
     """
 
     def __init__(
@@ -43,8 +47,13 @@ class ProgressCallback(TrainerCallback):
         log_path: str | Path | None = None,
         tokens_seen: Callable[[], int] | None = None,
         extra_keys: Sequence[str] = (),
+        checkpoint: bool = False,
+        checkpoint_seconds: float | None = None,
     ) -> None:
         self.extra_keys = tuple(extra_keys)
+        self.checkpoint, self.checkpoint_seconds = checkpoint, checkpoint_seconds
+        self._start_step = 0
+        self._last_checkpoint = time.monotonic()
         self.on_progress = on_progress
         self.cancel = cancel
         self.log_path = Path(log_path) if log_path is not None else None
@@ -56,18 +65,29 @@ class ProgressCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._start = time.perf_counter()
+        self._start_step = state.global_step  # > 0 when resumed from a checkpoint
+        self._last_checkpoint = time.monotonic()
+
+    def on_save(self, args, state, control, **kwargs):
+        self._last_checkpoint = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.cancel is None:
+        due = bool(self.checkpoint and self.checkpoint_seconds
+                   and time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds)
+        if self.cancel is None and not (self.checkpoint and self.checkpoint_seconds):
             return control
-        stop = self.cancel.is_set()
+        stop = self.cancel is not None and self.cancel.is_set()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            flag = torch.tensor([int(stop)], device=args.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            stop = bool(flag.item())
+            # every process must take the same decision: a save has barriers in it
+            flags = torch.tensor([int(stop), int(due)], device=args.device)
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            stop, due = bool(flags[0].item()), bool(flags[1].item())
+        if due:
+            control.should_save = True
         if stop:
             self.cancelled = True
             control.should_training_stop = True
+            control.should_save = control.should_save or self.checkpoint
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -82,7 +102,8 @@ class ProgressCallback(TrainerCallback):
             self._learning_rate = float(logs["learning_rate"])
         elapsed = time.perf_counter() - self._start
         step, total = state.global_step, state.max_steps
-        eta = elapsed / step * max(total - step, 0) if step else None
+        done = step - self._start_step
+        eta = elapsed / done * max(total - step, 0) if done > 0 else None
         record = {
             "kind": kind,
             "step": step,

@@ -52,7 +52,7 @@ from .errors import CompressionError
 from .evaluate import evaluate_model
 from .export import save_model
 from .load import build_preset, describe_model
-from .train import LOSS_LOG, finetune
+from .train import LOSS_LOG, discard_checkpoint, finetune
 from .vocab import prune_for_texts
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,8 @@ def train_teacher(data: DataArgs, train: TrainArgs, output: str | Path, *, prese
                   tokenizer: str | Path | None = None, prune_vocab: bool = True, dropout: float = 0.0,
                   seed: int = 0, command: str | None = None, progress_bar: bool = True,
                   save_dtype: str = "bfloat16", cancel: threading.Event | None = None,
-                  on_progress: Callable[[dict], None] | None = None) -> dict:
+                  on_progress: Callable[[dict], None] | None = None,
+                  resume_from: str | Path | None = None) -> dict:
     """Train a teacher from the architecture ``preset``, randomly initialised, and save it to ``output``.
 
     Steps: :func:`compression.load.build_preset` (seeded with ``seed``, dropout set to ``dropout``),
@@ -114,7 +115,9 @@ def train_teacher(data: DataArgs, train: TrainArgs, output: str | Path, *, prese
     :func:`compression.evaluate.evaluate_model`) and save model, tokenizer and a model card holding
     ``command``, the data, the time and the scores (:func:`compression.export.save_model`; the output
     is written only when training completed), the weights cast to ``save_dtype`` (:data:`SAVE_DTYPES`;
-    training and scoring are fp32 either way).
+    training and scoring are fp32 either way). ``resume_from``: a ``last-checkpoint`` folder of this
+    same command (cancelled, or killed after a periodic checkpoint) to continue from
+    (:func:`compression.train.run_trainer`).
 
     Returns:
         ``{"output", "status": "complete"|"cancelled", "model": describe_model facts, "train":
@@ -148,7 +151,7 @@ def train_teacher(data: DataArgs, train: TrainArgs, output: str | Path, *, prese
     validation = tokenize_pairs(pairs["validation"], tok, **lengths) if "validation" in pairs else None
     model.train()
     result = finetune(model, tok, train_set, validation, train, output, on_progress=on_progress,
-                      cancel=cancel, progress_bar=progress_bar)
+                      cancel=cancel, progress_bar=progress_bar, resume_from=resume_from)
     facts = describe_model(model)
     summary = {key: getattr(result, key) for key in ("steps", "epochs", "seconds", "tokens_per_s",
                                                       "train_loss", "eval_loss")}
@@ -172,6 +175,7 @@ def train_teacher(data: DataArgs, train: TrainArgs, output: str | Path, *, prese
                              f"{result.tokens_per_s:,.0f} real tokens/s), {seconds:,.0f} s in all",
             "metrics": {"teacher": metrics} if metrics else {"teacher": {"validation_loss": result.eval_loss}}}
     model.to(SAVE_DTYPES[save_dtype])
+    discard_checkpoint(output)  # training completed: the teacher below replaces it
     save_model(model, tok, output, card=card, keep=(LOSS_LOG,))
     return {"output": str(output), "status": "complete", "model": facts, "train": summary, "metrics": metrics,
             "seconds": seconds, "recipe": {"preset": preset, "prune_vocab": prune_vocab, "dropout": dropout, "save_dtype": save_dtype,

@@ -16,6 +16,7 @@ autocast via accelerate). Two small additions on top of the library:
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,18 +27,19 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import EvalLoopOutput
 from transformers.utils import is_torch_tf32_available
 
 from .config import TrainArgs
 from .data import count_tokens, make_collator
 from .device import bf16_native, cpu_has_native_bf16, resolve_device  # noqa: F401  (re-exported)
-from .errors import CompressionError, OutOfMemoryError
+from .errors import CompressionError, OutOfMemoryError, RunError
+from .files import replace_folder
 from .losses import example_cross_entropy, token_loss  # noqa: F401  (token_loss re-exported)
 from .progress import LOSS_LOG, ProgressCallback  # noqa: F401  (re-exported)
+from .resume import LAST_CHECKPOINT, checkpoint_step  # noqa: F401  (re-exported)
 
-#: Folder (in the output folder) holding the weights when training was cancelled.
-LAST_CHECKPOINT = "last-checkpoint"
 #: Evaluations per run when ``TrainArgs.eval_steps`` is unset (half-way and at the end). Each one is a
 #: forward pass over the whole validation set: with 100 validation pairs against 699 training pairs
 #: (tiny T5, bf16 on a 2-core CPU) one costs ~4 % of the epoch, so the former five added ~20 %.
@@ -156,9 +158,32 @@ def sort_by_length(dataset):
     return dataset.select(order)
 
 
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """``transformers.trainer_pt_utils.LengthGroupedSampler`` whose shuffle is drawn from its own
+    generator seeded with ``seed + epoch`` (the Trainer calls :meth:`set_epoch` before each epoch),
+    not from the global RNG. The stock sampler draws from the global RNG, which dropout has advanced
+    by then, so a run resumed in its second epoch would see a different order than the run it
+    continues; seeded per epoch, the order of epoch *e* is the same however the run got there."""
+
+    def __init__(self, sampler: LengthGroupedSampler, seed: int):
+        self.sampler, self.seed, self.epoch = sampler, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        self.sampler.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(self.sampler)
+
+
 class _Trainer(Seq2SeqTrainer):
     """Seq2SeqTrainer that counts real and padded tokens, evaluates length-sorted batches
-    (:func:`sort_by_length`) and reports a token-weighted validation loss."""
+    (:func:`sort_by_length`), reports a token-weighted validation loss, shuffles length groups per
+    epoch from the data seed (:class:`EpochSeededSampler`) and writes its checkpoints atomically as
+    ``output_dir/last-checkpoint`` (:meth:`_save_checkpoint`)."""
 
     def __init__(self, *args, **kwargs):
         if kwargs.get("eval_dataset") is not None:
@@ -167,6 +192,39 @@ class _Trainer(Seq2SeqTrainer):
         self._local_tokens = torch.zeros((), dtype=torch.int64, device=self.args.device)
         self._local_processed = 0
         self.tokens_seen = 0
+        self._staging_root: str | None = None
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler) and sampler.generator is None:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededSampler(sampler, seed)
+        return sampler
+
+    def _get_output_dir(self, trial):
+        return self._staging_root if self._staging_root is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        """The Trainer's full checkpoint (weights, tokenizer, optimizer, scheduler, RNG states,
+        trainer state), built in a hidden staging folder beside the target and published as
+        ``output_dir/last-checkpoint`` with :func:`compression.files.replace_folder` (the previous
+        one is replaced only once the new one is whole), so no reader or resume ever sees half a
+        checkpoint. All processes write into the same staging folder (per-process RNG files)."""
+        output_dir = Path(self.args.output_dir)
+        staging = output_dir / f".{LAST_CHECKPOINT}.staging-{self.state.global_step}"
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        self._staging_root = str(staging)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            replace_folder(staging / f"checkpoint-{self.state.global_step}", output_dir / LAST_CHECKPOINT)
+            shutil.rmtree(staging, ignore_errors=True)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self._local_tokens += count_tokens(inputs).to(self._local_tokens.device)
@@ -308,6 +366,7 @@ def finetune(
     on_progress: Callable[[dict], None] | None = None,
     cancel: threading.Event | None = None,
     progress_bar: bool = True,
+    resume_from: str | Path | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` in place on tokenized pairs with ``transformers.Seq2SeqTrainer``.
 
@@ -320,9 +379,11 @@ def finetune(
     ``eval_dataset`` may be ``None`` (no validation). Validation loss every ``args.eval_steps``
     optimizer steps (default: half-way, :data:`DEFAULT_EVALUATIONS`) and at the end, over length-sorted
     batches. Progress records (see :class:`ProgressCallback`) go to ``on_progress`` and
-    ``output_dir/loss_log.jsonl``. No checkpoints are written during training: on normal completion the
-    caller saves the model; if ``cancel`` is set, training stops after the current step and the weights
-    so far are saved to ``output_dir/last-checkpoint`` (with the tokenizer). Under ``torchrun`` the
+    ``output_dir/loss_log.jsonl``. On normal completion the caller saves the model; if ``cancel`` is
+    set, training stops after the current step and the Trainer's full state (weights, tokenizer,
+    optimizer, schedule, RNG) is saved to ``output_dir/last-checkpoint``, as it is every
+    ``args.checkpoint_minutes``; ``resume_from`` (such a folder) continues that training exactly
+    (see :func:`run_trainer`). Under ``torchrun`` the
     Trainer runs DDP; only the main process writes files. Requires-grad flags changed by ``freeze_*``
     are restored and the model is left in eval mode (no dropout) on return, on the training device.
     ``progress_bar=False`` hides the Trainer's tqdm bar and its printed logs.
@@ -338,7 +399,7 @@ def finetune(
             raise CompressionError("every weight is frozen: untick 'freeze encoder' or 'freeze embeddings'")
         return run_trainer(model, tokenizer, train_dataset, eval_dataset, args, output_dir,
                            trainer_kwargs={"compute_loss_func": token_loss}, on_progress=on_progress,
-                           cancel=cancel, progress_bar=progress_bar)
+                           cancel=cancel, progress_bar=progress_bar, resume_from=resume_from)
     finally:
         for name, param in model.named_parameters():
             param.requires_grad_(flags[name])
@@ -361,6 +422,7 @@ def run_trainer(
     cancel: threading.Event | None = None,
     progress_bar: bool = True,
     save_cancelled: Callable[[Any, Path], None] | None = None,
+    resume_from: str | Path | None = None,
 ) -> TrainResult:
     """The one training loop of SFT, KD and Modular Transformers: a :class:`_Trainer` (subclass) run
     with this project's settings (:func:`_training_arguments` from ``args``: fused AdamW, schedule,
@@ -370,8 +432,19 @@ def run_trainer(
     **trainer_kwargs)`` is trained once. While it runs, every model of ``attention_models`` (default
     ``[model]``) uses :func:`fast_attention`. Progress records (:class:`ProgressCallback`, with
     ``extra_keys`` columns) go to ``on_progress`` and ``output_dir/loss_log.jsonl``. When ``cancel``
-    is set, training stops after the current step and ``save_cancelled(trainer, output_dir /
-    "last-checkpoint")`` is called (default ``trainer.save_model``, which writes the tokenizer too).
+    is set, training stops after the current step and, by default, the Trainer writes its full
+    checkpoint to ``output_dir/last-checkpoint`` (weights, tokenizer, optimizer, scheduler, RNG
+    states, trainer state; atomically, see :meth:`_Trainer._save_checkpoint`), as it also does every
+    ``args.checkpoint_minutes`` minutes of training; with ``save_cancelled`` given (a model the
+    Trainer cannot reload, e.g. Modular Transformers) only ``save_cancelled(trainer, output_dir /
+    "last-checkpoint")`` is called instead and there is no periodic checkpoint.
+
+    ``resume_from``: a ``last-checkpoint`` folder of the same training (same model shape, data and
+    ``args``) to continue, through the Trainer's ``resume_from_checkpoint``: weights, optimizer and
+    schedule state and RNG states are restored and the batches already trained on are skipped, so
+    the continued run takes the same steps on the same batches as one that never stopped. The loss
+    log is cut back to the checkpoint's step (records after it came from steps now retrained) and
+    its records are replayed to ``on_progress`` first, so a watcher sees the whole curve.
     A completed training removes an untrained preset's mark from ``model.config``
     (:func:`compression.load.is_untrained`). Afterwards accelerate's forward patch is undone (:func:`restore_forward`) and ``model`` is in eval
     mode. Freezing is the caller's (see :func:`finetune`).
@@ -379,11 +452,18 @@ def run_trainer(
     Raises:
         CompressionError: empty training set, unavailable device, or settings the Trainer rejects.
         OutOfMemoryError: the device ran out of memory (lower the batch size or the max lengths).
+        RunError: ``resume_from`` is not a whole checkpoint, or does not fit this model.
     """
     if train_dataset is None or len(train_dataset) == 0:
         raise CompressionError("the training set is empty: give at least one article/summary pair")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    for stale in output_dir.glob(f".{LAST_CHECKPOINT}.staging-*"):  # left by a process killed mid-save
+        shutil.rmtree(stale, ignore_errors=True)
+    replay: list[dict] = []
+    if resume_from is not None:
+        resume_from = Path(resume_from)
+        replay = _cut_loss_log(output_dir / LOSS_LOG, checkpoint_step(resume_from))
     device = resolve_device(args.device)
     has_eval = eval_dataset is not None and len(eval_dataset) > 0
     training_args = _training_arguments(args, output_dir, device, has_eval, progress_bar)
@@ -392,7 +472,13 @@ def run_trainer(
                 for each in (attention_models if attention_models is not None else [model])]
     trainer = None
     callback = ProgressCallback(on_progress, cancel, output_dir / LOSS_LOG,
-                                lambda: trainer.tokens_seen if trainer is not None else 0, extra_keys)
+                                lambda: trainer.tokens_seen if trainer is not None else 0, extra_keys,
+                                checkpoint=save_cancelled is None,
+                                checkpoint_seconds=args.checkpoint_minutes * 60 or None)
+    callback.records.extend(replay)
+    if on_progress is not None:
+        for record in replay:
+            on_progress(dict(record))
     try:
         trainer = trainer_class(
             model=model,
@@ -406,16 +492,18 @@ def run_trainer(
         )
         trainer.remove_callback(PrinterCallback)  # without tqdm the Trainer prints every log dict to stdout
         start = time.perf_counter()
-        output = trainer.train()
+        try:
+            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+        except (RuntimeError, ValueError, KeyError) as err:
+            if resume_from is None or _is_oom(err):
+                raise
+            raise RunError(f"could not continue from {resume_from.name}/ ({str(err).splitlines()[0][:200]}): it was "
+                           "written by a different model or settings; start the run again instead") from err
         seconds = time.perf_counter() - start
         if not callback.cancelled and isinstance(model, PreTrainedModel) and hasattr(model.config, "untrained_preset"):
             del model.config.untrained_preset  # trained now (compression.load.is_untrained)
-        if callback.cancelled:
-            target = output_dir / LAST_CHECKPOINT
-            if save_cancelled is None:
-                trainer.save_model(str(target))
-            else:
-                save_cancelled(trainer, target)
+        if callback.cancelled and save_cancelled is not None:
+            save_cancelled(trainer, output_dir / LAST_CHECKPOINT)
     except Exception as err:
         if _is_oom(err):
             raise _oom_error(err, args.batch_size) from err
@@ -438,3 +526,21 @@ def run_trainer(
         log_history=list(callback.records),
         padding_fraction=trainer.padding_fraction(),
     )
+
+
+def _cut_loss_log(path: Path, step: int) -> list[dict]:
+    """Keep the loss log's records up to optimizer step ``step`` (rewritten atomically) and return
+    them; later records came from steps the resumed run trains again."""
+    from .files import atomic_write_text
+    from .runs import _read_jsonl, dumps_json
+
+    records = [record for record in _read_jsonl(path) if int(record.get("step") or 0) <= step]
+    if path.exists():
+        atomic_write_text(path, "".join(dumps_json(record) + "\n" for record in records))
+    return records
+
+
+def discard_checkpoint(output_dir: str | Path) -> None:
+    """Remove ``output_dir/last-checkpoint`` once training finished and its result is saved: the
+    checkpoint no longer describes anything that can be continued (and holds twice the weights)."""
+    shutil.rmtree(Path(output_dir) / LAST_CHECKPOINT, ignore_errors=True)
