@@ -120,6 +120,11 @@ def build_demo(settings=None):
                                   api_name="train_teacher", concurrency_limit=None)
         train.cancel.click(bind(train_panel.cancel_training, settings), session, live.progress,
                            api_name="cancel", concurrency_limit=None)
+        # Panel 6 -> 4, 5: continue a cancelled or interrupted run from its last checkpoint, watched like Run.
+        runs.resume.click(as_toast(bind(train_panel.resume_from_page, settings), 2, status=0), [session, runs.run],
+                          [live.progress, live.loss], api_name="resume_run", concurrency_limit=None).then(
+            **after_run, api_name="show_resumed_results").then(runs.handler, session, runs.outputs,
+                                                               api_name="runs_after_resume")
         # Panel 6 -> 5: reopen a finished run.
         runs.open.click(as_toast(partial(runs_panel.open_run, settings), 1, status=0), [session, runs.run],
                         runs.opened, api_name="open_run").success(**after_run, api_name="show_opened_run")

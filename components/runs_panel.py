@@ -1,5 +1,6 @@
 """Panel 6, runs history: every run folder listed with its settings and headline numbers; loss
-curves and students compared across runs; a run reopened in the results panel; a student
+curves and students compared across runs; a run reopened in the results panel; a cancelled or
+interrupted run resumed from its last checkpoint (the job itself: :func:`components.train_panel.resume_run`); a student
 or its quantized copy downloaded as a zip, or the student pushed to the Hugging Face Hub (the token is used once, never stored or logged).
 """
 
@@ -121,6 +122,22 @@ def compare_runs(settings: AppSettings, names: list[str] | None, session: Sessio
             charts.runs_comparison({name: run["metrics"] for name, run in runs.items()}))
 
 
+def _resumable(settings: AppSettings, name: str | None, session: Session | None = None) -> bool:
+    from compression.resume import check_resumable
+
+    try:
+        check_resumable(run_path(settings, name, session))
+    except CompressionError:
+        return False
+    return True
+
+
+def resume_button(settings: AppSettings, name: str | None, session: Session | None = None) -> gr.Button:
+    """The Resume button for the picked run: clickable only when the run can be continued from its
+    ``last-checkpoint/`` (cancelled or interrupted with a checkpoint, :func:`compression.resume.check_resumable`)."""
+    return gr.Button(interactive=_resumable(settings, name, session))
+
+
 @user_errors
 def open_run(settings: AppSettings, session: Session, name: str | None) -> str:
     """Make run ``name`` the session's current run, so panel 5 shows it and the article comparison
@@ -238,6 +255,8 @@ def build_runs_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
         with gr.Row():
             run = gr.Dropdown(names, value=default_run(frame), label="Run", scale=3, elem_id="run-pick")
             open_button = gr.Button("Open in results", scale=1, elem_id="run-open")
+            resume = gr.Button("Resume", scale=1, elem_id="run-resume",
+                               interactive=_resumable(settings, default_run(frame)))
             zip_button = gr.Button("Zip the student", scale=1, elem_id="run-zip")
             zip_quantized_button = gr.Button("Zip the quantized copy", scale=1, elem_id="run-zip-quantized")
             use_as_base = gr.Button("Use its student as the base model", scale=1, elem_id="run-use-as-base")
@@ -260,7 +279,8 @@ def build_runs_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
                                api_name="zip_quantized")
     push.click(as_toast(partial(push_student, settings), 1, status=0), [run, repo_id, token, session], pushed,
                api_name="push_student")
+    run.change(partial(resume_button, settings), [run, session], resume, api_name=False, show_progress="hidden")
     return SimpleNamespace(refresh=refresh, table=table, picked=picked, run=run, open=open_button, opened=opened,
-                           use_as_base=use_as_base,
+                           use_as_base=use_as_base, resume=resume,
                            overlay=overlay, comparison=comparison, download=download,
                            outputs=[table, picked, run], handler=handler)

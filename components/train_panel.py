@@ -340,12 +340,13 @@ def visitor_of(session: Session, request: gr.Request | None) -> str:
     return session.visitor
 
 
-def submit_run(settings: AppSettings, session: Session, config, visitor: str):
+def submit_run(settings: AppSettings, session: Session, config, visitor: str, existing: str = "refuse"):
     """Queue the run of ``config`` on the server's job queue (``settings.jobs``) for ``visitor``;
     the session watches it from now on. Returns the :class:`compression.jobs.Job`.
 
     The run folder is made only when the job starts (a queued job leaves nothing on disk); if a
-    folder of that name exists by then, a fresh name is taken.
+    folder of that name exists by then, a fresh name is taken. ``existing="resume"``: continue the
+    stopped run in ``config.output_dir`` instead (see :func:`resume_run`).
 
     On a public server (``settings.limits``) the run's settings are checked against the limits
     first, the run folder is recorded as the visitor's, the oldest visitor runs are removed to keep
@@ -368,7 +369,7 @@ def submit_run(settings: AppSettings, session: Session, config, visitor: str):
 
     def work(emit, cancel):
         run_config = config
-        if Path(run_config.output_dir).exists():
+        if existing != "resume" and Path(run_config.output_dir).exists():
             run_config = dataclasses.replace(run_config, output_dir=str(
                 RunFolder.default_path(settings.runs_dir, Path(config.output_dir).name[16:] or "run")))
         job.info["run_dir"] = run_config.output_dir
@@ -382,7 +383,8 @@ def submit_run(settings: AppSettings, session: Session, config, visitor: str):
             timer.daemon = True
             timer.start()
         try:
-            result = pipeline.run_pipeline(run_config, on_progress=emit, cancel=cancel, progress_bar=False)
+            result = pipeline.run_pipeline(run_config, on_progress=emit, cancel=cancel, progress_bar=False,
+                                           existing=existing)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -465,6 +467,37 @@ def run_from_page(settings: AppSettings, keys: list[str], request: gr.Request, s
     """:func:`run_training` as the Run event calls it: gradio fills ``request`` (it cannot fill a
     keyword-only parameter placed after ``*values``), so the run's owner is the visitor's session."""
     yield from run_training(settings, keys, session, *values, request=request)
+
+
+def resume_run(settings: AppSettings, session: Session, name: str | None, request: gr.Request = None):
+    """Generator behind the runs history's Resume: continue the cancelled or interrupted run
+    ``name`` from its ``last-checkpoint/`` with the recipe it recorded
+    (:func:`compression.resume.resume_config`), as a job on the server's queue like Run
+    (:func:`submit_run`), watched like Run (:func:`watch_job`). On a public server only the visitor
+    who started the run may resume it.
+
+    Raises (as ``gr.Error``): no such run, a run that cannot be resumed (complete, still running,
+    no checkpoint), someone else's run, or the visitor's queue limit.
+    """
+    from compression.errors import RunError
+    from compression.resume import resume_config
+
+    from .runs_panel import run_path
+
+    try:
+        path = run_path(settings, name, session)
+        visitor = visitor_of(session, request)
+        if settings.limits is not None and settings.owners.read().get(path.name) != visitor:
+            raise RunError(f"run {path.name} was started by someone else: only they can resume it")
+        job = submit_run(settings, session, resume_config(path), visitor, existing="resume")
+    except Exception as error:  # noqa: BLE001 - the decorator's message, but nothing was queued
+        raise as_gr_error(error) from None
+    yield from watch_job(settings, session, job.id, intro=f"Resume queued: `{job.label}` · {job_link(job)}")
+
+
+def resume_from_page(settings: AppSettings, request: gr.Request, session: Session, name: str | None):
+    """:func:`resume_run` as the Resume event calls it (gradio fills ``request``)."""
+    yield from resume_run(settings, session, name, request=request)
 
 
 def cancel_training(settings: AppSettings, session: Session, request: gr.Request = None) -> str:

@@ -188,3 +188,41 @@ def test_run_resume_refusals_are_one_line(tiny_t5_dir, tmp_path, capsys):
         assert main(list(argv)) == 2, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+# ----- the dashboard's Resume button (components: runs history -> job queue -> live panel) -----
+
+def test_resume_button_continues_a_cancelled_run(settings, tiny_t5_dir, tiny_jsonl, monkeypatch):
+    from types import SimpleNamespace
+
+    from components import runs_panel, train_panel
+    from components.state import Session
+    from compression.guard import PublicLimits
+    from compression.pipeline import run_pipeline
+
+    monkeypatch.setattr(train_panel, "POLL_SECONDS", 0.05)
+    name = "20261203-120000-stopped"
+    cancel = threading.Event()
+    run_pipeline(_run_config(tiny_t5_dir, tiny_jsonl, settings.runs_dir / name, "sft"), cancel=cancel,
+                 on_progress=lambda r: r.get("step") == 2 and cancel.set(), progress_bar=False)
+    session = Session()
+    assert runs_panel.resume_button(settings, name, session).interactive is True
+    assert runs_panel.resume_button(settings, None, session).interactive is False
+
+    # on a public server, only the visitor who started a run may resume it (the operator's runs, which
+    # every visitor sees, included)
+    public = type(settings).create(settings.runs_dir, [settings.runs_dir.parent], offline=True,
+                                   limits=PublicLimits())
+    with pytest.raises(Exception, match="started by someone else"):
+        next(train_panel.resume_run(public, Session(visitor="me"), name))
+
+    request = SimpleNamespace(query_params={}, session_hash="tab-1")
+    outputs = list(train_panel.resume_from_page(settings, request, session, name))
+    markdown, _ = outputs[-1]
+    assert "Run complete" in markdown and session.result["status"] == "complete"
+    assert any("continuing from step 3" in str(stage.get("message")) for stage in
+               settings.jobs.get(session.job_id).stages)
+    assert runs_panel.runs_table(settings).set_index("name").loc[name, "status"] == "complete"
+    assert runs_panel.resume_button(settings, name, session).interactive is False  # complete: nothing to resume
+    with pytest.raises(Exception, match="nothing to resume"):
+        next(train_panel.resume_run(settings, session, name))
