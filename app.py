@@ -120,6 +120,9 @@ def build_demo(settings=None):
                                   api_name="train_teacher", concurrency_limit=None)
         train.cancel.click(bind(train_panel.cancel_training, settings), session, live.progress,
                            api_name="cancel", concurrency_limit=None)
+        train.estimate.click(as_toast(bind(train_panel.estimate_time, settings, list(form)), 1, status=0),
+                             [session, *form.values()], train.estimate_line, api_name="estimate_time",
+                             concurrency_limit=2, concurrency_id="load")
         # Panel 6 -> 4, 5: continue a cancelled or interrupted run from its last checkpoint, watched like Run.
         runs.resume.click(as_toast(bind(train_panel.resume_from_page, settings), 2, status=0), [session, runs.run],
                           [live.progress, live.loss], api_name="resume_run", concurrency_limit=None).then(

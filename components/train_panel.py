@@ -500,6 +500,32 @@ def resume_from_page(settings: AppSettings, request: gr.Request, session: Sessio
     yield from resume_run(settings, session, name, request=request)
 
 
+@user_errors
+def estimate_time(settings: AppSettings, keys: list[str], session: Session, *values) -> str:
+    """The line under Run: how long training will take for the form's settings, and what the figure
+    is based on (:func:`compression.estimate.estimate_run`: steps x seconds per step, from this
+    machine's runs or a modelled reference). ``keys`` name the form's ``values`` as for Run.
+
+    Raises (as ``gr.Error``): the settings' own errors (no model loaded, bad data or layers).
+    """
+    from compression.estimate import estimate_run
+    from compression.layers import estimate_student
+    from compression.load import load_tokenizer
+
+    form = dict(zip(keys, values, strict=True))
+    config = build_run_config(settings, session, form)
+    _, kept_enc, kept_dec = shrink_choice(session, form.get("shrink.encoder_layers"), form.get("shrink.decoder_layers"),
+                                          form.get("shrink.strategy"), form.get("encoder_custom"),
+                                          form.get("decoder_custom"))
+    params, _ = estimate_student(session.footprint, kept_enc, kept_dec)
+    estimate = estimate_run(config, load_tokenizer(config.tokenizer or config.model), params, settings.runs_dir,
+                            model_type=(session.facts or {}).get("model_type"))
+    kd = " (KD also runs the base model at every step: expect longer)" if config.method == "kd" else ""
+    return (f"⏱ **About {_clock(estimate.seconds)} of training**{kd}: {estimate.steps} steps × "
+            f"{estimate.seconds_per_step:.2f} s ({estimate.pairs} pairs, {estimate.tokens_per_pair:.0f} tokens each, "
+            f"{params / 1e6:.2f} M-parameter student). {estimate.source.capitalize()} — {estimate.basis}.")
+
+
 def cancel_training(settings: AppSettings, session: Session, request: gr.Request = None) -> str:
     """Cancel the job this tab watches (waiting: it leaves the queue; running: training stops after
     the current step, keeping its log). Only its owner may cancel it."""
@@ -602,7 +628,9 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
         gr.Markdown(device_summary(), elem_id="device-line")
         with gr.Row():
             run = gr.Button("Run", variant="primary", elem_id="run-button")
+            estimate = gr.Button("Estimate the time", elem_id="estimate-button")
             cancel = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
+        estimate_line = gr.Markdown("", elem_id="run-estimate")
 
     source.change(on_source, source, [upload_group, text_column, summary_column, max_source, max_target],
                   api_name="data_source",
@@ -632,7 +660,7 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
                            eval_beams=eval_beams, eval_max_new=eval_max_new, run_name=run_name, method=method,
                            kd_alpha_ce=kd_alpha_ce, kd_alpha_kl=kd_alpha_kl, kd_alpha_hidden=kd_alpha_hidden,
                            kd_temperature=kd_temperature, prune_vocab=prune_vocab, quantize_wo=quantize_wo, run=run,
-                           cancel=cancel, form=form)
+                           cancel=cancel, form=form, estimate=estimate, estimate_line=estimate_line)
 
 
 def build_live_panel() -> SimpleNamespace:
