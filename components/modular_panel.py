@@ -311,14 +311,16 @@ def _all_points(settings: AppSettings, state: ModularState) -> list[dict]:
 @user_errors
 def assemble_and_evaluate(settings: AppSettings, state: ModularState, ratio, priority, max_new_tokens, source,
                           train_file, validation_file, text_column, summary_column, eval_samples, max_source_length,
-                          max_target_length):
+                          max_target_length,
+                          progress=gr.Progress()):  # noqa: B008 - gradio fills in a tracker given as the default
     """Assemble the student at ``ratio`` with ``priority`` (no training), score it and add its point.
 
     Scores teacher (once per data choice) and student on the validation pairs of the data settings
     with :func:`compression.modular.score_teacher` / :func:`compression.modular.score_assembly`
     (quality, size, and speedup at batch 1). Re-assembling the same
-    modules replaces that point. Returns ``(assembly markdown, assembly plan figure, points table,
-    trade-off figure)``.
+    modules replaces that point. A progress bar follows the timing and each validation summary of
+    the student (and of the teacher, the first time). Returns ``(assembly markdown, assembly plan
+    figure, points table, trade-off figure)``.
 
     Raises (as ``gr.Error``): no modules yet, a ratio outside 1..max_ratio or an unknown priority
     (:class:`compression.errors.ModularError`), bad data settings.
@@ -334,9 +336,15 @@ def assemble_and_evaluate(settings: AppSettings, state: ModularState, ratio, pri
     new_tokens = positive_int(max_new_tokens, "max new tokens")
     pairs = _eval_pairs(settings, state, source, train_file, validation_file, text_column, summary_column,
                         eval_samples, max_source_length, max_target_length)
-    scored, record = score_assembly(state.modular, state.tokenizer, ratio, priority, pairs, max_new_tokens=new_tokens)
+    progress(0.0, desc="assembling the student and timing it against the teacher")
+    scored, record = score_assembly(state.modular, state.tokenizer, ratio, priority, pairs, max_new_tokens=new_tokens,
+                                    on_progress=lambda done, total: progress(
+                                        (done, total), desc="scoring the student: validation summaries"))
     if state.teacher_point is None:
-        state.teacher_point = score_teacher(state.modular, state.tokenizer, pairs, max_new_tokens=new_tokens).as_dict()
+        state.teacher_point = score_teacher(state.modular, state.tokenizer, pairs, max_new_tokens=new_tokens,
+                                            on_progress=lambda done, total: progress(
+                                                (done, total), desc="scoring the teacher: validation summaries")
+                                            ).as_dict()
     point, replaced = scored.as_dict(), scored.replaced
     state.points = [p for p in state.points if (p["method"], p.get("replaced")) != (point["method"], replaced)]
     state.points.append(point)

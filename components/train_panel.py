@@ -289,7 +289,8 @@ def _clock(seconds) -> str:
 
 def progress_markdown(stages: list[dict], records: list[dict], final: str | None = None) -> str:
     """The live status: stages passed and current; during evaluation, the validation articles
-    summarized so far with an ETA; then step/total with a bar, epoch, loss, learning rate,
+    summarized so far with an ETA; while quantize auto times the copies, how many of its copies and
+    timings are done, with an ETA; then step/total with a bar, epoch, loss, learning rate,
     tokens/s, elapsed time and ETA from the latest training record."""
     lines = []
     if final:
@@ -302,11 +303,15 @@ def progress_markdown(stages: list[dict], records: list[dict], final: str | None
         else:
             trail = " · ".join([f"✓ {name}" for name in done] + [f"**▶ {current['stage']}**"])
             lines.append(f"{trail} — {current.get('message', '')}")
-    summaries = [r for r in records if r.get("kind") == "summaries"]
-    if summaries and stages and stages[-1]["stage"] in ("evaluate", "quantize"):
-        last = summaries[-1]
-        lines.append(f"summarizing with the **{last['model']}**: {last['done']} / {last['total']} validation "
-                     f"articles · elapsed {_clock(last.get('elapsed_s'))} · ETA {_clock(last.get('eta_s'))}")
+    latest = next((r for r in reversed(records) if r.get("kind") in ("summaries", "quantize")), None)
+    if latest is not None and stages and stages[-1]["stage"] in ("evaluate", "quantize"):
+        if latest["kind"] == "summaries":
+            lines.append(f"summarizing with the **{latest['model']}**: {latest['done']} / {latest['total']} "
+                         f"validation articles · elapsed {_clock(latest.get('elapsed_s'))} · ETA "
+                         f"{_clock(latest.get('eta_s'))}")
+        else:
+            lines.append(f"choosing the quantized copy: {latest['done']} / {latest['total']} ({latest['what']}) · "
+                         f"elapsed {_clock(latest.get('elapsed_s'))} · ETA {_clock(latest.get('eta_s'))}")
     train = [r for r in records if r.get("kind") in ("train", "eval")]
     if train:
         last = train[-1]

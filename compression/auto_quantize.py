@@ -29,6 +29,7 @@ import logging
 import os
 import platform
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -158,8 +159,11 @@ def _write_cache(path: Path, key: str, choice: AutoChoice) -> None:
 
 
 def _measure(student_dir: Path, device: torch.device, candidates, skipped: dict, documents: list[str],
-             prefix: str, rounds: int, max_new_tokens: int, rest_dtype: str) -> tuple[dict, dict]:
-    """Time float32 and each candidate alternately; size each candidate. Returns (speed, size)."""
+             prefix: str, rounds: int, max_new_tokens: int, rest_dtype: str,
+             on_progress: Callable[[int, int, str], None] | None = None) -> tuple[dict, dict]:
+    """Time float32 and each candidate alternately; size each candidate. Returns (speed, size).
+    ``on_progress(done, total, what)`` after each copy made and each timing (``total``: copies + rounds x
+    copies, fewer when a copy cannot run here)."""
     from .evaluate import size_on_disk_mib
     from .export import model_files_size_mib
     from .load import load_tokenizer
@@ -170,26 +174,37 @@ def _measure(student_dir: Path, device: torch.device, candidates, skipped: dict,
     reference = quantize(student_dir, "none", device=device)
     base_mib = model_files_size_mib(student_dir)
     models, sizes = {}, {}
+    done, total = 0, len(candidates) * (1 + rounds)
+
+    def step(what: str) -> None:
+        nonlocal done
+        done += 1
+        if on_progress is not None:
+            on_progress(done, total, what)
     for mode in candidates:
         try:
             models[mode] = quantize(student_dir, mode, device=device, rest_dtype=rest_dtype)
         except CompressionError as exc:
             skipped[mode] = f"cannot run here ({str(exc).split(':')[0]})"
+            total -= 1 + rounds
             continue
         sizes[mode] = size_on_disk_mib(models[mode]) / base_mib
+        step(f"made the {mode} copy")
     common = dict(prefix=prefix, max_source_length=128, max_new_tokens=max_new_tokens, batch_size=1)
     times: dict[str, list[float]] = {mode: [] for mode in models}
     for _ in range(rounds):
         for mode, model in models.items():  # float32 before each candidate: load falls on both alike
             fp32 = measure_latency(reference, tokenizer, documents, **common)["ms_per_sample"]
             times[mode].append(fp32 / measure_latency(model, tokenizer, documents, **common)["ms_per_sample"])
+            step(f"timed the {mode} copy against float32")
     return {mode: statistics.median(ratios) for mode, ratios in times.items()}, sizes
 
 
 def auto_quantization(student_dir: str | Path, *, device: str | torch.device = "cpu",
                       documents: list[str] | None = None, prefix: str = "", candidates=CANDIDATES,
                       native_bf16: bool | None = None, cache_path: str | Path | None = None,
-                      use_cache: bool = True, rounds: int = 2, max_new_tokens: int = 8) -> AutoChoice:
+                      use_cache: bool = True, rounds: int = 2, max_new_tokens: int = 8,
+                      on_progress: Callable[[int, int, str], None] | None = None) -> AutoChoice:
     """Choose the quantization mode for ``auto`` by measuring the saved student on this machine.
 
     Args:
@@ -202,6 +217,8 @@ def auto_quantization(student_dir: str | Path, *, device: str | torch.device = "
             without it bf16 is skipped on a CPU, not timed.
         cache_path: the per-machine cache file (default :func:`default_cache_path`); ``use_cache``
             False times afresh (and updates the cache).
+        on_progress: called as ``on_progress(done, total, what)`` after each quantized copy is made
+            and each timing round of a copy (not called when the cache answers).
 
     Returns:
         :class:`AutoChoice` (its ``mode`` is never ``"none"``).
@@ -240,7 +257,7 @@ def auto_quantization(student_dir: str | Path, *, device: str | torch.device = "
     texts = documents or ["The council approved a new budget for the city library on Monday after a long debate "
                           "about opening hours, staff and the cost of new books."]
     speed, sizes = _measure(student_dir, target, timed, skipped, texts[:1], prefix, rounds, max_new_tokens,
-                            rest_dtype)
+                            rest_dtype, on_progress)
     choice = choose(speed, sizes, skipped)
     choice.rest_dtype = rest_dtype
     _write_cache(path, key, choice)

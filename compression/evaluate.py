@@ -217,7 +217,7 @@ def evaluate_model(model, tokenizer, documents: list[str], references: list[str]
 
 def score_model(model, tokenizer, documents: list[str], references: list[str], *, prefix: str,
                 max_source_length: int, max_target_length: int, max_new_tokens: int,
-                batch_size: int = 8) -> dict:
+                batch_size: int = 8, on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Quality and size of ``model`` on a few pairs, without timing: what a quick comparison needs.
 
     :func:`evaluate_model` with greedy decoding of at most ``max_new_tokens`` new tokens, batches
@@ -226,6 +226,7 @@ def score_model(model, tokenizer, documents: list[str], references: list[str], *
     "rouge2", "rougeL": F1 in 0-100 (rouge_score, Porter stemmer), "validation_loss": nats per
     target token (:func:`compute_validation_loss`, references truncated to ``max_target_length``
     tokens)}``. Sources are ``prefix + document`` truncated to ``max_source_length`` tokens.
+    ``on_progress(done, total)``: summaries written so far, as :func:`evaluate_model` calls it.
 
     Raises:
         ValueError: documents and references differ in length, or are empty.
@@ -235,7 +236,7 @@ def score_model(model, tokenizer, documents: list[str], references: list[str], *
     args = EvalArgs(max_new_tokens=max_new_tokens, num_beams=1, batch_size=batch_size, latency_samples=0)
     result = evaluate_model(model, tokenizer, documents, references, prefix=prefix,
                             max_source_length=max_source_length, max_target_length=max_target_length,
-                            args=args)
+                            args=args, on_progress=on_progress)
     return {key: result[key] for key in ("params", "size_mib", "rouge1", "rouge2", "rougeL", "validation_loss")}
 
 

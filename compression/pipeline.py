@@ -167,6 +167,21 @@ def _resuming(resume_from: Path | None) -> str:
     return f", continuing from step {checkpoint_step(resume_from)} of {resume_from.name}/"
 
 
+def _quantize_progress(on_progress):
+    """An ``on_progress(done, total, what)`` for :func:`compression.auto_quantize.auto_quantization`
+    that emits ``{"kind": "quantize", "done", "total", "what", "elapsed_s", "eta_s"}`` records
+    (seconds), or ``None`` without a progress callback."""
+    if on_progress is None:
+        return None
+    started = time.perf_counter()
+
+    def emit(done: int, total: int, what: str) -> None:
+        elapsed = time.perf_counter() - started
+        on_progress({"kind": "quantize", "done": done, "total": total, "what": what, "elapsed_s": elapsed,
+                     "eta_s": elapsed / done * (total - done) if done else None})
+    return emit
+
+
 def _summary_progress(on_progress, model: str):
     """An ``on_progress(done, total)`` for :func:`compression.evaluate.evaluate_model` that emits
     ``{"kind": "summaries", "model", "done", "total", "elapsed_s", "eta_s"}`` records (seconds;
@@ -266,7 +281,8 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar, 
     mode, auto, rest_dtype = config.quantize, None, "bfloat16"
     if mode == AUTO_MODE:
         announce("quantize", "choosing the quantized copy: timing the student and each mode on this machine")
-        auto = auto_quantization(student_dir, device=config.train.device, documents=documents[:2], prefix=prefix)
+        auto = auto_quantization(student_dir, device=config.train.device, documents=documents[:2], prefix=prefix,
+                                 on_progress=_quantize_progress(on_progress))
         mode, rest_dtype = auto.mode, auto.rest_dtype
     if mode != "none" or config.prune_vocab:
         announce("quantize", f"quantizing the student ({mode}{', pruned vocabulary' if config.prune_vocab else ''})")

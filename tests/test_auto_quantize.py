@@ -35,7 +35,8 @@ def test_nothing_timed_still_never_none():
 def test_measures_once_per_machine_and_model_then_reads_the_cache(tiny_t5_dir, tmp_path, monkeypatch):
     calls = []
 
-    def fake_measure(student_dir, device, candidates, skipped, documents, prefix, rounds, tokens, rest_dtype):
+    def fake_measure(student_dir, device, candidates, skipped, documents, prefix, rounds, tokens, rest_dtype,
+                     on_progress=None):
         calls.append((tuple(candidates), rest_dtype))
         return {m: 0.5 for m in candidates}, {m: 0.4 for m in candidates}
 

@@ -115,31 +115,34 @@ class EvaluationSet:
         return len(self.documents)
 
 
-def _quality(model, tokenizer, pairs: EvaluationSet, max_new_tokens: int) -> dict:
+def _quality(model, tokenizer, pairs: EvaluationSet, max_new_tokens: int, on_progress=None) -> dict:
     return score_model(model, tokenizer, list(pairs.documents), list(pairs.references), prefix=pairs.prefix,
                        max_source_length=pairs.max_source_length, max_target_length=pairs.max_target_length,
-                       max_new_tokens=max_new_tokens)
+                       max_new_tokens=max_new_tokens, on_progress=on_progress)
 
 
-def score_teacher(modular: ModularModel, tokenizer, pairs: EvaluationSet, *, max_new_tokens: int = 32) -> Point:
+def score_teacher(modular: ModularModel, tokenizer, pairs: EvaluationSet, *, max_new_tokens: int = 32,
+                  on_progress: Callable[[int, int], None] | None = None) -> Point:
     """The teacher as the reference point (ratio 1, speedup 1), scored like the students.
+    ``on_progress(done, total)``: validation summaries written so far.
 
     Raises:
         ValueError, CompressionError, OutOfMemoryError: see :func:`compression.evaluate.score_model`.
     """
     return Point(method="teacher", label="teacher", ratio=1.0, speedup=1.0,
                  encoder_layers=modular.depths["encoder"], decoder_layers=modular.depths["decoder"],
-                 **_quality(modular.teacher, tokenizer, pairs, max_new_tokens))
+                 **_quality(modular.teacher, tokenizer, pairs, max_new_tokens, on_progress))
 
 
 def score_assembly(modular: ModularModel, tokenizer, ratio: float, priority: str, pairs: EvaluationSet, *,
                    max_new_tokens: int = 32, speed_samples: int = 2, speed_repeats: int = 3,
-                   granularities=None) -> tuple[Point, dict]:
+                   granularities=None, on_progress: Callable[[int, int], None] | None = None) -> tuple[Point, dict]:
     """Assemble the student at ``ratio`` with ``priority`` (:func:`compression.modular.assemble`, no
     training) and score it on ``pairs``: ROUGE and validation loss (greedy, at most
     ``max_new_tokens`` new tokens), size, and the speedup over the teacher (batch 1, 32 forced new
     tokens on ``speed_samples`` documents, teacher and student alternated ``speed_repeats`` times:
-    :func:`compression.timing.paired_speedup`).
+    :func:`compression.timing.paired_speedup`). ``on_progress(done, total)``: validation summaries
+    written so far (after the timing, which comes first).
 
     Returns:
         ``(point, record)``: the :class:`Point` and the student's ``config.modular`` record (ratio
@@ -157,6 +160,6 @@ def score_assembly(modular: ModularModel, tokenizer, ratio: float, priority: str
                   label=f"{record['encoder_layers']}/{record['decoder_layers']}",
                   encoder_layers=record["encoder_layers"], decoder_layers=record["decoder_layers"],
                   ratio=record["ratio"], replaced=[span["module"] for span in record["replaced"]],
-                  note=f"ratio {record['ratio']:.2f}×", **_quality(student, tokenizer, pairs, max_new_tokens),
+                  note=f"ratio {record['ratio']:.2f}×", **_quality(student, tokenizer, pairs, max_new_tokens, on_progress),
                   **speed)
     return point, record
