@@ -262,6 +262,9 @@ class EvalArgs(_Settings):
     max_new_tokens: int = setting(64, "summary tokens generated at most", ge=1)
     num_beams: int = setting(1, "beam-search width (1: greedy)", ge=1)
     batch_size: int = setting(16, "articles summarised per generation batch", label="generation batch size", ge=1)
+    batch_tokens: int = setting(8192, "padded source tokens per evaluation batch (generation and validation loss): "
+                                      "long articles go fewer to a batch, one over the budget alone",
+                                label="evaluation batch tokens", ge=1)
     bootstrap_samples: int = setting(1000, "bootstrap resamples of the ROUGE confidence interval", ge=1)
     confidence: float = setting(0.95, "level of the ROUGE confidence interval", gt=0, lt=1)
     latency_samples: int = setting(8, "articles timed one at a time for the latency (0: skip)", ge=0)

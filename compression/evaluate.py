@@ -34,16 +34,46 @@ from .timing import measure_latency, paired_speedup  # noqa: F401  (paired_speed
 from .vocab import to_model_ids
 
 
-def _length_sorted_batches(tokenizer, documents: list[str], prefix: str, max_source_length: int,
-                           batch_size: int) -> list[list[int]]:
-    """Indices of ``documents`` grouped into batches of similar token length (longest first)."""
+def token_batches(lengths: list[int], batch_tokens: int, max_pairs: int | None = None) -> list[list[int]]:
+    """Indices grouped into batches bounded by a token budget, longest first.
+
+    Sorts the indices by ``lengths`` (tokens, longest first; ties keep the input order) and fills each
+    batch while ``len(batch) * longest_in_batch <= batch_tokens``: the padded size of the batch, which
+    is what its activations scale with, stays within the budget. A pair longer than the budget on its
+    own runs alone in its batch (never dropped or cut). ``max_pairs`` also caps the pairs per batch.
+    So at 512-token inputs a budget of 8,192 tokens makes batches of 16, at 16,384 one pair a batch.
+    (The token-budget batching of fairseq's ``--max-tokens``, Ott et al. 2019.)
+
+    Returns:
+        list of batches of indices into ``lengths``; each index once.
+
+    Raises:
+        ValueError: ``batch_tokens`` or ``max_pairs`` below 1.
+    """
+    if batch_tokens < 1 or (max_pairs is not None and max_pairs < 1):
+        raise ValueError(f"the token budget ({batch_tokens}) and pairs per batch ({max_pairs}) must be at least 1")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for index in order:
+        batch = batches[-1] if batches else None
+        # sorted longest first, so the batch's first pair is its longest
+        if (batch is not None and (len(batch) + 1) * max(lengths[batch[0]], 1) <= batch_tokens
+                and (max_pairs is None or len(batch) < max_pairs)):
+            batch.append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
+def _source_batches(tokenizer, documents: list[str], prefix: str, max_source_length: int,
+                    batch_tokens: int, max_pairs: int) -> list[list[int]]:
+    """Indices of ``documents`` in :func:`token_batches` by their truncated source length in tokens."""
     lengths = [
         len(ids)
         for ids in tokenizer([prefix + d for d in documents], max_length=max_source_length,
                              truncation=True)["input_ids"]
     ]
-    order = sorted(range(len(documents)), key=lambda i: -lengths[i])
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    return token_batches(lengths, batch_tokens, max_pairs)
 
 
 def generate_summaries(model, tokenizer, documents: list[str], *, prefix: str, max_source_length: int,
@@ -51,8 +81,10 @@ def generate_summaries(model, tokenizer, documents: list[str], *, prefix: str, m
     """Summarize each document; returns one stripped string per document, in the input order.
 
     Documents are tokenized as ``prefix + document`` (truncated to ``max_source_length`` tokens),
-    sorted by token length and cut into batches of ``args.batch_size`` so a batch carries little
-    padding; the outputs are put back in the original order. Decoding is greedy
+    sorted by token length and cut into batches of at most ``args.batch_size`` documents and
+    ``args.batch_tokens`` padded source tokens (:func:`token_batches`), so a batch carries little
+    padding and a set of long documents does not run out of memory; the outputs are put back in the
+    original order. Decoding is greedy
     (``args.num_beams == 1``) or beam search, never sampling, for at most ``args.max_new_tokens``
     tokens, with special tokens dropped. Runs under ``model.eval()`` and ``torch.inference_mode()``
     on the model's own device through :func:`compression.generation.generate`: the fast greedy loop,
@@ -71,8 +103,8 @@ def generate_summaries(model, tokenizer, documents: list[str], *, prefix: str, m
     results: list[str] = [""] * len(documents)
     done = 0
     with torch.inference_mode():
-        for indices in _length_sorted_batches(tokenizer, documents, prefix, max_source_length,
-                                              args.batch_size):
+        for indices in _source_batches(tokenizer, documents, prefix, max_source_length, args.batch_tokens,
+                                       args.batch_size):
             batch = encode_sources(tokenizer, [documents[i] for i in indices], prefix=prefix,
                             max_source_length=max_source_length, device=device)
             output = generate_batch(model, batch, max_new_tokens=args.max_new_tokens,
@@ -111,12 +143,13 @@ def memory_footprint_mib(model) -> float:
 
 def compute_validation_loss(model, tokenizer, documents: list[str], references: list[str], *,
                             prefix: str, max_source_length: int, max_target_length: int,
-                            batch_size: int) -> float:
+                            batch_size: int, batch_tokens: int | None = None) -> float:
     """Teacher-forced cross-entropy in nats per target token, token-weighted over the whole set.
 
     Sources are ``prefix + document`` truncated to ``max_source_length`` tokens, targets are the
     references truncated to ``max_target_length`` tokens (with EOS); padded label positions are
-    -100 and ignored. Sums ``cross_entropy(reduction="sum")`` over all batches and divides by the
+    -100 and ignored. Pairs are batched longest source first, at most ``batch_size`` pairs and
+    ``batch_tokens`` padded source tokens a batch (:func:`token_batches`; ``None``: no token bound). Sums ``cross_entropy(reduction="sum")`` over all batches and divides by the
     number of target tokens, so long and short targets weigh by their length. For a
     vocabulary-pruned model (:mod:`compression.vocab`) sources and labels are mapped to its ids
     first (a target piece outside the kept vocabulary counts as the unknown token), so the loss is
@@ -134,10 +167,11 @@ def compute_validation_loss(model, tokenizer, documents: list[str], references: 
     device = model_device(model)
     total, tokens = 0.0, 0
     with torch.no_grad():
-        for start in range(0, len(documents), batch_size):
-            batch = encode_sources(tokenizer, documents[start:start + batch_size], prefix=prefix,
-                            max_source_length=max_source_length, device=device)
-            labels = tokenizer(text_target=references[start:start + batch_size],
+        budget = batch_tokens if batch_tokens is not None else max_source_length * batch_size
+        for indices in _source_batches(tokenizer, documents, prefix, max_source_length, budget, batch_size):
+            batch = encode_sources(tokenizer, [documents[i] for i in indices], prefix=prefix,
+                                   max_source_length=max_source_length, device=device)
+            labels = tokenizer(text_target=[references[i] for i in indices],
                                max_length=max_target_length, truncation=True, padding=True,
                                return_tensors="pt")
             label_ids = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, LABEL_PAD).to(device)
@@ -197,7 +231,8 @@ def evaluate_model(model, tokenizer, documents: list[str], references: list[str]
     result["validation_loss"] = (
         compute_validation_loss(model, tokenizer, documents, references, prefix=prefix,
                                 max_source_length=max_source_length,
-                                max_target_length=max_target_length, batch_size=args.batch_size)
+                                max_target_length=max_target_length, batch_size=args.batch_size,
+                                batch_tokens=args.batch_tokens)
         if validation_loss else None
     )
     result.update(latency_ms=None, latency_ms_batched=None, tokens_per_s=None)

@@ -17,6 +17,7 @@ from compression.evaluate import (
     memory_footprint_mib,
     score_model,
     size_on_disk_mib,
+    token_batches,
 )
 from compression.metrics import ROUGE_TYPES, bootstrap_ci, percent_of_base, rouge_scores, split_sentences
 from compression.table import compare_table
@@ -250,6 +251,49 @@ def test_validation_loss_is_token_weighted_across_batch_sizes(tiny_t5, byt5_toke
     one = compute_validation_loss(tiny_t5, byt5_tokenizer, DOCS[:4], REFS[:4], batch_size=1, **kwargs)
     four = compute_validation_loss(tiny_t5, byt5_tokenizer, DOCS[:4], REFS[:4], batch_size=4, **kwargs)
     assert one == pytest.approx(four, rel=1e-5)
+
+
+def test_token_batches_never_exceed_their_budget_and_run_a_long_pair_alone():
+    lengths = [int(n) for n in np.random.default_rng(0).integers(1, 700, size=60)] + [5000, 900]
+    for budget, max_pairs in ((512, None), (1024, 4), (2048, 16), (100000, 8)):
+        batches = token_batches(lengths, budget, max_pairs)
+        assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+        for batch in batches:
+            padded = len(batch) * max(lengths[i] for i in batch)
+            assert padded <= budget or len(batch) == 1
+            assert max_pairs is None or len(batch) <= max_pairs
+    assert [61] in token_batches(lengths, 512) and [60] in token_batches(lengths, 512)  # over budget: alone
+    assert token_batches([512] * 32, 8192, 16) == [list(range(16)), list(range(16, 32))]  # the old pair batches
+    assert token_batches([], 10) == []
+    with pytest.raises(ValueError):
+        token_batches([3], 0)
+
+
+def test_generation_and_validation_loss_batch_by_source_tokens(tiny_t5, byt5_tokenizer, monkeypatch):
+    import compression.evaluate as evaluate
+
+    shapes = []
+    original = evaluate.encode_sources
+
+    def recording(*args, **kwargs):
+        batch = original(*args, **kwargs)
+        shapes.append(tuple(batch["input_ids"].shape))
+        return batch
+
+    monkeypatch.setattr(evaluate, "encode_sources", recording)
+    docs, refs = DOCS + ["Tiny."], REFS + ["Tiny."]
+    kwargs = dict(prefix=PREFIX, max_source_length=96, max_target_length=20)
+    budget = 200  # the longest source (96 tokens) fits twice; "Tiny." far more often
+    bounded = generate_summaries(tiny_t5, byt5_tokenizer, docs, prefix=PREFIX, max_source_length=96,
+                                 args=EvalArgs(max_new_tokens=4, batch_size=16, batch_tokens=budget))
+    loss = compute_validation_loss(tiny_t5, byt5_tokenizer, docs, refs, batch_size=16, batch_tokens=budget, **kwargs)
+    assert len(shapes) > 2 and all(rows * columns <= budget for rows, columns in shapes)
+    shapes.clear()
+    single = generate_summaries(tiny_t5, byt5_tokenizer, docs, prefix=PREFIX, max_source_length=96,
+                                args=EvalArgs(max_new_tokens=4, batch_size=16, batch_tokens=50))
+    assert all(rows == 1 for rows, _ in shapes) and single == bounded  # over the budget: one pair a batch
+    whole = compute_validation_loss(tiny_t5, byt5_tokenizer, docs, refs, batch_size=16, **kwargs)
+    assert loss == pytest.approx(whole, rel=1e-5)
 
 
 # ---- table -------------------------------------------------------------------------------------
