@@ -42,8 +42,9 @@ def load_pairs(args: DataArgs) -> datasets.DatasetDict:
     (config ``args.dataset_config``, splits ``args.train_split``/``args.validation_split``).
     Each split keeps exactly two string columns, renamed from ``args.text_column``/``args.summary_column``
     to ``"document"``/``"summary"``. Rows where either field is missing, empty or whitespace are
-    dropped with a ``UserWarning`` that says how many (real XSum has such a row). ``max_train_samples``/
-    ``max_eval_samples`` then keep the first N rows.
+    dropped with a ``UserWarning`` that says how many (real XSum has such a row). A long-input preset
+    (``xsum-long``) then concatenates consecutive pairs (:func:`compression.long_inputs.long_input_dataset`).
+    ``max_train_samples``/``max_eval_samples`` then keep the first N rows.
 
     Raises:
         DatasetError: no source or two sources given; a file missing, unreadable or of an unsupported
@@ -53,6 +54,7 @@ def load_pairs(args: DataArgs) -> datasets.DatasetDict:
     """
     has_files = args.train_file is not None or args.validation_file is not None
     preset = dataset_preset(args.dataset)
+    long_inputs = preset is not None and preset.long_inputs and not has_files
     if preset is not None and not has_files:
         train, validation = preset.files()
         args = dataclasses.replace(args, dataset=None, train_file=str(train), validation_file=str(validation),
@@ -82,6 +84,10 @@ def load_pairs(args: DataArgs) -> datasets.DatasetDict:
         where = Path(sources[split]).name if has_files else f"{args.dataset} [{split}]"
         dataset = _select_columns(dataset, args.text_column, args.summary_column, where)
         dataset = _drop_blank(dataset, where)
+        if long_inputs:
+            from .long_inputs import long_input_dataset
+
+            dataset = long_input_dataset(dataset)
         limit = limits[split]
         if limit is not None and limit < len(dataset):
             dataset = dataset.select(range(limit))

@@ -17,6 +17,11 @@ with it, Raffel et al. 2020, Appendix D; give ``--prefix "summarize: "`` when st
 
 ``xsum-sample``: the 700 + 100 XSum pairs under ``../shared/data/xsum`` with this project's general
 defaults (512 / 64 tokens, the model family's prefix).
+
+``xsum-long``: the same XSum files with consecutive articles concatenated into sources of 8,192 to
+16,368 T5 tokens and their summaries into the target (:mod:`compression.long_inputs`, which says
+exactly how); 16,384 source / 512 target tokens. A stress test of long inputs (use a LongT5 model),
+not a benchmark: its ROUGE is not comparable to any published long-document figure.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class DatasetPreset:
     validation_file: str = "validation.jsonl"
     text_column: str = "document"
     summary_column: str = "summary"
+    #: concatenate consecutive pairs into long inputs when loaded (:mod:`compression.long_inputs`)
+    long_inputs: bool = False
 
     def files(self, shared: str | Path | None = None) -> tuple[Path, Path]:
         """``(train file, validation file)`` of this preset under ``shared`` (default :func:`shared_dir`).
@@ -94,6 +101,9 @@ DATASET_PRESETS: dict[str, DatasetPreset] = {
     "xsum-sample": DatasetPreset(
         name="xsum-sample", label="XSum sample (offline)", folder="data/xsum",
         max_source_length=DEFAULT_MAX_SOURCE_LENGTH, max_target_length=DEFAULT_MAX_TARGET_LENGTH, prefix=None),
+    "xsum-long": DatasetPreset(
+        name="xsum-long", label="XSum articles concatenated to 8k-16k tokens (offline stress test)",
+        folder="data/xsum", max_source_length=16_384, max_target_length=512, prefix=None, long_inputs=True),
 }
 #: The dataset offline runs, the teacher recipe and the dashboard use by default.
 DEFAULT_OFFLINE_DATASET = "debian-descriptions"
