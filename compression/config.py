@@ -36,6 +36,8 @@ Method = Literal["sft", "kd", "pseudo"]
 AttentionLoss = Literal["kl", "mse"]
 TeacherDtype = Literal["auto", "float32", "bfloat16", "8bit"]
 Bf16 = Literal["auto", "yes", "no"]
+#: ``auto``: on for sources of :data:`compression.train.CHECKPOINTING_FROM` tokens or more (measured there).
+GradientCheckpointing = Literal["auto", "yes", "no"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 #: ``auto``: the smallest copy not slower than float32 here, measured (:mod:`compression.auto_quantize`).
 Quantize = Literal["auto", "none", "8bit", "4bit", "fp4", "fp16", "bf16"]
@@ -53,6 +55,8 @@ TEACHER_DTYPE_NAMES = typing.get_args(TeacherDtype)
 QUANTIZE_CHOICES = typing.get_args(Quantize)
 DEPLOY_QUANTIZATIONS = typing.get_args(DeployQuantization)
 DEFAULT_GRANULARITIES = (2, 3, 4)
+#: Longest source accepted (tokens): the 16k inputs LongT5 was built for (Guo et al. 2022, section 4).
+MAX_SOURCE_LENGTH = 16_384
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, label: str | None = None,  # noqa: A002
@@ -211,7 +215,8 @@ class DataArgs(_Settings):
     prefix: str | None = setting(None, "text put before each document; default: the dataset preset's, else the "
                                        "model family's ('summarize: ' for T5, none for BART)")
     max_source_length: int | None = setting(None, "article tokens kept; default: the dataset preset's, else "
-                                                  f"{DEFAULT_MAX_SOURCE_LENGTH}", ge=1)
+                                                  f"{DEFAULT_MAX_SOURCE_LENGTH} (up to {MAX_SOURCE_LENGTH:,}: "
+                                                  "use a LongT5 model for long inputs)", ge=1, le=MAX_SOURCE_LENGTH)
     max_target_length: int | None = setting(None, "summary tokens kept; default: the dataset preset's, else "
                                                   f"{DEFAULT_MAX_TARGET_LENGTH}", ge=1)
     max_train_samples: int | None = setting(None, "train on the first N pairs; default: all", ge=1)
@@ -243,6 +248,9 @@ class TrainArgs(_Settings):
     freeze_encoder: bool = setting(False, "keep the whole encoder fixed")
     group_by_length: bool = setting(True, "batch pairs of similar length together (less padding)")
     bf16: Bf16 = setting("auto", "bf16 autocast: auto uses it where the device supports it natively")
+    gradient_checkpointing: GradientCheckpointing = setting(
+        "auto", "recompute each layer's activations in the backward pass instead of keeping them: less memory, "
+                "more time per step; auto: on for long sources (see compression.train.CHECKPOINTING_FROM)")
     device: Device = setting("auto", "auto picks CUDA, then Apple MPS, then the CPU")
     seed: int = setting(42, "random seed of the data order and initialisation", ge=0)
     logging_steps: int = setting(5, "log the training loss every N optimizer steps", ge=1)

@@ -119,3 +119,58 @@ def test_longt5_sft_run_evaluates_and_saves_a_plain_checkpoint(tiny_jsonl, byt5_
     assert isinstance(student, LongT5ForConditionalGeneration)
     assert (student.config.num_layers, student.config.num_decoder_layers) == (2, 2)
     assert student.config.encoder_attention_type == "transient-global"
+
+
+def _loss_and_gradients(model):
+    model.zero_grad(set_to_none=True)
+    labels = DECODER_INPUTS[:, 1:].clone()
+    loss = model(input_ids=INPUTS, attention_mask=MASK, labels=labels).loss
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("attention", ATTENTION)
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(attention):
+    model = tiny_longt5(attention).train()
+    loss, gradients = _loss_and_gradients(model)
+    model.activation_checkpointing_enable()
+    assert model.is_gradient_checkpointing
+    checkpointed_loss, checkpointed = _loss_and_gradients(model)
+    assert torch.allclose(checkpointed_loss, loss, atol=1e-5, rtol=0)
+    assert checkpointed.keys() == gradients.keys() and len(gradients) > 10
+    for name, gradient in gradients.items():
+        assert torch.allclose(checkpointed[name], gradient, atol=1e-5, rtol=0), name
+
+
+def test_gradient_checkpointing_setting_auto_follows_the_source_length(byt5_tokenizer, tmp_path, monkeypatch):
+    import datasets
+    from transformers import PreTrainedModel
+
+    from compression.data import tokenize_pairs
+    from compression.errors import CompressionError
+    from compression.train import CHECKPOINTING_FROM, checkpointing_enabled, finetune
+
+    assert not checkpointing_enabled(TrainArgs(), CHECKPOINTING_FROM - 1)
+    assert checkpointing_enabled(TrainArgs(), CHECKPOINTING_FROM)
+    assert checkpointing_enabled(TrainArgs(gradient_checkpointing="yes"), 10)
+    assert not checkpointing_enabled(TrainArgs(gradient_checkpointing="no"), 10 ** 6)
+    with pytest.raises(CompressionError, match="gradient checkpointing"):
+        TrainArgs(gradient_checkpointing="sometimes")
+    assert DataArgs(max_source_length=16_384).max_source_length == 16_384
+    with pytest.raises(CompressionError, match="max source length"):
+        DataArgs(max_source_length=16_385)
+
+    calls = []
+    original = PreTrainedModel.activation_checkpointing_enable
+    monkeypatch.setattr(PreTrainedModel, "activation_checkpointing_enable",
+                        lambda self, *a, **k: calls.append(True) or original(self, *a, **k))
+    pairs = datasets.Dataset.from_list([{"document": "A long article " * 4, "summary": "short"}] * 4)
+    data = tokenize_pairs(pairs, byt5_tokenizer, prefix="", max_source_length=64, max_target_length=8)
+    model = tiny_longt5("transient-global")
+    finetune(model, byt5_tokenizer, data, None, TrainArgs(batch_size=2, max_steps=1, gradient_checkpointing="yes"),
+             tmp_path / "on", progress_bar=False)
+    assert calls and not model.is_gradient_checkpointing  # used while training, off again afterwards
+    calls.clear()
+    finetune(model, byt5_tokenizer, data, None, TrainArgs(batch_size=2, max_steps=1), tmp_path / "auto",
+             progress_bar=False)
+    assert not calls  # 64-token sources: auto leaves it off
