@@ -165,11 +165,8 @@ def score_layers(settings: AppSettings, session: Session, encoder_layers, decode
     progress(0.0, desc="loading the base model and the pairs")
     session.importance = importance_for_data(session.model_source, data, samples=samples,
                                              on_progress=lambda message, done: progress(done, desc=message))
-    _, kept_enc, kept_dec = shrink_choice(session, encoder_layers, decoder_layers, strategy,
-                                          encoder_custom, decoder_custom)
-    plan, estimate = update_plan(settings, session, encoder_layers, decoder_layers, strategy, encoder_custom,
-                                 decoder_custom)
-    return charts.importance_heatmap(session.importance, kept_enc, kept_dec), plan, estimate
+    choice = (encoder_layers, decoder_layers, strategy, encoder_custom, decoder_custom)
+    return (update_importance(settings, session, *choice), *update_plan(settings, session, *choice))
 
 
 def toggle_custom(strategy: str):

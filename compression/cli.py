@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_flags(run, KDArgs)
     add_dataclass_flags(run, PseudoArgs)
 
-    from .teacher import TEACHER_RECIPE
+    from .teacher import SAVE_DTYPES, TEACHER_RECIPE
 
     teacher = commands.add_parser(
         "teacher", help="train an offline teacher from an architecture preset (defaults: the Debian recipe, "
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="keep the whole vocabulary (default: prune it to the data's tokens)")
     teacher.add_argument("--dropout", type=float, help="dropout rate (default: %(default)s)")
     teacher.add_argument("--init-seed", type=int, default=0, help="seed of the random initialisation")
-    teacher.add_argument("--save-dtype", choices=("bfloat16", "float32"),
+    teacher.add_argument("--save-dtype", choices=tuple(SAVE_DTYPES),
                          help="dtype the weights are saved in (default: %(default)s; training is fp32 either way)")
     teacher.add_argument("--output", required=True, help="checkpoint folder for the teacher")
     teacher.add_argument("--resume", action="store_true",
