@@ -84,15 +84,19 @@ def build_demo(settings=None):
             results = results_panel.build_results_panel(settings, session)
             runs = runs_panel.build_runs_panel(settings, session)
         with gr.Tab(modular_panel.TAB_TITLE):  # Modular Transformers: its events are wired inside
-            modular_panel.build_modular_tab(settings, session)
+            modular = modular_panel.build_modular_tab(settings, session)
 
         # Panel 1 -> 2: loading sets the slider bounds, then redraws the plan. Errors are toasts and
         # a status line (feedback.as_toast): the sliders keep their values.
-        model.load.click(as_toast(partial(model_panel.load_base, settings), 3, status=0),
-                         [session, model.choice, model.custom, model.tokenizer],
-                         [model.info, plan.encoder, plan.decoder], api_name="load_model",
-                         concurrency_limit=2, concurrency_id="load").success(
-            plan.handler, plan.inputs, [plan.picture, plan.estimate], api_name="plan_after_load")
+        loaded = model.load.click(as_toast(partial(model_panel.load_base, settings), 3, status=0),
+                                  [session, model.choice, model.custom, model.tokenizer],
+                                  [model.info, plan.encoder, plan.decoder], api_name="load_model",
+                                  concurrency_limit=2, concurrency_id="load")
+        loaded.success(plan.handler, plan.inputs, [plan.picture, plan.estimate], api_name="plan_after_load")
+        # ... and bounds the source-length sliders of both tabs for it (16,384 for LongT5, else 1,024).
+        for slider in (train.max_source, modular.max_source):
+            loaded.success(train_panel.bound_source_length, [session, slider], slider, api_visibility="private",
+                           show_progress="hidden")
         # Panels 1-3 -> 4, then 5 and 6. The run is a job on the server's queue (one training job at a
         # time); this event only submits and watches it, so it needs no queue slot of its own.
         form = {"shrink.encoder_layers": plan.encoder, "shrink.decoder_layers": plan.decoder,
@@ -132,11 +136,14 @@ def build_demo(settings=None):
         runs.open.click(as_toast(partial(runs_panel.open_run, settings), 1, status=0), [session, runs.run],
                         runs.opened, api_name="open_run").success(**after_run, api_name="show_opened_run")
         # Panel 6 -> 1: a run's student becomes the base model (shrink a student again).
-        runs.use_as_base.click(as_toast(partial(runs_panel.student_as_base, settings), 4, status=1),
-                               [session, runs.run, model.tokenizer],
-                               [model.custom, model.info, plan.encoder, plan.decoder],
-                               api_name="student_as_base").success(
-            plan.handler, plan.inputs, [plan.picture, plan.estimate], api_visibility="private")
+        as_base = runs.use_as_base.click(as_toast(partial(runs_panel.student_as_base, settings), 4, status=1),
+                                         [session, runs.run, model.tokenizer],
+                                         [model.custom, model.info, plan.encoder, plan.decoder],
+                                         api_name="student_as_base")
+        as_base.success(plan.handler, plan.inputs, [plan.picture, plan.estimate], api_visibility="private")
+        for slider in (train.max_source, modular.max_source):
+            as_base.success(train_panel.bound_source_length, [session, slider], slider, api_visibility="private",
+                            show_progress="hidden")
         # A (re)opened page: remember the visitor, reattach to ?run=<id> or the visitor's latest run.
         demo.load(bind(train_panel.attach_job, settings), [session, visitor], [visitor, live.progress],
                   api_visibility="private").then(

@@ -420,10 +420,11 @@ def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespa
                 batch_size = gr.Slider(1, 64, value=8, step=1, label="Batch size", elem_id="modular-batch-size")
                 learning_rate = gr.Number(3e-4, label="Learning rate", elem_id="modular-learning-rate")
             with gr.Row():
-                max_source = gr.Slider(16, 1024, value=default_source_length, step=16,
-                                       label="Max source length (tokens)", elem_id="modular-max-source")
-                max_target = gr.Slider(8, 256, value=default_target_length, step=8, label="Max summary length (tokens)",
-                                       elem_id="modular-max-target")
+                max_source = gr.Slider(16, train_panel.FULL_ATTENTION_MAX_SOURCE, value=default_source_length,
+                                       step=16, label="Max source length (tokens)", elem_id="modular-max-source",
+                                       info=train_panel.source_length_bound(None)[1])
+                max_target = gr.Slider(8, train_panel.MAX_TARGET_SLIDER, value=default_target_length, step=8,
+                                       label="Max summary length (tokens)", elem_id="modular-max-target")
             with gr.Row():
                 train = gr.Button("Train modules", variant="primary", elem_id="modular-train-button")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="modular-cancel-button")
@@ -459,7 +460,7 @@ def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespa
             table = gr.Dataframe(pd.DataFrame(columns=TABLE_COLUMNS), label="Scored models", interactive=False,
                                  wrap=True, elem_id="modular-table")
 
-    data_source.change(train_panel.on_source, data_source,
+    data_source.change(train_panel.on_source, [data_source, session],
                        [upload_group, text_column, summary_column, max_source, max_target],
                        api_name="modular_data_source", show_progress="hidden")
     train_file.upload(as_toast(partial(train_panel.columns_for_file, settings)), [train_file, train_samples],

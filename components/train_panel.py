@@ -27,10 +27,21 @@ from .plan_panel import shrink_choice
 from .state import AppSettings, Session
 
 UPLOAD = "Upload JSONL/CSV files"
-#: dashboard label -> dataset preset name (:mod:`compression.dataset_presets`), the default first.
-OFFLINE_DATASETS = {DATASET_PRESETS[name].label: name for name in (DEFAULT_OFFLINE_DATASET, "xsum-sample")}
+#: dashboard label -> dataset preset name (:mod:`compression.dataset_presets`), the default first; the
+#: long-input stress test (``xsum-long``, labelled so) last.
+OFFLINE_DATASETS = {DATASET_PRESETS[name].label: name
+                    for name in (DEFAULT_OFFLINE_DATASET, "xsum-sample", "xsum-long")}
 DEBIAN = DATASET_PRESETS[DEFAULT_OFFLINE_DATASET].label
 XSUM = DATASET_PRESETS["xsum-sample"].label
+XSUM_LONG = DATASET_PRESETS["xsum-long"].label
+#: Source-length bound of the sliders (tokens) for a base with full self-attention (T5, BART; also before
+#: a base is loaded): its attention's time and memory grow with the square of the source length.
+FULL_ATTENTION_MAX_SOURCE = 1024
+#: Model types whose encoder attention is local or transient-global (LongT5, Guo et al. 2022 section 2.1):
+#: linear in the source length, so the sliders go up to ``--max-source-length``'s bound.
+LONG_INPUT_MODEL_TYPES = ("longt5",)
+#: Upper bound of the summary-length sliders (tokens): the long-input preset's targets are 512.
+MAX_TARGET_SLIDER = 512
 #: label -> (hub dataset id, config, text column, summary column)
 HUB_DATASETS = {
     "EdinburghNLP/xsum (hub): document → summary": ("EdinburghNLP/xsum", None, "document", "summary"),
@@ -111,9 +122,46 @@ def columns_for_file(settings: AppSettings, train_file: str | None, train_sample
                       info=f"the file holds {facts.rows:,} pairs"))
 
 
-def on_source(source: str):
+def source_length_bound(facts: dict | None) -> tuple[int, str]:
+    """``(most source tokens the sliders offer, why)`` for the loaded base (``facts`` of
+    :func:`compression.load.describe_model`, ``None`` before one is loaded): up to
+    :data:`compression.config.MAX_SOURCE_LENGTH` (16,384) for LongT5, whose local / transient-global
+    attention grows linearly with length; :data:`FULL_ATTENTION_MAX_SOURCE` for the others."""
+    from compression.config import MAX_SOURCE_LENGTH
+
+    if facts is not None and facts.get("model_type") in LONG_INPUT_MODEL_TYPES:
+        return MAX_SOURCE_LENGTH, (f"up to {MAX_SOURCE_LENGTH:,} tokens: LongT5's local / transient-global "
+                                   "attention grows linearly with the length (gradient checkpointing turns on "
+                                   "from 4,096)")
+    name = f"{facts['family'].upper()} attends" if facts is not None else "T5 and BART attend"
+    return FULL_ATTENTION_MAX_SOURCE, (f"up to {FULL_ATTENTION_MAX_SOURCE:,} tokens: {name} to every source token, "
+                                       "so time and memory grow with the square of the length; load a LongT5 "
+                                       f"base (panel 1) for up to {MAX_SOURCE_LENGTH:,}")
+
+
+def source_length_slider(session: Session | None, value=None) -> gr.Slider:
+    """The max-source-length slider's update for the loaded base: its bound and reason
+    (:func:`source_length_bound`), and ``value`` (when given) kept within the bound."""
+    maximum, reason = source_length_bound(session.facts if session is not None else None)
+    if value is None:
+        return gr.Slider(maximum=maximum, info=reason)
+    try:
+        value = min(int(value), maximum)
+    except (TypeError, ValueError):
+        value = min(DATASET_PRESETS["xsum-sample"].max_source_length, maximum)
+    return gr.Slider(maximum=maximum, value=value, info=reason)
+
+
+def bound_source_length(session: Session, value):
+    """After a base model loads: the max-source-length slider bounded for it (:func:`source_length_slider`)."""
+    return source_length_slider(session, value)
+
+
+def on_source(source: str, session: Session | None = None):
     """Show the upload widgets only for uploads; set fixed column names for the other sources, and an
-    offline preset's source/summary lengths (:mod:`compression.dataset_presets`).
+    offline preset's source/summary lengths (:mod:`compression.dataset_presets`), the source length
+    within the loaded base's bound (:func:`source_length_slider`: the 16,384 of ``xsum-long`` needs a
+    LongT5 base, else it stops at 1,024 and the slider says why).
     Returns ``(upload group, text dropdown, summary dropdown, max source slider, max summary slider)``."""
     if source in HUB_DATASETS:
         _, _, text, summary = HUB_DATASETS[source]
@@ -123,15 +171,15 @@ def on_source(source: str):
         preset = DATASET_PRESETS[OFFLINE_DATASETS[source]]
         return (gr.Group(visible=False), gr.Dropdown(choices=[preset.text_column], value=preset.text_column),
                 gr.Dropdown(choices=[preset.summary_column], value=preset.summary_column),
-                gr.Slider(value=preset.max_source_length), gr.Slider(value=preset.max_target_length))
+                source_length_slider(session, preset.max_source_length), gr.Slider(value=preset.max_target_length))
     return gr.Group(visible=True), gr.Dropdown(), gr.Dropdown(), gr.Slider(), gr.Slider()
 
 
 def preset_lengths(source: str) -> tuple[int, int]:
-    """``(max source, max summary)`` tokens the sliders start at for ``source``: an offline preset's
-    own, else 512 / 64."""
+    """``(max source, max summary)`` tokens the sliders start at for ``source`` before a base is
+    loaded: an offline preset's own (the source within :data:`FULL_ATTENTION_MAX_SOURCE`), else 512 / 64."""
     preset = DATASET_PRESETS[OFFLINE_DATASETS[source]] if source in OFFLINE_DATASETS else DATASET_PRESETS["xsum-sample"]
-    return preset.max_source_length, preset.max_target_length
+    return min(preset.max_source_length, FULL_ATTENTION_MAX_SOURCE), preset.max_target_length
 
 
 def device_summary() -> str:
@@ -167,6 +215,8 @@ def data_args(settings: AppSettings, source: str, train_file: str | None, valida
         if settings.shared_dir is None:
             raise DatasetError(f"the {source} files (../shared) are not on this machine: upload files instead")
         train, validation = preset.files(settings.shared_dir)
+        if preset.long_inputs:  # built from the files at load time (compression.long_inputs), by its name
+            return DataArgs(dataset=preset.name, **limits)
         return DataArgs(train_file=str(train), validation_file=str(validation), text_column=preset.text_column,
                         summary_column=preset.summary_column, prefix=preset.prefix, **limits)
     if source in HUB_DATASETS:
@@ -599,10 +649,11 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
             batch_size = gr.Slider(1, 64, value=TrainArgs.batch_size, step=1, label="Batch size", elem_id="batch-size")
             learning_rate = gr.Number(TrainArgs.learning_rate, label="Learning rate", elem_id="learning-rate")
         with gr.Row():
-            max_source = gr.Slider(16, 1024, value=default_source_length, step=16, label="Max source length (tokens)",
+            max_source = gr.Slider(16, FULL_ATTENTION_MAX_SOURCE, value=default_source_length, step=16,
+                                   label="Max source length (tokens)", info=source_length_bound(None)[1],
                                    elem_id="max-source")
-            max_target = gr.Slider(8, 256, value=default_target_length, step=8, label="Max summary length (tokens)",
-                                   elem_id="max-target")
+            max_target = gr.Slider(8, MAX_TARGET_SLIDER, value=default_target_length, step=8,
+                                   label="Max summary length (tokens)", elem_id="max-target")
         with gr.Row():
             freeze_embeddings = gr.Checkbox(TrainArgs.freeze_embeddings, label="Freeze embeddings", elem_id="freeze-embeddings")
             freeze_encoder = gr.Checkbox(TrainArgs.freeze_encoder, label="Freeze encoder", elem_id="freeze-encoder")
@@ -637,7 +688,7 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
             cancel = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
         estimate_line = gr.Markdown("", elem_id="run-estimate")
 
-    source.change(on_source, source, [upload_group, text_column, summary_column, max_source, max_target],
+    source.change(on_source, [source, session], [upload_group, text_column, summary_column, max_source, max_target],
                   api_name="data_source",
                   show_progress="hidden")
     method.change(lambda choice: gr.update(visible=choice == "kd"), method, kd_group, show_progress="hidden",

@@ -69,6 +69,17 @@ def tiny_bart_config(**overrides):
     return BartConfig(**values)
 
 
+def tiny_longt5_config(attention: str = "transient-global", **overrides):
+    """A tiny LongT5 config (4/4 layers, d_model 32), local or transient-global encoder attention."""
+    from transformers import LongT5Config
+
+    values = dict(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=4, num_decoder_layers=4, num_heads=4,
+                  encoder_attention_type=attention, local_radius=3, global_block_size=4, dropout_rate=0.0,
+                  decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    values.update(overrides)
+    return LongT5Config(**values)
+
+
 @pytest.fixture
 def byt5_tokenizer():
     """ByT5's byte-level tokenizer: 384 ids, no vocabulary file, no download."""
@@ -144,6 +155,22 @@ def loaded(settings, tiny_t5_dir):
     session = Session()
     outputs = model_panel.load_base(settings, session, None, str(tiny_t5_dir), "byt5")
     return session, outputs
+
+
+@pytest.fixture
+def loaded_longt5(settings, tmp_path, byt5_tokenizer):
+    """``(session, load_base outputs)`` with a saved tiny transient-global LongT5 loaded as the base."""
+    from transformers import LongT5ForConditionalGeneration
+
+    from components import model_panel
+    from components.state import Session
+
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny-longt5"
+    LongT5ForConditionalGeneration(tiny_longt5_config()).save_pretrained(folder)
+    byt5_tokenizer.save_pretrained(folder)
+    session = Session()
+    return session, model_panel.load_base(settings, session, None, str(folder), "byt5")
 
 
 RUN_METRICS = {

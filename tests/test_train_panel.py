@@ -47,6 +47,41 @@ def test_data_args_sources(settings, tiny_jsonl):
         assert xsum.train_file.endswith("xsum/train.jsonl") and xsum.max_train_samples is None
 
 
+def test_source_length_sliders_reach_16k_only_for_a_longt5_base(settings, loaded, loaded_longt5):
+    t5, _ = loaded
+    longt5, _ = loaded_longt5
+    before = train_panel.source_length_slider(Session(), 4096)
+    assert (before.maximum, before.value) == (1024, 1024) and "square of the length" in before.info
+    short = train_panel.bound_source_length(t5, 16384)
+    assert (short.maximum, short.value) == (1024, 1024)
+    assert "T5 attends to every source token" in short.info and "LongT5" in short.info
+    long = train_panel.bound_source_length(longt5, 2048)
+    assert (long.maximum, long.value) == (16384, 2048) and "linearly" in long.info
+    # choosing the long-input preset asks for 16,384 source tokens: given with LongT5, held at 1,024 otherwise
+    *_, source_slider, target_slider = train_panel.on_source(train_panel.XSUM_LONG, longt5)
+    assert (source_slider.value, source_slider.maximum, target_slider.value) == (16384, 16384, 512)
+    *_, source_slider, _ = train_panel.on_source(train_panel.XSUM_LONG, t5)
+    assert (source_slider.value, source_slider.maximum) == (1024, 1024) and "LongT5" in source_slider.info
+    *_, source_slider, _ = train_panel.on_source(train_panel.DEBIAN, longt5)
+    assert (source_slider.value, source_slider.maximum) == (256, 16384)
+    assert train_panel.preset_lengths(train_panel.XSUM_LONG) == (1024, 512)  # the page's start, before a load
+
+
+def test_long_input_stress_test_is_offered_by_name(settings):
+    assert "stress test" in train_panel.XSUM_LONG
+    args = train_panel.data_args(settings, train_panel.XSUM_LONG, None, None, None, None, 8, 2, 16384, 512) \
+        if settings.shared_dir is not None else None
+    if args is None:
+        assert train_panel.XSUM_LONG not in train_panel.data_choices(settings)
+        pytest.skip("../shared is absent")
+    assert train_panel.XSUM_LONG in train_panel.data_choices(settings)
+    # by the preset's name, so loading builds the concatenated long pairs (a train file would not)
+    assert (args.dataset, args.train_file, args.max_source_length, args.max_target_length) == \
+        ("xsum-long", None, 16384, 512)
+    with pytest.raises(CompressionError, match="<= 16384"):
+        train_panel.data_args(settings, train_panel.XSUM_LONG, None, None, None, None, 8, 2, 20000, 512)
+
+
 def _form(tiny_jsonl, **overrides):
     """The Run form as the page hands it over: values keyed by RunConfig field name."""
     train, validation = tiny_jsonl
