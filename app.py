@@ -97,6 +97,11 @@ def build_demo(settings=None):
         for slider in (train.max_source, modular.max_source):
             loaded.success(train_panel.bound_source_length, [session, slider], slider, api_visibility="private",
                            show_progress="hidden")
+        # Panel 2's speed line: which stack to cut at panel 3's source length, after a load and as it changes.
+        advice = dict(fn=plan_panel.cut_advice_line, inputs=[session, train.max_source], outputs=plan.cut_line,
+                      api_visibility="private", show_progress="hidden")
+        loaded.success(**advice)
+        train.max_source.change(**advice)
         # Panels 1-3 -> 4, then 5 and 6. The run is a job on the server's queue (one training job at a
         # time); this event only submits and watches it, so it needs no queue slot of its own.
         form = {"shrink.encoder_layers": plan.encoder, "shrink.decoder_layers": plan.decoder,
@@ -144,6 +149,7 @@ def build_demo(settings=None):
         for slider in (train.max_source, modular.max_source):
             as_base.success(train_panel.bound_source_length, [session, slider], slider, api_visibility="private",
                             show_progress="hidden")
+        as_base.success(**advice)
         # A (re)opened page: remember the visitor, reattach to ?run=<id> or the visitor's latest run.
         demo.load(bind(train_panel.attach_job, settings), [session, visitor], [visitor, live.progress],
                   api_visibility="private").then(

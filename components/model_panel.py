@@ -131,6 +131,18 @@ def architecture_markdown(label: str, facts: dict, untrained: bool) -> str:
     return "\n\n".join(lines)
 
 
+def _length_profile(config) -> dict | None:
+    """The cost profile panel 2's speed line reads (:func:`compression.length_plan.cost_profile`), or
+    ``None`` for an architecture it cannot model (the line is then left out)."""
+    from compression.errors import CompressionError
+    from compression.length_plan import cost_profile
+
+    try:
+        return cost_profile(config)
+    except CompressionError:
+        return None
+
+
 @user_errors
 def load_base(settings: AppSettings, session: Session, choice: str | None, custom: str | None,
               tokenizer: str | None):
@@ -155,9 +167,11 @@ def load_base(settings: AppSettings, session: Session, choice: str | None, custo
     model, _ = load_model(source)
     facts = describe_model(model)
     footprint = layer_footprint(model)
+    profile = _length_profile(model.config)
     del model
     session.model_source, session.model_label = source, label
     session.facts, session.footprint, session.importance = facts, footprint, None
+    session.length_profile = profile
     n_enc, n_dec = facts["encoder_layers"], facts["decoder_layers"]
     return (
         architecture_markdown(label, facts, untrained),

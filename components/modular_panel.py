@@ -355,7 +355,9 @@ def assemble_and_evaluate(settings: AppSettings, state: ModularState, ratio, pri
             f"of the teacher). Modules: {', '.join(f'`{m}`' for m in replaced) or 'none (the teacher)'}. "
             f"On {len(pairs)} validation pairs: validation loss **{point['validation_loss']:.4f}** nats/token "
             f"(teacher {state.teacher_point['validation_loss']:.4f}), ROUGE-1 {point['rouge1']:.2f}, "
-            f"**{point['speedup']:.2f}×** the teacher's generation speed.")
+            f"**{point['speedup']:.2f}×** the teacher's generation speed."
+            + (f" Speed-first shortened the **{record['speed_stack']}** first, the stack that costs more at "
+               f"{record['source_length']:,} source tokens." if record.get("speed_stack") else ""))
     depths = {"encoder": record["teacher_encoder_layers"], "decoder": record["teacher_decoder_layers"]}
     return (text, modular_charts.assembly_plan(depths, record["replaced"]), points_table(_all_points(settings, state)),
             modular_charts.tradeoff_figure(_all_points(settings, state), pareto=True))
@@ -447,7 +449,8 @@ def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespa
                               label="Compression ratio (teacher layers / student layers)",
                               info="Enabled once modules exist")
             priority = gr.Radio(PRIORITY_CHOICES, value="size", label="Priority", elem_id="modular-priority",
-                                info="Speed-first shortens the decoder first: it runs once per generated token")
+                                info="Speed-first shortens first the stack that costs more at the max source length: the "
+                                     "decoder for short inputs (it runs once per new token), the encoder for long ones")
             max_new = gr.Slider(8, 128, value=32, step=8, label="Max new tokens of the scored summaries",
                                 elem_id="modular-max-new")
             assemble_button = gr.Button("Assemble and evaluate", variant="primary", elem_id="modular-assemble-button")

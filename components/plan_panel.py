@@ -169,6 +169,23 @@ def score_layers(settings: AppSettings, session: Session, encoder_layers, decode
     return (update_importance(settings, session, *choice), *update_plan(settings, session, *choice))
 
 
+def cut_advice_line(session: Session, max_source_length) -> str:
+    """Panel 2's speed line: which stack to cut for more generation speed per layer removed at panel
+    3's max source length, for the loaded base (:func:`compression.length_plan.cut_advice`, a modelled
+    cost). Empty before a base is loaded or for an architecture the model does not cover."""
+    from compression.errors import CompressionError
+    from compression.length_plan import cut_advice
+
+    if session.length_profile is None:
+        return ""
+    try:
+        length = int(float(max_source_length))
+        advice = cut_advice(session.length_profile, length)
+    except (TypeError, ValueError, CompressionError):
+        return ""
+    return advice.line() + " Source length: panel 3's max source length."
+
+
 def toggle_custom(strategy: str):
     """Show the index boxes only for the custom strategy (the sliders then do not apply)."""
     custom = strategy == CUSTOM
@@ -196,6 +213,7 @@ def build_plan_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
         picture = gr.Plot(charts.empty_figure("Layer plan", "Load a base model to plan the student", height=250),
                           label="Layer plan", show_label=False, elem_id="plan-plot")
         estimate = gr.Markdown("Load a base model first.", elem_id="plan-estimate")
+        cut_line = gr.Markdown("", elem_id="plan-cut-advice")
         with gr.Accordion("Layer importance, scored on your data", open=False):
             with gr.Row():
                 score_samples = gr.Number(32, label="Training pairs to score on", precision=0, minimum=1,
@@ -219,4 +237,5 @@ def build_plan_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
           show_progress="hidden", trigger_mode="always_last")
     return SimpleNamespace(encoder=encoder, decoder=decoder, strategy=strategy, encoder_custom=encoder_custom,
                            decoder_custom=decoder_custom, picture=picture, estimate=estimate, handler=handler,
+                           cut_line=cut_line,
                            inputs=inputs, score=score, score_samples=score_samples, heatmap=heatmap)

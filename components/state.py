@@ -98,7 +98,8 @@ class Session:
     watches; ``visitor``: the visitor's id (kept in the browser, so a reloaded tab finds its jobs;
     the gradio session id for API clients); ``models``: models of ``models_run`` loaded for the
     article comparison; ``importance``: the loaded base's layer-importance scores
-    (:func:`compression.importance.layer_importance`) once panel 2 scored them.
+    (:func:`compression.importance.layer_importance`) once panel 2 scored them; ``length_profile``: the
+    loaded base's :func:`compression.length_plan.cost_profile` (which stack to cut for speed at a length).
     """
 
     model_source: str | None = None
@@ -112,6 +113,7 @@ class Session:
     models: dict | None = None
     models_run: str | None = None
     importance: dict | None = None
+    length_profile: dict | None = None
 
 
 def session_state() -> gr.State:

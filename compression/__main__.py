@@ -445,6 +445,7 @@ def cmd_assemble(args) -> None:
     )
 
     modular = load_modular(args.modular)
+    source_length = from_flags(DataArgs, args).max_source_length
     if args.ratio is None:
         ratios = available_ratios(modular, args.priority)
         _print(args, {"priority": args.priority, "ratios": ratios},
@@ -456,14 +457,17 @@ def cmd_assemble(args) -> None:
     payload: dict = {}
     lines: list[str] = []
     if args.output:
-        model = assemble(modular, args.ratio, args.priority)
+        model = assemble(modular, args.ratio, args.priority, speed_cut=args.speed_cut, source_length=source_length)
         save_model(model, tokenizer, args.output, card={
             "model_name": f"Modular Transformers student ({args.priority}-first, {args.ratio:g}x)",
             "base_model": str(args.modular)})
         facts = describe_model(model)
         payload.update(output=args.output, **facts, modular=model.config.modular)
+        first = model.config.modular["speed_stack"]
         lines.append(f"{facts['encoder_layers']}/{facts['decoder_layers']} layers, {facts['params'] / 1e6:.2f}M "
-                     f"parameters (ratio {model.config.modular['ratio']:.2f}x) -> {args.output}")
+                     f"parameters (ratio {model.config.modular['ratio']:.2f}x"
+                     + (f", the {first} shortened first for {source_length:,}-token sources" if first else "")
+                     + f") -> {args.output}")
     if args.score:
         from .table import points_table
 
@@ -472,7 +476,7 @@ def cmd_assemble(args) -> None:
             raise CompressionError("--score needs the pairs to score on: give --validation-file (or --dataset)")
         pairs = EvaluationSet.from_data(data, modular.teacher)
         point, record = score_assembly(modular, tokenizer, args.ratio, args.priority, pairs,
-                                       max_new_tokens=args.max_new_tokens)
+                                       max_new_tokens=args.max_new_tokens, speed_cut=args.speed_cut)
         teacher = score_teacher(modular, tokenizer, pairs, max_new_tokens=args.max_new_tokens)
         teacher.latency_ms = point.teacher_latency_ms
         payload.update(point=point.as_dict(), teacher=teacher.as_dict(), modular=record)

@@ -28,6 +28,7 @@ from .config import (
     field_types,
 )
 from .deploy import CT2_QUANTIZATIONS, DEPLOY_FORMATS
+from .length_plan import SPEED_CUTS
 
 
 def _flag(name: str) -> str:
@@ -277,7 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     assemble.add_argument("--ratio", type=float, help="teacher layers / student layers (1 = the teacher); "
                                                       "omit to list the reachable ratios")
     assemble.add_argument("--priority", choices=typing.get_args(Priority), default="size",
-                          help="size: stacks compressed evenly; speed: the shallowest decoder (default: size)")
+                          help="size: stacks compressed evenly; speed: one stack shortened first, see --speed-cut "
+                               "(default: size)")
+    assemble.add_argument("--speed-cut", choices=SPEED_CUTS, default="auto",
+                          help="with --priority speed, the stack shortened first: auto (the one whose layer costs more "
+                               "generation time at --max-source-length for this architecture: the decoder for short "
+                               "inputs, the encoder for long ones; compression/length_plan.py), encoder or decoder "
+                               "(default: auto)")
     assemble.add_argument("--output", help="checkpoint folder for the assembled student")
     assemble.add_argument("--score", action="store_true",
                           help="also score the student and the teacher on the validation pairs of the data flags "

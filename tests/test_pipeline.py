@@ -193,6 +193,15 @@ def test_cli_distill_modular_train_and_assemble(tiny_t5_dir, tiny_jsonl, tmp_pat
                  "--priority", "speed", "--output", str(tmp_path / "assembled")]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["encoder_layers"] + printed["decoder_layers"] == 4
+    # speed-first's stack: auto (short inputs here: the decoder) or the --speed-cut flag
+    for cut, layers in (("auto", (4, 2)), ("encoder", (2, 4)), ("decoder", (4, 2))):
+        assert main(["--json", "assemble", "--modular", str(tmp_path / "modular"), "--ratio", str(4 / 3),
+                     "--priority", "speed", "--speed-cut", cut, "--max-source-length", "48",
+                     "--output", str(tmp_path / f"assembled-{cut}")]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert (printed["encoder_layers"], printed["decoder_layers"]) == layers
+        assert printed["modular"]["speed_stack"] == ("decoder" if cut == "auto" else cut)
+        assert printed["modular"]["source_length"] == 48
     assert main(["assemble", "--modular", str(tmp_path / "modular"), "--ratio", "2", "--score",
                  "--validation-file", str(validation), "--max-eval-samples", "2", "--max-new-tokens", "4"]) == 0
     table = capsys.readouterr().out

@@ -80,3 +80,21 @@ def test_importance_strategy_plans_from_scores_on_panel_3_data(settings, loaded,
     assert list(kept.x) == expected_enc * 2 + expected_dec * 2
     kwargs, _, _ = plan_panel.shrink_choice(session, 2, 2, "importance", "", "")
     assert kwargs == {"encoder_layers": 2, "decoder_layers": 2, "strategy": "importance", "importance_samples": 4}
+
+
+def test_speed_line_says_which_stack_to_cut_at_panel_3s_source_length(loaded, loaded_longt5):
+    from compression.length_plan import cost_profile
+    from compression.load import preset_config
+
+    assert plan_panel.cut_advice_line(Session(), 512) == ""  # nothing loaded: no line
+    session, _ = loaded
+    assert session.length_profile["attention"] == "full"
+    assert "cut the decoder" in plan_panel.cut_advice_line(session, 256)
+    longt5, _ = loaded_longt5
+    assert longt5.length_profile["attention"] == "transient-global"  # load_base records the base's profile
+    # the LongT5 preset's shape (modelled cost, no timing): the decoder at 512 tokens, the encoder at 16k
+    longt5.length_profile = cost_profile(preset_config("longt5-tglobal-tiny", 32128))
+    assert "cut the decoder" in plan_panel.cut_advice_line(longt5, 512)
+    line = plan_panel.cut_advice_line(longt5, 16384)
+    assert "For speed at 16,384 source tokens, cut the encoder" in line and "panel 3" in line
+    assert plan_panel.cut_advice_line(longt5, "not a number") == ""

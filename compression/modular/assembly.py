@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from transformers import PreTrainedModel
 
 from ..arch import count_parameters, set_layer_stack
-from ..errors import ModularError
+from ..errors import CompressionError, ModularError
+from ..length_plan import stack_to_cut
 from .model import ModularModel
 from .spans import PRIORITIES, STACKS, Span, parse_granularities
 from .supervision import reset_output_capturing, share_config, stack_configs
@@ -88,19 +89,37 @@ def available_ratios(modular: ModularModel, priority: str = "size",
     return sorted({total / (e.layers + d.layers) for e in encoder for d in decoder})
 
 
+def speed_stack(modular: ModularModel, speed_cut: str = "auto", source_length: int | None = None) -> str:
+    """The stack speed-first assembling shortens first: ``speed_cut`` itself (``"encoder"`` or
+    ``"decoder"``), or for ``"auto"`` the one whose layer costs more generation time at
+    ``source_length`` tokens for the teacher's architecture (:func:`compression.length_plan.stack_to_cut`:
+    the decoder for short inputs, the encoder for long ones; 512 tokens when ``None``).
+
+    Raises:
+        ModularError: ``speed_cut`` not ``auto``, ``encoder`` or ``decoder``.
+    """
+    try:
+        return stack_to_cut(modular.teacher.config, source_length, speed_cut)
+    except CompressionError as error:
+        raise ModularError(str(error)) from None
+
+
 def plan_for_ratio(modular: ModularModel, ratio: float, priority: str = "size",
-                   granularities: Iterable[int] | None = None) -> list[Span]:
+                   granularities: Iterable[int] | None = None, *, speed_cut: str = "auto",
+                   source_length: int | None = None) -> list[Span]:
     """The spans an assembly at ``ratio`` replaces (deterministic; see the module docstring).
 
     The assembly has the most layers ``L`` with ``(n_enc + n_dec) / L >= ratio``; among those,
-    ``"size"`` balances the stacks with the coarsest modules, ``"speed"`` compresses the decoder
-    first with the finest modules.
+    ``"size"`` balances the stacks with the coarsest modules, ``"speed"`` compresses one stack first
+    with the finest modules: the stack of :func:`speed_stack` (``speed_cut`` ``"auto"``: the decoder
+    for short inputs, the encoder for long ones, at ``source_length`` tokens).
 
     Raises:
         ModularError: ratio below 1, not a number, or above :func:`max_ratio` (the message gives the
-            allowed range); unknown priority or granularity.
+            allowed range); unknown priority, granularity or ``speed_cut``.
     """
     _check_priority(priority)
+    first = speed_stack(modular, speed_cut, source_length) if priority == "speed" else None
     granularities = _granularities_for(modular, granularities)
     highest = max_ratio(modular, priority, granularities)
     if not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio < 1 or ratio > highest + 1e-9:
@@ -119,22 +138,28 @@ def plan_for_ratio(modular: ModularModel, ratio: float, priority: str = "size",
             e, d = pair
             return (abs(e.layers / n_enc - d.layers / n_dec), len(e.spans) + len(d.spans),
                     -(d.granularity or 0), d.layers, -(e.granularity or 0))
-    else:
+    elif first == "decoder":
         def key(pair):
             e, d = pair
             return (d.layers, d.granularity or 0, e.granularity or 0)
+    else:
+        def key(pair):
+            e, d = pair
+            return (e.layers, e.granularity or 0, d.granularity or 0)
     encoder, decoder = min(pairs, key=key)
     return list(encoder.spans + decoder.spans)
 
 
 def assemble(modular: ModularModel, ratio: float, priority: str = "size",
-             granularities: Iterable[int] | None = None) -> PreTrainedModel:
+             granularities: Iterable[int] | None = None, *, speed_cut: str = "auto",
+             source_length: int | None = None) -> PreTrainedModel:
     """An ordinary model of the teacher's class at compression ``ratio`` (teacher layers / assembled layers).
 
     The teacher is deep-copied and, per :func:`plan_for_ratio`, spans of its layers are replaced by
     copies of their modules; depth fields are updated (``num_layers``/``num_decoder_layers`` or
     ``encoder_layers``/``decoder_layers``), attention ``layer_idx`` renumbered, every weight trainable,
     eval mode, and ``config.modular`` records ``ratio`` (achieved), ``requested_ratio``, ``priority``,
+    ``speed_stack`` (speed-first: the stack shortened first, else ``None``), ``source_length``,
     ``granularities``, ``replaced`` (``[{"stack", "start", "end", "module"}, ...]``), the depths and the
     parameter counts. It saves and loads with plain transformers. ``ratio == 1`` returns an exact copy
     of the teacher.
@@ -144,12 +169,16 @@ def assemble(modular: ModularModel, ratio: float, priority: str = "size",
         ratio: in ``[1, max_ratio(modular)]``.
         priority: ``"size"`` or ``"speed"``.
         granularities: restrict to these trained granularities (default: all).
+        speed_cut: speed-first only: ``"auto"`` (the stack that costs more at ``source_length``,
+            :func:`speed_stack`), ``"encoder"`` or ``"decoder"``.
+        source_length: source tokens of the inputs the student will summarize (``"auto"``; 512 when
+            ``None``).
 
     Raises:
-        ModularError: ratio out of range (the message gives the allowed range), unknown priority, or
-            a granularity without modules.
+        ModularError: ratio out of range (the message gives the allowed range), unknown priority or
+            ``speed_cut``, or a granularity without modules.
     """
-    plan = plan_for_ratio(modular, ratio, priority, granularities)
+    plan = plan_for_ratio(modular, ratio, priority, granularities, speed_cut=speed_cut, source_length=source_length)
     used = sorted({span.granularity for span in plan})
     # One deepcopy of teacher and lists together: the lists' teacher layers become the copy's layers.
     model, lists = copy.deepcopy((modular.teacher, modular.assemble_layers(plan)))
@@ -168,6 +197,8 @@ def assemble(modular: ModularModel, ratio: float, priority: str = "size",
         "ratio": total / (depths["encoder"] + depths["decoder"]),
         "requested_ratio": float(ratio),
         "priority": priority,
+        "speed_stack": speed_stack(modular, speed_cut, source_length) if priority == "speed" else None,
+        "source_length": source_length,
         "granularities": used,
         "replaced": [span.as_dict() for span in plan],
         "teacher_encoder_layers": modular.depths["encoder"],

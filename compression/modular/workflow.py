@@ -136,13 +136,15 @@ def score_teacher(modular: ModularModel, tokenizer, pairs: EvaluationSet, *, max
 
 def score_assembly(modular: ModularModel, tokenizer, ratio: float, priority: str, pairs: EvaluationSet, *,
                    max_new_tokens: int = 32, speed_samples: int = 2, speed_repeats: int = 3,
-                   granularities=None, on_progress: Callable[[int, int], None] | None = None) -> tuple[Point, dict]:
+                   granularities=None, speed_cut: str = "auto",
+                   on_progress: Callable[[int, int], None] | None = None) -> tuple[Point, dict]:
     """Assemble the student at ``ratio`` with ``priority`` (:func:`compression.modular.assemble`, no
     training) and score it on ``pairs``: ROUGE and validation loss (greedy, at most
     ``max_new_tokens`` new tokens), size, and the speedup over the teacher (batch 1, 32 forced new
     tokens on ``speed_samples`` documents, teacher and student alternated ``speed_repeats`` times:
-    :func:`compression.timing.paired_speedup`). ``on_progress(done, total)``: validation summaries
-    written so far (after the timing, which comes first).
+    :func:`compression.timing.paired_speedup`). ``speed_cut``: speed-first's stack (``"auto"``: the one
+    that costs more at the pairs' max source length, :func:`compression.modular.assembly.speed_stack`).
+    ``on_progress(done, total)``: validation summaries written so far (after the timing, which comes first).
 
     Returns:
         ``(point, record)``: the :class:`Point` and the student's ``config.modular`` record (ratio
@@ -152,7 +154,8 @@ def score_assembly(modular: ModularModel, tokenizer, ratio: float, priority: str
         ModularError: a ratio outside 1..max_ratio, an unknown priority or granularity.
         ValueError, CompressionError, OutOfMemoryError: see :func:`compression.evaluate.score_model`.
     """
-    student = assemble(modular, ratio, priority, granularities)
+    student = assemble(modular, ratio, priority, granularities, speed_cut=speed_cut,
+                       source_length=pairs.max_source_length)
     record = student.config.modular
     speed = paired_speedup(modular.teacher, student, tokenizer, list(pairs.documents), prefix=pairs.prefix,
                            max_source_length=pairs.max_source_length, samples=speed_samples, repeats=speed_repeats)
