@@ -17,6 +17,14 @@ pairs, and where generation time goes when the input is long.
   ``generate`` timed, the decoder's share being the rest (:func:`encoder_decoder_split`). At short
   inputs the autoregressive decoder dominates; at long ones the encoder does, which changes which
   stack to cut.
+* **Which stack to cut** (``python -m benchmarks.scaling --cuts``, :func:`run_cuts`): the LongT5-tiny
+  teacher (4/4 layers) against two students with 2 layers removed, 2/4 (encoder cut) and 4/2 (decoder
+  cut), at 512, 4k and 16k source tokens: greedy generation of one real long source (batch 1, 64
+  forced new tokens), the three models timed in turn, round after round with the order rotated
+  (:func:`cut_comparison`), so load from other processes hits all three alike. Reported per length,
+  in wall seconds and in the process's CPU seconds (which a shared machine inflates far less): each
+  cut's speedup over the teacher (paired per round, median) and their ratio, the encoder cut's
+  speedup / the decoder cut's; writes ``results/scaling-cuts.json`` and ``.md``.
 * **Number of pairs**: one epoch of ``finetune`` with its defaults (batch 8, 512/64 tokens, no
   validation) on the first N XSum training pairs: wall seconds and peak RSS.
 
@@ -210,6 +218,162 @@ def generation_point(family: str, source_length: int) -> dict:
     return common.run_child(argv, env=common.child_env())
 
 
+#: Layer counts (encoder, decoder) of the cut comparison: the LongT5-tiny teacher and two students with
+#: two layers removed from one stack (spread selection, :func:`compression.layers.shrink`).
+CUTS = {"teacher": (4, 4), "cut_encoder": (2, 4), "cut_decoder": (4, 2)}
+#: Source lengths of the cut comparison (tokens).
+CUT_LENGTHS = (512, 4096, 16384)
+
+
+def cut_comparison(models: dict, input_ids: torch.Tensor, new_tokens: int = SPLIT_NEW_TOKENS,
+                   rounds: int = 3) -> dict:
+    """Greedy generation time of each model of ``models`` (name -> model; ``"teacher"`` first, the
+    reference) on one batch ``input_ids`` (``(batch, source tokens)``), exactly ``new_tokens`` new tokens.
+
+    One untimed warm-up per model, then ``rounds`` rounds; each round times every model once, the
+    order rotated by one per round (A B C, B C A, C A B ...), so load from other processes on a
+    shared CPU falls on all of them alike. Also times the teacher's encoder pass alone each round (its
+    share of the teacher's generation time). Speedups are paired per round (teacher seconds / model
+    seconds of the same round); the ratio ``cut_encoder`` / ``cut_decoder`` is that of the two
+    speedups in the same round. Each call is timed twice over: wall seconds (``perf_counter``) and
+    the CPU seconds this process used (``process_time``, all its threads), which a busy machine
+    inflates far less (a call that waits for the CPU is not charged for the wait); the ``cpu_*``
+    entries are the same figures from CPU seconds.
+
+    Returns:
+        ``{"seconds": {name: [s per round]}, "median_s": {name: s}, "speedup": {name: median},
+        "speedup_min"/"speedup_max": {name: x}, "teacher_encoder_s": median s, "encoder_share": 0-1,
+        "encoder_vs_decoder_cut": median ratio (with "_min"/"_max"), "cpu_seconds", "cpu_median_s",
+        "cpu_speedup", "cpu_encoder_share", "cpu_encoder_vs_decoder_cut" (with "_min"/"_max"),
+        "rounds", "new_tokens"}``.
+
+    Raises:
+        ValueError: ``rounds`` < 1, or no ``"teacher"`` in ``models``.
+    """
+    import time
+    from functools import partial
+
+    if rounds < 1 or "teacher" not in models:
+        raise ValueError("cut_comparison needs rounds >= 1 and a 'teacher' model")
+    mask = torch.ones_like(input_ids)
+    settings = dict(input_ids=input_ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                    do_sample=False, num_beams=1)
+    names = list(models)
+    clocks = {"": time.perf_counter, "cpu_": time.process_time}
+    seconds: dict[str, dict[str, list[float]]] = {clock: {name: [] for name in names} for clock in clocks}
+    encoder_s: dict[str, list[float]] = {clock: [] for clock in clocks}
+
+    def timed(clock_seconds: dict, fn) -> None:
+        starts = {clock: read() for clock, read in clocks.items()}
+        fn()
+        for clock, read in clocks.items():
+            clock_seconds[clock].append(read() - starts[clock])
+
+    teacher_encoder = models["teacher"].get_encoder()
+    with torch.inference_mode():
+        for model in models.values():
+            model.eval().generate(**settings)  # warm-up
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                timed({clock: seconds[clock][name] for clock in clocks}, partial(models[name].generate, **settings))
+            timed(encoder_s, partial(teacher_encoder, input_ids=input_ids, attention_mask=mask))
+    out: dict = {"rounds": rounds, "new_tokens": new_tokens}
+    for clock in clocks:
+        measured = seconds[clock]
+        paired = {name: [t / s for t, s in zip(measured["teacher"], measured[name])] for name in names}
+        out.update({f"{clock}seconds": measured,
+                    f"{clock}median_s": {name: common.median(values) for name, values in measured.items()},
+                    f"{clock}speedup": {name: common.median(values) for name, values in paired.items()},
+                    f"{clock}speedup_min": {name: min(values) for name, values in paired.items()},
+                    f"{clock}speedup_max": {name: max(values) for name, values in paired.items()},
+                    f"{clock}teacher_encoder_s": common.median(encoder_s[clock])})
+        out[f"{clock}encoder_share"] = min(out[f"{clock}teacher_encoder_s"] / out[f"{clock}median_s"]["teacher"], 1.0)
+        if "cut_encoder" in paired and "cut_decoder" in paired:
+            ratios = [e / d for e, d in zip(paired["cut_encoder"], paired["cut_decoder"])]
+            out.update({f"{clock}encoder_vs_decoder_cut": common.median(ratios),
+                        f"{clock}encoder_vs_decoder_cut_min": min(ratios),
+                        f"{clock}encoder_vs_decoder_cut_max": max(ratios)})
+    return out
+
+
+def cut_models(family: str = "longt5") -> tuple[dict, object]:
+    """``({"teacher", "cut_encoder", "cut_decoder"}: models, tokenizer)`` of :data:`CUTS` for a LongT5
+    family (the teacher of :func:`longt5_model`; the students shrunk from it, spread selection)."""
+    from compression.layers import shrink
+
+    teacher, tokenizer = family_model(family)
+    models = {"teacher": teacher}
+    for name, (encoder, decoder) in CUTS.items():
+        if name != "teacher":
+            models[name] = shrink(teacher, encoder, decoder, "spread").eval()
+    return models, tokenizer
+
+
+def cuts_child(family: str, source_length: int, rounds: int) -> None:
+    """One length of the cut comparison in its own process (:func:`cut_comparison` on one real long
+    source of ``source_length`` tokens, batch 1), for :func:`benchmarks.common.run_child`."""
+    warnings.simplefilter("ignore")
+    models, tokenizer = cut_models(family)
+    pairs = long_pairs(tokenizer, source_length, 1)
+    ids = tokenizer([PREFIX + pairs[0]["document"]], max_length=source_length, truncation=True,
+                    return_tensors="pt")["input_ids"]
+    common.report({"family": family, "source_length": int(ids.shape[1]),
+                   "layers": {name: list(layers) for name, layers in CUTS.items()},
+                   **cut_comparison(models, ids, rounds=rounds)})
+
+
+def cuts_point(family: str, source_length: int, rounds: int, timeout_s: float) -> dict:
+    """Run :func:`cuts_child` in a fresh process and return its report."""
+    import sys
+
+    argv = [sys.executable, "-m", "benchmarks.scaling", "--family", family, "--length", str(source_length),
+            "--cuts-child", "--rounds", str(rounds)]
+    return common.run_child(argv, env=common.child_env(), timeout_s=timeout_s)
+
+
+def cuts_table(points: list[dict]) -> str:
+    """The printed table of the cut comparison, one row per source length and clock (wall seconds,
+    then CPU seconds of the process)."""
+    rows = [{"source_length": p["source_length"], "clock": "wall" if clock == "" else "cpu",
+             "teacher_4/4_s": p[f"{clock}median_s"]["teacher"], "encoder_share": p[f"{clock}encoder_share"],
+             "cut_encoder_2/4": p[f"{clock}speedup"]["cut_encoder"],
+             "cut_decoder_4/2": p[f"{clock}speedup"]["cut_decoder"],
+             "encoder/decoder_cut": p[f"{clock}encoder_vs_decoder_cut"],
+             "ratio_min": p[f"{clock}encoder_vs_decoder_cut_min"], "ratio_max": p[f"{clock}encoder_vs_decoder_cut_max"]}
+            for p in points for clock in ("", "cpu_") if f"{clock}speedup" in p]
+    return common.format_table(rows, list(rows[0]) if rows else ["source_length"])
+
+
+def run_cuts(lengths=CUT_LENGTHS, rounds: int = 3, family: str = "longt5", note: str = "",
+             timeout_s: float = 3600.0) -> dict:
+    """The cut comparison at each of ``lengths`` (each in a fresh process, shortest first); after each
+    length, prints its line and (re)writes ``results/scaling-cuts.json``/``.md``, so a run stopped
+    part-way keeps the lengths it finished. ``note``: said in the results (e.g. what else ran)."""
+    points: list[dict] = []
+    payload: dict = {}
+    for length in sorted(lengths):
+        point = cuts_point(family, length, rounds, timeout_s)
+        points.append(point)
+        print(f"[scaling] cuts at {point['source_length']} tokens: encoder cut {point['speedup']['cut_encoder']:.2f}x, "
+              f"decoder cut {point['speedup']['cut_decoder']:.2f}x, ratio {point['encoder_vs_decoder_cut']:.2f} "
+              f"(CPU seconds: {point['cpu_speedup']['cut_encoder']:.2f}x, {point['cpu_speedup']['cut_decoder']:.2f}x, "
+              f"{point['cpu_encoder_vs_decoder_cut']:.2f})", flush=True)
+        payload = {"family": family, "settings": {
+            "models": "LongT5 tiny (transient-global, local radius 127, global block 16), random init seed 0; "
+                      "students shrunk from it (spread)", "layers": {k: list(v) for k, v in CUTS.items()},
+            "generation": f"batch 1, {SPLIT_NEW_TOKENS} forced new tokens, greedy, KV cache; one real long source "
+                          f"(consecutive XSum articles); {rounds} rounds, order rotated",
+            "clocks": "wall: perf_counter; cpu: process_time, CPU seconds of the process (all threads)"},
+            "note": note, "points": points}
+        text = (f"Which stack to cut: LongT5-tiny 4/4 vs 2/4 (encoder cut) vs 4/2 (decoder cut), speedups over "
+                f"4/4 (batch 1, {SPLIT_NEW_TOKENS} new tokens)" + (f"\n{note}" if note else "") + "\n"
+                + cuts_table(points))
+        common.write_result("scaling-cuts", payload, text)
+    if points:
+        print(text)
+    return payload
+
+
 def pairs_point(tokenizer, train, n: int) -> dict:
     """One epoch of ``finetune`` (defaults, no validation) on the first ``n`` tokenized pairs."""
     from compression.config import TrainArgs
@@ -383,14 +547,26 @@ def headline(payload: dict) -> list[dict]:
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="one source-length point, as a child of run_child")
-    parser.add_argument("--family", choices=FAMILIES, required=True)
-    parser.add_argument("--length", type=int, required=True)
+    parser = argparse.ArgumentParser(description="a child point of run_child, or --cuts: the cut comparison")
+    parser.add_argument("--family", choices=FAMILIES, default="longt5")
+    parser.add_argument("--length", type=int)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--checkpointing", choices=("yes", "no"), default="no")
     parser.add_argument("--generation", action="store_true", help="time the encoder/decoder split instead")
+    parser.add_argument("--cuts", action="store_true",
+                        help="run the cut comparison (4/4 vs 2/4 vs 4/2) at --lengths and write scaling-cuts.*")
+    parser.add_argument("--lengths", type=int, nargs="+", default=list(CUT_LENGTHS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--note", default="", help="with --cuts: a sentence recorded with the results")
+    parser.add_argument("--cuts-child", action="store_true", help=argparse.SUPPRESS)
     cli = parser.parse_args()
-    if cli.generation:
+    if cli.cuts:
+        run_cuts(cli.lengths, cli.rounds, cli.family, cli.note)
+    elif cli.length is None:
+        parser.error("--length is required for one point")
+    elif cli.cuts_child:
+        cuts_child(cli.family, cli.length, cli.rounds)
+    elif cli.generation:
         generation_child(cli.family, cli.length)
     else:
         length_child(cli.family, cli.length, cli.steps, cli.checkpointing == "yes")

@@ -51,3 +51,27 @@ def test_summary_rows_and_table_cover_checkpointing_and_the_split():
     assert "16384" in rows["Scaling: LongT5 source length"]["measure"]
     text = scaling.table(payload)
     assert "Encoder vs decoder share" in text and "checkpointing" in text
+
+
+def test_cut_comparison_rotates_the_models_and_pairs_the_speedups():
+    from compression.layers import shrink
+
+    config = LongT5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=4, num_decoder_layers=4,
+                          num_heads=4, encoder_attention_type="transient-global", local_radius=3,
+                          global_block_size=4, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    torch.manual_seed(0)
+    teacher = LongT5ForConditionalGeneration(config).eval()
+    models = {"teacher": teacher, "cut_encoder": shrink(teacher, 2, 4), "cut_decoder": shrink(teacher, 4, 2)}
+    out = scaling.cut_comparison(models, torch.randint(3, 380, (1, 24)), new_tokens=2, rounds=3)
+    assert {name: len(times) for name, times in out["seconds"].items()} == {name: 3 for name in models}
+    assert out["speedup"]["teacher"] == pytest.approx(1.0) and 0 <= out["encoder_share"] <= 1
+    assert out["speedup_min"]["cut_encoder"] <= out["speedup"]["cut_encoder"] <= out["speedup_max"]["cut_encoder"]
+    # the ratio is paired per round: cut-encoder speedup / cut-decoder speedup = decoder-cut s / encoder-cut s
+    expected = [d / e for e, d in zip(out["seconds"]["cut_encoder"], out["seconds"]["cut_decoder"])]
+    assert out["encoder_vs_decoder_cut"] == pytest.approx(sorted(expected)[1])
+    assert {name: len(times) for name, times in out["cpu_seconds"].items()} == {name: 3 for name in models}
+    assert out["cpu_speedup"]["teacher"] == pytest.approx(1.0) and "cpu_encoder_vs_decoder_cut" in out
+    text = scaling.cuts_table([{"source_length": 24, **out}])
+    assert "cut_encoder_2/4" in text and "encoder/decoder_cut" in text and "cpu" in text and "wall" in text
+    with pytest.raises(ValueError):
+        scaling.cut_comparison({"cut_encoder": teacher}, torch.randint(3, 380, (1, 8)), rounds=1)
