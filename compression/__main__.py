@@ -408,9 +408,10 @@ def cmd_distill(args) -> None:
            "loss " + (f"{result.eval_loss:.4f}" if result.eval_loss is not None else "-") + f" nats -> {output}")
 
 
-def cmd_modular_train(args) -> None:
+def cmd_modular_train(args) -> int | None:
     data = from_flags(DataArgs, args)
     preflight.check_output(args.output)
+    resume_from = _resume_from(args)
     preflight.check_checkpoint(args.teacher)
     preflight.check_data(data)
 
@@ -419,7 +420,13 @@ def cmd_modular_train(args) -> None:
     config = ModularConfig(teacher=args.teacher, tokenizer=args.tokenizer, data=data,
                            train=from_flags(TrainArgs, args), modular=from_flags(ModularArgs, args),
                            output=args.output)
-    modular, _ = train_modular(config, token=hub_token(), progress_bar=not args.json)
+    modular, _ = train_modular(config, token=hub_token(), progress_bar=not args.json, resume_from=resume_from)
+    training = modular.info["training"]
+    if training["cancelled"]:
+        _print(args, {"output": args.output, "status": "cancelled", "steps": training["steps"]},
+               f"module training cancelled after step {training['steps']}: the modules so far are in "
+               f"{args.output}; continue with the same flags and --resume")
+        return 130
     ratios = {p: max_ratio(modular, p) for p in ("size", "speed")}
     _print(args, {"output": args.output, "max_ratio": ratios},
            f"modules trained -> {args.output}; assemble any ratio up to {ratios['size']:.2f}x (size-first) "

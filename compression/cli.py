@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_flags(modular_train, TrainArgs)
     add_dataclass_flags(modular_train, ModularArgs)
     modular_train.add_argument("--output", required=True, help="modular checkpoint folder")
+    modular_train.add_argument("--resume", action="store_true",
+                               help="continue the training stopped in --output from its last-checkpoint/ (modules, "
+                                    "optimizer, schedule, RNG and data order restored); give the same flags as before")
 
     assemble = commands.add_parser("assemble", help="assemble a student from trained modules, no training")
     assemble.add_argument("--modular", required=True, help="folder written by modular-train")

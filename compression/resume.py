@@ -21,7 +21,8 @@ LAST_CHECKPOINT = "last-checkpoint"
 TRAINER_STATE = "trainer_state.json"
 #: Run states a run can be continued from (with a checkpoint).
 RESUMABLE = ("cancelled", "interrupted", "failed")
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# modules.safetensors: a Modular Transformers checkpoint (compression.modular.spans.MODULES_FILE)
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "modules.safetensors")
 
 
 def checkpoint_step(folder: str | Path) -> int:

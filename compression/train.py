@@ -459,7 +459,6 @@ def run_trainer(
     on_progress: Callable[[dict], None] | None = None,
     cancel: threading.Event | None = None,
     progress_bar: bool = True,
-    save_cancelled: Callable[[Any, Path], None] | None = None,
     resume_from: str | Path | None = None,
 ) -> TrainResult:
     """The one training loop of SFT, KD and Modular Transformers: a :class:`_Trainer` (subclass) run
@@ -470,12 +469,12 @@ def run_trainer(
     **trainer_kwargs)`` is trained once. While it runs, every model of ``attention_models`` (default
     ``[model]``) uses :func:`fast_attention`. Progress records (:class:`ProgressCallback`, with
     ``extra_keys`` columns) go to ``on_progress`` and ``output_dir/loss_log.jsonl``. When ``cancel``
-    is set, training stops after the current step and, by default, the Trainer writes its full
-    checkpoint to ``output_dir/last-checkpoint`` (weights, tokenizer, optimizer, scheduler, RNG
-    states, trainer state; atomically, see :meth:`_Trainer._save_checkpoint`), as it also does every
-    ``args.checkpoint_minutes`` minutes of training; with ``save_cancelled`` given (a model the
-    Trainer cannot reload, e.g. Modular Transformers) only ``save_cancelled(trainer, output_dir /
-    "last-checkpoint")`` is called instead and there is no periodic checkpoint.
+    is set, training stops after the current step and the Trainer writes its full checkpoint to
+    ``output_dir/last-checkpoint`` (weights, tokenizer, optimizer, scheduler, RNG states, trainer
+    state; atomically, see :meth:`_Trainer._save_checkpoint`), as it also does every
+    ``args.checkpoint_minutes`` minutes of training. A ``trainer_class`` whose model is not a
+    ``PreTrainedModel`` writes and reads the weights with its own ``_save`` and
+    ``_load_from_checkpoint`` (Modular Transformers: a modular checkpoint folder).
 
     ``resume_from``: a ``last-checkpoint`` folder of the same training (same model shape, data and
     ``args``) to continue, through the Trainer's ``resume_from_checkpoint``: weights, optimizer and
@@ -513,7 +512,7 @@ def run_trainer(
     trainer = None
     callback = ProgressCallback(on_progress, cancel, output_dir / LOSS_LOG,
                                 lambda: trainer.tokens_seen if trainer is not None else 0, extra_keys,
-                                checkpoint=save_cancelled is None,
+                                checkpoint=True,
                                 checkpoint_seconds=args.checkpoint_minutes * 60 or None)
     callback.records.extend(replay)
     if on_progress is not None:
@@ -542,8 +541,6 @@ def run_trainer(
         seconds = time.perf_counter() - start
         if not callback.cancelled and isinstance(model, PreTrainedModel) and hasattr(model.config, "untrained_preset"):
             del model.config.untrained_preset  # trained now (compression.load.is_untrained)
-        if callback.cancelled and save_cancelled is not None:
-            save_cancelled(trainer, output_dir / LAST_CHECKPOINT)
     except Exception as err:
         if _is_oom(err):
             raise _oom_error(err, args.batch_size) from err

@@ -226,3 +226,87 @@ def test_resume_button_continues_a_cancelled_run(settings, tiny_t5_dir, tiny_jso
     assert runs_panel.resume_button(settings, name, session).interactive is False  # complete: nothing to resume
     with pytest.raises(Exception, match="nothing to resume"):
         next(train_panel.resume_run(settings, session, name))
+
+
+# ----- Modular Transformers: `modular-train --resume` -----
+
+def _modular_argv(tiny_t5_dir, tiny_jsonl, output, *extra):
+    # 8 pairs, batch 2: 4 steps per epoch, 2 epochs; granularities 2 and 4, all three loss terms
+    return ["--json", "modular-train", "--teacher", str(tiny_t5_dir), "--train-file", str(tiny_jsonl[0]),
+            "--validation-file", str(tiny_jsonl[1]), "--max-source-length", "48", "--max-target-length", "16",
+            "--epochs", "2", "--batch-size", "2", "--learning-rate", "3e-3", "--warmup-ratio", "0.25",
+            "--logging-steps", "1", "--eval-steps", "3", "--device", "cpu", "--bf16", "no",
+            "--granularities", "2,4", "--output", str(output), *extra]
+
+
+@pytest.mark.parametrize("stop_after", [2, 5])
+def test_modular_training_cancelled_then_resumed_from_the_command_line(stop_after, tiny_t5_dir, tiny_jsonl,
+                                                                       tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from compression.__main__ import main
+    from compression.cli import build_parser, from_flags
+    from compression.config import DataArgs, ModularArgs
+    from compression.modular import MODULES_FILE, ModularConfig, load_modular, train_modular
+
+    assert main(_modular_argv(tiny_t5_dir, tiny_jsonl, tmp_path / "straight")) == 0
+    straight = tmp_path / "straight"
+    assert not (straight / LAST_CHECKPOINT).exists()  # completed: nothing to continue
+
+    output = tmp_path / "stopped"
+    flags = build_parser().parse_args(_modular_argv(tiny_t5_dir, tiny_jsonl, output))
+    config = ModularConfig(teacher=str(tiny_t5_dir), data=from_flags(DataArgs, flags), output=output,
+                           train=from_flags(TrainArgs, flags), modular=from_flags(ModularArgs, flags))
+    cancel = threading.Event()
+
+    def on_progress(record):
+        if record.get("kind") == "train" and record["step"] == stop_after - 1:
+            cancel.set()  # seen after step k-1: training stops at the end of step k
+    modular, _ = train_modular(config, on_progress=on_progress, cancel=cancel, progress_bar=False)
+    assert modular.info["training"]["cancelled"] and modular.info["training"]["steps"] == stop_after
+    checkpoint = output / LAST_CHECKPOINT
+    assert checkpoint_step(checkpoint) == stop_after
+    saved = {p.name for p in checkpoint.iterdir()}
+    assert {"optimizer.pt", "scheduler.pt", "trainer_state.json", MODULES_FILE, "modular.json", "teacher"} <= saved
+    assert load_modular(checkpoint).module_names() == modular.module_names()  # assemble can read it too
+
+    capsys.readouterr()
+    assert main(_modular_argv(tiny_t5_dir, tiny_jsonl, output, "--resume")) == 0
+    assert not checkpoint.exists()
+    a, b = load_file(straight / MODULES_FILE), load_file(output / MODULES_FILE)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=ATOL, rtol=0), name
+
+    def losses(folder):
+        records = [json.loads(line) for line in (folder / LOSS_LOG).read_text().splitlines()]
+        return [(r["kind"], r["step"], round(r.get("loss", r.get("eval_loss")), 6)) for r in records]
+    assert losses(output) == losses(straight)
+    meta = json.loads((output / "modular.json").read_text())
+    assert meta["training"]["steps"] == 8 and not meta["training"]["cancelled"]
+
+    capsys.readouterr()  # completed now: nothing left to resume, one line
+    assert main(_modular_argv(tiny_t5_dir, tiny_jsonl, output, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "holds no last-checkpoint/" in err and "Traceback" not in err
+
+
+def test_modular_resume_refuses_a_checkpoint_of_other_modules(tiny_t5_dir, tiny_jsonl, tmp_path, capsys):
+    from compression.__main__ import main
+    from compression.cli import build_parser, from_flags
+    from compression.config import DataArgs, ModularArgs
+    from compression.modular import ModularConfig, train_modular
+
+    output = tmp_path / "g2"
+    flags = build_parser().parse_args(_modular_argv(tiny_t5_dir, tiny_jsonl, output, "--granularities", "2"))
+    config = ModularConfig(teacher=str(tiny_t5_dir), data=from_flags(DataArgs, flags), output=output,
+                           train=from_flags(TrainArgs, flags), modular=from_flags(ModularArgs, flags))
+    cancel = threading.Event()
+    cancel.set()
+    train_modular(config, cancel=cancel, progress_bar=False)
+    assert checkpoint_step(output / LAST_CHECKPOINT) == 1
+
+    capsys.readouterr()  # resumed with granularities 2 and 4: modules the checkpoint does not hold
+    assert main(_modular_argv(tiny_t5_dir, tiny_jsonl, output, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "different model or settings" in err and "Traceback" not in err

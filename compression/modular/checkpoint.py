@@ -20,7 +20,9 @@ from .model import ModularModel
 from .spans import CONFIG_FILE, FORMAT_VERSION, MODULES_FILE, STACKS, TEACHER_DIR
 
 
-def _write_checkpoint(modular: ModularModel, folder: Path, tokenizer: Any) -> None:
+def write_checkpoint(modular: ModularModel, folder: Path, tokenizer: Any) -> None:
+    """Write the files of a modular checkpoint into the existing ``folder``, not atomically (see
+    :func:`save_modular` for the layout; the Trainer's checkpoints are made whole in a staging folder)."""
     modular.teacher.save_pretrained(folder / TEACHER_DIR)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder / TEACHER_DIR)
@@ -82,7 +84,7 @@ def save_modular(modular: ModularModel, directory: str | Path, tokenizer: Any = 
     ours = {TEACHER_DIR, MODULES_FILE, CONFIG_FILE}
     staging = staging_dir(directory)
     try:
-        _write_checkpoint(modular, staging, tokenizer)
+        write_checkpoint(modular, staging, tokenizer)
         if directory.exists():
             for entry in directory.iterdir():
                 if entry.name not in ours:

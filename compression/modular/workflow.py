@@ -49,14 +49,18 @@ class ModularConfig:
 
 def train_modular(config: ModularConfig, on_progress: Callable[[dict], None] | None = None,
                   cancel: threading.Event | None = None, *, token: str | None = None,
-                  progress_bar: bool = True) -> tuple[ModularModel, Any]:
+                  progress_bar: bool = True, resume_from: str | Path | None = None) -> tuple[ModularModel, Any]:
     """Load the teacher and the data, train the modules (:func:`compression.modular.train_modules`)
     and save them to ``config.output``.
 
     ``on_progress`` receives stage records ``{"kind": "stage", "stage": "load"|"train"|"done",
     "message"}`` and the training's progress records (:class:`compression.progress.ProgressCallback`);
-    ``cancel`` stops training after the current step (what was trained is saved). Without a
-    validation split the first :data:`VALIDATION_FALLBACK` training pairs validate.
+    ``cancel`` stops training after the current step (what was trained is saved, and the Trainer's
+    full checkpoint goes to ``config.output/last-checkpoint``); so do Ctrl-C and SIGTERM during
+    training when called from the main thread (the command line). ``resume_from``: that
+    ``last-checkpoint`` folder, to continue the training with the same recipe
+    (:func:`compression.modular.train_modules`). Without a validation split the first
+    :data:`VALIDATION_FALLBACK` training pairs validate.
 
     Returns:
         ``(modular model, tokenizer)``.
@@ -64,22 +68,31 @@ def train_modular(config: ModularConfig, on_progress: Callable[[dict], None] | N
     Raises:
         ModelLoadError, NotSeq2SeqError, RemoteCodeError: the teacher cannot be loaded.
         DatasetError: bad data. ModularError: granularities this teacher cannot take.
-        CompressionError, OutOfMemoryError: see :func:`compression.modular.train_modules`.
+        CompressionError, OutOfMemoryError, RunError: see :func:`compression.modular.train_modules`.
     """
     from ..load import load_model
+    from ..pipeline import _signals_cancel, _Stages
 
-    def stage(name: str, message: str) -> None:
-        if on_progress is not None:
-            on_progress({"kind": "stage", "stage": name, "message": message})
+    cancel = cancel if cancel is not None else threading.Event()
+    stage = _Stages(on_progress)
+    with _signals_cancel(cancel, stage):
+        return _train_modular(config, stage, on_progress, cancel, token, progress_bar, resume_from, load_model)
 
+
+def _train_modular(config, stage, on_progress, cancel, token, progress_bar, resume_from, load_model):
     stage("load", f"loading {config.teacher} and the data")
     teacher, tokenizer = load_model(config.teacher, tokenizer=config.tokenizer, token=token)
     data = prepare_data(config.data, teacher, tokenizer, validation_fallback=VALIDATION_FALLBACK)
+    resuming = f", continuing from {Path(resume_from).name}/" if resume_from is not None else ""
     stage("train", f"training granularities {', '.join(map(str, config.modular.granularities))} on "
-                   f"{len(data.train)} pairs for {config.train.epochs:g} epoch(s)")
+                   f"{len(data.train)} pairs for {config.train.epochs:g} epoch(s){resuming}")
     modular = train_modules(teacher, tokenizer, data.train, data.validation, config.train, config.modular,
-                            config.output, on_progress=on_progress, cancel=cancel, progress_bar=progress_bar)
-    stage("done", f"modules saved to {config.output}")
+                            config.output, on_progress=on_progress, cancel=cancel, progress_bar=progress_bar,
+                            resume_from=resume_from)
+    if modular.info["training"]["cancelled"]:
+        stage("done", f"cancelled: what was trained is saved to {config.output}; continue with --resume")
+    else:
+        stage("done", f"modules saved to {config.output}")
     return modular, tokenizer
 
 
