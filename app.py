@@ -151,11 +151,18 @@ def build_demo(settings=None):
                             show_progress="hidden")
         as_base.success(**advice)
         # A (re)opened page: remember the visitor, reattach to ?run=<id> or the visitor's latest run.
-        demo.load(bind(train_panel.attach_job, settings), [session, visitor], [visitor, live.progress],
-                  api_visibility="private").then(
+        attached = demo.load(bind(train_panel.attach_job, settings), [session, visitor], [visitor, live.progress],
+                             api_visibility="private")
+        attached.then(
             partial(train_panel.watch_job, settings), session, [live.progress, live.loss], concurrency_limit=None,
             api_visibility="private").then(**after_run, api_visibility="private").then(
             runs.handler, session, runs.outputs, api_visibility="private")
+        # ... and the module training of the same visitor (or ?run=<id> of one), in its tab, at the same time.
+        attached.then(bind(modular_panel.attach_modules, settings), [session, modular.state], modular.progress,
+                      api_visibility="private").then(
+            as_toast(partial(modular_panel.watch_modules, settings), 4, status=0), modular.state,
+            [modular.progress, modular.loss, modular.ratio, modular.modules_info], concurrency_limit=None,
+            api_visibility="private")
     return demo
 
 

@@ -190,16 +190,37 @@ def train_modules_job(settings: AppSettings, session: Session, state: ModularSta
         return train_modular(config, on_progress=emit, cancel=cancel, progress_bar=False)
 
     job = settings.jobs.submit(work, kind="modular", owner=train_panel.visitor_of(session, request),
-                               label=output.name, info={"run_dir": str(output)})
+                               label=output.name, info={"run_dir": str(output), "teacher_source": source_model,
+                                                        "teacher_label": label})
     state.job_id = job.id
-    intro = f"Module training queued: `{output.name}` · {job_link(job)}"
+    yield from watch_modules(settings, state, job.id, intro=f"Module training queued: `{output.name}` · {job_link(job)}")
+
+
+def watch_modules(settings: AppSettings, state: ModularState, job_id: str | None = None, intro: str | None = None):
+    """Generator: follow the module training ``job_id`` (default: the one this tab watches),
+    yielding ``(progress markdown, loss figure, ratio slider, modules markdown)`` as it advances;
+    when it ends, the state adopts its modules (also those of a cancelled training) and the ratio
+    slider is enabled. Closing it (the tab went away) leaves the training running; a reopened page
+    follows it again (:func:`attach_modules`).
+
+    Raises:
+        the job's error, when the training failed (shown as a message by the page).
+    """
+    job = settings.jobs.find(job_id or state.job_id)
+    if job is None or job.kind != "modular":
+        yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return
+    state.job_id = job.id
+    name = job.label
     for current in watch(job, POLL_SECONDS):
         if current.status == "queued":
-            yield ("\n\n".join([intro, queue_markdown(settings.jobs, current)]), gr.skip(), gr.skip(), gr.skip())
+            yield ("\n\n".join([intro or job_link(job), queue_markdown(settings.jobs, current)]),
+                   gr.skip(), gr.skip(), gr.skip())
             continue
         if current.done:
             break
-        yield (train_panel.progress_markdown(job.stages, job.records, intro),
+        yield (train_panel.progress_markdown(job.stages, job.records, intro or f"▶ Training modules `{name}` · "
+                                             f"{job_link(job)}"),
                modular_charts.modules_loss_curve(job.records), gr.skip(), gr.skip())
         intro = None
     if job.status == "failed":
@@ -208,14 +229,31 @@ def train_modules_job(settings: AppSettings, session: Session, state: ModularSta
         yield "■ **Cancelled** before it started: nothing was written.", gr.skip(), gr.skip(), gr.skip()
         return
     modular, tokenizer = job.result
-    state.use_modules(modular, tokenizer, str(output), source_model, label)
+    if state.modular is not modular:
+        state.use_modules(modular, tokenizer, job.info["run_dir"], job.info.get("teacher_source"),
+                          job.info.get("teacher_label"))
     if modular.info.get("training", {}).get("cancelled"):
-        final = (f"■ **Cancelled.** The modules trained so far are saved in `{output.name}`; they can be "
+        final = (f"■ **Cancelled.** The modules trained so far are saved in `{name}`; they can be "
                  "assembled, but expect them to be worse than fully trained ones.")
     else:
-        final = f"✓ **Modules trained:** `{output.name}`. Pick a ratio and a priority below to assemble students."
+        final = f"✓ **Modules trained:** `{name}`. Pick a ratio and a priority below to assemble students."
     yield (train_panel.progress_markdown(job.stages, job.records, final),
            modular_charts.modules_loss_curve(job.records), _ratio_slider(modular), modules_markdown(state))
+
+
+def attach_modules(settings: AppSettings, session: Session, state: ModularState, request: gr.Request = None):
+    """On page load (after :func:`components.train_panel.attach_job` identified the visitor): pick
+    the module training this tab follows — the one named by ``?run=<id>`` when that is a module
+    training, else the visitor's latest — so a reloaded or reopened page reattaches to its live
+    progress (:func:`watch_modules` follows). Returns the progress line."""
+    wanted = (request.query_params.get("run") if request is not None else None) or ""
+    job = settings.jobs.find(wanted) if wanted else None
+    if job is None or job.kind != "modular":
+        job = settings.jobs.latest(session.visitor, kind="modular") if session.visitor else None
+    if job is None:
+        return gr.skip()
+    state.job_id = job.id
+    return f"Reattached to module training `{job.label}` ({job.status})."
 
 
 def cancel_modules(settings: AppSettings, state: ModularState) -> str:

@@ -598,14 +598,19 @@ def cancel_training(settings: AppSettings, session: Session, request: gr.Request
 
 def attach_job(settings: AppSettings, session: Session, visitor: str | None, request: gr.Request = None):
     """On page load: remember the visitor (a random id kept in the browser, made on the first
-    visit) and pick the job this tab shows — the one named by ``?run=<id>`` in the address, else the
-    visitor's latest run. Returns ``(visitor id, progress markdown)``; :func:`watch_job` follows."""
+    visit) and pick the run this tab shows — the one named by ``?run=<id>`` in the address, else the
+    visitor's latest run (a module training named there is the modular tab's,
+    :func:`components.modular_panel.attach_modules`). Returns ``(visitor id, progress markdown)``; :func:`watch_job` follows."""
     import secrets
 
     visitor = visitor if isinstance(visitor, str) and visitor else secrets.token_hex(8)
     session.visitor = visitor
     wanted = (request.query_params.get("run") if request is not None else None) or ""
-    job = settings.jobs.find(wanted) if wanted else settings.jobs.latest(visitor, kind="run")
+    job = settings.jobs.find(wanted) if wanted else None
+    if job is not None and job.kind != "run":  # a module training: its tab reattaches to it
+        wanted, job = "", None
+    if job is None:
+        job = settings.jobs.latest(visitor, kind="run")
     if wanted and job is None:
         gr.Warning(f"No job {wanted!r} on this server: it ended long ago or the server restarted; "
                    "look for its run in the runs history.")

@@ -72,6 +72,65 @@ def test_train_refuses_without_teacher_or_granularities(settings, data, tiny_t5_
                                              1e-3, 64, 16))
 
 
+def test_module_training_outlives_its_watcher_and_a_reloaded_page_reattaches(settings, tiny_t5, tiny_t5_dir,
+                                                                               byt5_tokenizer, data, monkeypatch):
+    import threading
+    from types import SimpleNamespace
+
+    import compression.modular
+
+    gate, started = threading.Event(), threading.Event()
+
+    def fake_train_modular(config, on_progress=None, cancel=None, **_):
+        on_progress({"kind": "stage", "stage": "train", "message": "training granularities 2, 4"})
+        on_progress({"kind": "train", "step": 1, "total_steps": 2, "epoch": 0.5, "loss": 2.0, "ce": 1.5})
+        started.set()
+        assert gate.wait(timeout=120)
+        on_progress({"kind": "train", "step": 2, "total_steps": 2, "epoch": 1.0, "loss": 1.0, "ce": 0.8})
+        modular = ModularModel(tiny_t5, (2, 4))
+        modular.info = {"training": {"steps": 2, "seconds": 1.0, "cancelled": False, "eval_loss": None}}
+        return modular, byt5_tokenizer
+
+    monkeypatch.setattr(compression.modular, "train_modular", fake_train_modular)
+    monkeypatch.setattr(modular_panel, "POLL_SECONDS", 0.05)
+    session, state = Session(visitor="visitor-a"), ModularState()
+    watcher = modular_panel.train_modules_job(settings, session, state, str(tiny_t5_dir), [2, 4], *data, 8, 4, 1, 4,
+                                              1e-3, 64, 16)
+    next(watcher)
+    watcher.close()  # the tab was reloaded: gradio closes the generator
+    job = settings.jobs.get(state.job_id)
+    assert job.kind == "modular" and not job.cancel_event.is_set() and job.status in ("queued", "running")
+
+    # the reloaded page: the main panel's attach identifies the visitor (and leaves the module job to its tab) ...
+    reloaded, reloaded_state = Session(), ModularState()
+    request = SimpleNamespace(query_params={}, session_hash="tab-2")
+    train_panel.attach_job(settings, reloaded, "visitor-a", request)
+    assert reloaded.job_id is None  # no run of this visitor: the live panel of runs stays as it is
+    line = modular_panel.attach_modules(settings, reloaded, reloaded_state, request)
+    assert "Reattached to module training" in line and reloaded_state.job_id == job.id
+    # ... and follows its live progress, then its completion
+    assert started.wait(timeout=120)
+    follow = modular_panel.watch_modules(settings, reloaded_state)
+    progress, figure, _, _ = next(follow)
+    assert "step **1 / 2**" in progress and figure.data
+    gate.set()
+    progress, figure, slider, info = list(follow)[-1]
+    assert "Modules trained" in progress and "step **2 / 2**" in progress
+    assert slider.interactive and slider.maximum == 4.0 and "`encoder.g2.s0`" in info
+    assert reloaded_state.modular is job.result[0] and reloaded_state.teacher_source == str(tiny_t5_dir)
+
+    # another visitor's tab given the job's link (?run=<id>) follows it in the modular tab, not as a run
+    other, other_state = Session(), ModularState()
+    link = SimpleNamespace(query_params={"run": job.id}, session_hash="tab-3")
+    train_panel.attach_job(settings, other, "", link)
+    assert other.job_id is None
+    assert "Reattached" in modular_panel.attach_modules(settings, other, other_state, link)
+    assert "Modules trained" in list(modular_panel.watch_modules(settings, other_state))[-1][0]
+    # a tab with no module training of its own shows nothing new
+    assert modular_panel.attach_modules(settings, Session(visitor="nobody"), ModularState(), request) is not None
+    assert list(modular_panel.watch_modules(settings, ModularState())) == [(gr.skip(),) * 4]
+
+
 def test_cancel_without_training():
     from components.state import AppSettings
 
