@@ -337,6 +337,10 @@ def _clock(seconds) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+#: How the progress line names the models whose validation summaries it counts.
+SUMMARY_MODELS = {"deployed": "deployed copy (CTranslate2)"}
+
+
 def progress_markdown(stages: list[dict], records: list[dict], final: str | None = None) -> str:
     """The live status: stages passed and current; during evaluation, the validation articles
     summarized so far with an ETA; while quantize auto times the copies, how many of its copies and
@@ -354,9 +358,13 @@ def progress_markdown(stages: list[dict], records: list[dict], final: str | None
             trail = " · ".join([f"✓ {name}" for name in done] + [f"**▶ {current['stage']}**"])
             lines.append(f"{trail} — {current.get('message', '')}")
     latest = next((r for r in reversed(records) if r.get("kind") in ("summaries", "quantize")), None)
-    if latest is not None and stages and stages[-1]["stage"] in ("evaluate", "quantize"):
+    stage = stages[-1]["stage"] if stages else None
+    if stage == "deploy" and latest is not None and latest.get("model") != "deployed":
+        latest = None  # converting: the last summaries were another model's
+    if latest is not None and stage in ("evaluate", "quantize", "deploy"):
         if latest["kind"] == "summaries":
-            lines.append(f"summarizing with the **{latest['model']}**: {latest['done']} / {latest['total']} "
+            model = SUMMARY_MODELS.get(latest["model"], latest["model"])
+            lines.append(f"summarizing with the **{model}**: {latest['done']} / {latest['total']} "
                          f"validation articles · elapsed {_clock(latest.get('elapsed_s'))} · ETA "
                          f"{_clock(latest.get('eta_s'))}")
         else:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import DEPLOY_QUANTIZATIONS, EvalArgs
@@ -352,8 +353,14 @@ class DeployedModel:
         return [self.tokenizer.convert_ids_to_tokens(ids) for ids in encoded]
 
     def generate_ids(self, sources: list[list[str]], *, max_new_tokens: int, num_beams: int = 1,
-                     min_new_tokens: int = 0, batch_size: int = 16) -> list[list[int]]:
+                     min_new_tokens: int = 0, batch_size: int = 16,
+                     on_progress: Callable[[int, int], None] | None = None) -> list[list[int]]:
         """Greedy (``num_beams == 1``) or beam search with ``Translator.translate_batch``.
+
+        ``on_progress(done, total)``, when given, is called as the translator finishes its batches
+        (of at most ``batch_size`` sources, sorted by length) with the sources done so far: the same
+        call, made asynchronously (``asynchronous=True``, so the same batches and the same ids) and
+        polled every :data:`PROGRESS_POLL_S` seconds.
 
         Returns, per source, the generated tokenizer ids without the decoder start and end token
         (``max_decoding_length = max_new_tokens``, ``min_decoding_length = min_new_tokens``). The
@@ -373,7 +380,9 @@ class DeployedModel:
         prefix = [[settings["forced_bos_token"]] for _ in sources] if settings.get("forced_bos_token") else None
         results = self.translator.translate_batch(
             sources, prefix, beam_size=num_beams, max_batch_size=batch_size, max_decoding_length=steps,
-            min_decoding_length=low, max_input_length=0, **options)
+            min_decoding_length=low, max_input_length=0, asynchronous=on_progress is not None, **options)
+        if on_progress is not None:
+            results = _collect(results, on_progress)
         unk = self.tokenizer.unk_token_id
         out = []
         for result in results:
@@ -382,13 +391,15 @@ class DeployedModel:
         return out
 
     def summarize(self, documents: list[str], *, prefix: str | None = None, max_source_length: int = 512,
-                  max_new_tokens: int = 64, num_beams: int = 1, batch_size: int = 16) -> list[str]:
-        """One stripped summary per document (special tokens dropped), in input order."""
+                  max_new_tokens: int = 64, num_beams: int = 1, batch_size: int = 16,
+                  on_progress: Callable[[int, int], None] | None = None) -> list[str]:
+        """One stripped summary per document (special tokens dropped), in input order.
+        ``on_progress(done, total)``: documents summarized so far (see :meth:`generate_ids`)."""
         if not documents:
             return []
         sources = self.source_tokens(documents, prefix=prefix, max_source_length=max_source_length)
         ids = self.generate_ids(sources, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                batch_size=batch_size)
+                                batch_size=batch_size, on_progress=on_progress)
         return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     def validation_loss(self, documents: list[str], references: list[str], *, prefix: str | None = None,
@@ -453,7 +464,7 @@ class DeployedModel:
 
 def evaluate_deployed(folder: str | Path, documents: list[str], references: list[str], *, prefix: str,
                       max_source_length: int, max_target_length: int, args: EvalArgs,
-                      threads: int = 0) -> dict:
+                      threads: int = 0, on_progress: Callable[[int, int], None] | None = None) -> dict:
     """The comparison-table entry of a deployed copy, with the keys of
     :func:`compression.evaluate.evaluate_model`.
 
@@ -464,6 +475,8 @@ def evaluate_deployed(folder: str | Path, documents: list[str], references: list
     to fill one batch) on the first ``args.latency_samples`` documents with ``args.max_new_tokens``
     forced new tokens; plus ``format``, ``quantization`` (stored weights), ``compute_type`` (used
     here), ``params`` (``None``: CTranslate2 does not report it) and ``predictions``.
+    ``on_progress(done, total)``: validation summaries written so far, as
+    :func:`compression.evaluate.evaluate_model` reports them for PyTorch models.
 
     Raises:
         ValueError: documents and references differ in length, or are empty.
@@ -475,7 +488,7 @@ def evaluate_deployed(folder: str | Path, documents: list[str], references: list
     model = DeployedModel(folder, threads=threads)
     common = dict(prefix=prefix, max_source_length=max_source_length)
     predictions = model.summarize(documents, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                                  batch_size=args.batch_size, **common)
+                                  batch_size=args.batch_size, on_progress=on_progress, **common)
     rouge = rouge_scores(predictions, references)
     per_sample = rouge.pop("per_sample")
     result: dict = {"params": None, "size_mib": deployed_size_mib(folder), "format": "ct2",
@@ -499,3 +512,20 @@ def evaluate_deployed(folder: str | Path, documents: list[str], references: list
     result["predictions"] = predictions
     return result
 
+
+#: Seconds between two looks at the translator's pending batches when progress is reported.
+PROGRESS_POLL_S = 0.05
+
+
+def _collect(pending: list, on_progress: Callable[[int, int], None]) -> list:
+    """The results of ``translate_batch(..., asynchronous=True)`` (``AsyncTranslationResult`` s,
+    in input order), calling ``on_progress(done, total)`` each time more of them are done."""
+    total, reported = len(pending), 0
+    while reported < total:
+        done = sum(1 for result in pending if result.done())
+        if done > reported:
+            reported = done
+            on_progress(done, total)
+        else:
+            time.sleep(PROGRESS_POLL_S)
+    return [result.result() for result in pending]

@@ -308,7 +308,7 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar, 
         announce("deploy", f"converting the student with CTranslate2 ({config.deploy_quantization})")
         try:
             metrics["deployed"] = _deploy(config, run, student_dir, tok, texts, prefix, documents, references,
-                                          evaluation)
+                                          evaluation, on_progress)
             metrics["deployed"]["percent_of_base"] = percent_of_base(metrics["deployed"], metrics["base"])
         except DeployUnsupportedError as error:
             deploy_note = str(error)
@@ -332,10 +332,12 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar, 
 
 
 def _deploy(config: RunConfig, run: RunFolder, student_dir: Path, tok, texts, prefix: str, documents, references,
-            evaluation: dict) -> dict:
+            evaluation: dict, on_progress=None) -> dict:
     """Convert the student (pruned to ``texts``' vocabulary when given) to ``RUN_DIR/deployed`` with
     CTranslate2 and evaluate it (:func:`compression.deploy.evaluate_deployed`, the PyTorch
-    thread count). Raises DeployUnsupportedError when CTranslate2 cannot take the family."""
+    thread count), reporting its validation summaries as ``"summaries"`` records of the model
+    ``"deployed"`` (:func:`_summary_progress`). Raises DeployUnsupportedError when CTranslate2
+    cannot take the family."""
     import tempfile
 
     import torch
@@ -354,7 +356,8 @@ def _deploy(config: RunConfig, run: RunFolder, student_dir: Path, tok, texts, pr
             tok.save_pretrained(source)
         folder = export_ct2(source, run.path / "deployed", quantization=config.deploy_quantization, prefix=prefix,
                             name=f"{run.path.name} student")
-    result = evaluate_deployed(folder, documents, references, threads=torch.get_num_threads(), **evaluation)
+    result = evaluate_deployed(folder, documents, references, threads=torch.get_num_threads(),
+                               on_progress=_summary_progress(on_progress, "deployed"), **evaluation)
     result["pruned_vocab"] = texts is not None
     info_path = folder / "deploy.json"
     info = json.loads(info_path.read_text(encoding="utf-8"))

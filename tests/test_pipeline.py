@@ -51,9 +51,12 @@ def test_run_pipeline_writes_a_complete_run(tiny_t5_dir, tiny_jsonl, tmp_path):
     assert stages == ["load", "shrink", "train", "evaluate", "export", "quantize", "deploy", "done"]
     assert any(e["kind"] == "train" for e in events) and any(e["kind"] == "eval" for e in events)
     summarized = [e for e in events if e["kind"] == "summaries"]  # evaluation progress, per batch
-    assert {e["model"] for e in summarized} >= {"base", "student"}
+    assert {e["model"] for e in summarized} == {"base", "student", "quantized", "deployed"}
     assert all(e["total"] == summarized[0]["total"] and 0 < e["done"] <= e["total"] for e in summarized)
     assert summarized[-1]["done"] == summarized[-1]["total"] and summarized[-1]["eta_s"] == 0
+    assert summarized[-1]["model"] == "deployed"  # the CTranslate2 copy's evaluation, reported last
+    deploy_stage = next(i for i, e in enumerate(events) if e.get("stage") == "deploy")
+    assert all(i > deploy_stage for i, e in enumerate(events) if e.get("model") == "deployed")
     log = [json.loads(line) for line in (run / "loss_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r["kind"] == "train"] == [1, 2]
     student_config = json.loads((run / "student" / "config.json").read_text())

@@ -1,5 +1,5 @@
 """Progress hooks beyond the stage line: quantize auto's timing per copy, module scoring per
-summary, and how the live panel shows them."""
+summary, the deployed (CTranslate2) copy's evaluation per summary, and how the live panel shows them."""
 
 from __future__ import annotations
 
@@ -48,3 +48,38 @@ def test_live_panel_shows_the_quantize_timing_with_eta():
     later = dict(summaries, model="quantized", done=3, eta_s=17.0)  # then the quantized copy is evaluated
     text = train_panel.progress_markdown(stages, [summaries, timing, later])
     assert "**quantized**: 3 / 20" in text and "choosing the quantized copy" not in text
+
+
+def test_deployed_evaluation_reports_each_summary(tiny_t5_dir, tmp_path):
+    import pytest
+
+    pytest.importorskip("ctranslate2")
+    from compression.config import EvalArgs
+    from compression.deploy import evaluate_deployed, export_ct2
+    from conftest import ARTICLES
+
+    folder = export_ct2(tiny_t5_dir, tmp_path / "deployed", quantization="int8", prefix="")
+    documents, references = [a for a, _ in ARTICLES[:5]], [s for _, s in ARTICLES[:5]]
+    args = EvalArgs(max_new_tokens=3, batch_size=2, bootstrap_samples=5, latency_samples=0)
+    lengths = dict(prefix="", max_source_length=48, max_target_length=12, args=args, threads=1)
+    calls = []
+    watched = evaluate_deployed(folder, documents, references, on_progress=lambda d, t: calls.append((d, t)),
+                                **lengths)
+    assert calls and calls[-1] == (5, 5) and all(total == 5 for _, total in calls)
+    assert [done for done, _ in calls] == sorted({done for done, _ in calls})  # growing, each count once
+    # the same translator call, only asynchronous: the same summaries as without a watcher
+    assert watched["predictions"] == evaluate_deployed(folder, documents, references, **lengths)["predictions"]
+
+
+def test_live_panel_shows_the_deployed_copy_evaluation_with_eta():
+    from components import train_panel
+
+    stages = [{"kind": "stage", "stage": "quantize"},
+              {"kind": "stage", "stage": "deploy", "message": "converting the student with CTranslate2 (int8)"}]
+    quantized = {"kind": "summaries", "model": "quantized", "done": 20, "total": 20, "elapsed_s": 8.0, "eta_s": 0.0}
+    text = train_panel.progress_markdown(stages, [quantized])  # converting: no stale count of another model
+    assert "summarizing" not in text and "converting the student" in text
+    deployed = dict(quantized, model="deployed", done=6, elapsed_s=3.0, eta_s=7.0)
+    text = train_panel.progress_markdown(stages, [quantized, deployed])
+    assert "summarizing with the **deployed copy (CTranslate2)**: 6 / 20 validation articles" in text
+    assert "ETA 0:00:07" in text
