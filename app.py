@@ -150,10 +150,13 @@ def build_demo(settings=None):
             as_base.success(train_panel.bound_source_length, [session, slider], slider, api_visibility="private",
                             show_progress="hidden")
         as_base.success(**advice)
-        # A (re)opened page: remember the visitor, reattach to ?run=<id> or the visitor's latest run.
+        # A (re)opened page: remember the visitor, reattach to ?run=<id> or the visitor's latest run,
+        # or open the run of a shared ?open=<run> link.
         attached = demo.load(bind(train_panel.attach_job, settings), [session, visitor], [visitor, live.progress],
                              api_visibility="private")
-        attached.then(
+        attached.then(  # a shared link ?open=<run> opens that run's results instead
+            as_toast(bind(runs_panel.open_from_link, settings)), session, runs.opened,
+            api_visibility="private").then(
             partial(train_panel.watch_job, settings), session, [live.progress, live.loss], concurrency_limit=None,
             api_visibility="private").then(**after_run, api_visibility="private").then(
             runs.handler, session, runs.outputs, api_visibility="private")

@@ -92,7 +92,8 @@ def default_run(frame: pd.DataFrame) -> str | None:
 @user_errors
 def refresh_runs(settings: AppSettings, session: Session | None = None, request: gr.Request = None):
     """Returns ``(runs table, compare picker, run picker)`` with the current run names (the ones
-    the session's visitor may see)."""
+    the session's visitor may see); the run picker starts on the session's complete run shown in
+    panel 5, else on :func:`default_run`."""
     visitor = None
     if session is not None:
         from .train_panel import visitor_of
@@ -100,8 +101,10 @@ def refresh_runs(settings: AppSettings, session: Session | None = None, request:
         visitor = visitor_of(session, request)
     frame = runs_table(settings, visitor)
     names = list(frame["name"])
-    return (frame, gr.Dropdown(choices=names, value=[], multiselect=True),
-            gr.Dropdown(choices=names, value=default_run(frame)))
+    shown = Path(session.run_dir).name if session is not None and session.run_dir else None
+    complete = session is not None and (session.result or {}).get("status") == "complete"
+    picked = shown if complete and shown in names else default_run(frame)
+    return (frame, gr.Dropdown(choices=names, value=[], multiselect=True), gr.Dropdown(choices=names, value=picked))
 
 
 @user_errors
@@ -138,10 +141,41 @@ def resume_button(settings: AppSettings, name: str | None, session: Session | No
     return gr.Button(interactive=_resumable(settings, name, session))
 
 
+#: The address parameter of a link that opens the page on a run's results: ``?open=<run folder>``.
+OPEN_PARAM = "open"
+
+
+def run_link(name: str) -> str:
+    """The part of the page address that reopens run ``name``'s results (charts and side-by-side
+    summaries) in any tab, also after a server restart: ``?open=<name>``."""
+    from urllib.parse import quote
+
+    return f"?{OPEN_PARAM}={quote(name)}"
+
+
+def link_to_open(request: gr.Request | None) -> str | None:
+    """The run named by the page address's ``?open=<run folder>``, or ``None``."""
+    name = request.query_params.get(OPEN_PARAM) if request is not None else None
+    return name.strip() or None if isinstance(name, str) else None
+
+
+def open_from_link(settings: AppSettings, session: Session, request: gr.Request = None):
+    """On page load with ``?open=<run>`` (a shared link, :func:`run_link`): open that run as
+    :func:`open_run` does, so panel 5 shows its comparison. Returns the confirmation line (left as
+    it is without the parameter).
+
+    Raises (as ``gr.Error``): no such run (for this visitor), a name outside the runs folder.
+    """
+    name = link_to_open(request)
+    if name is None:
+        return gr.skip()
+    return open_run(settings, session, name)
+
+
 @user_errors
 def open_run(settings: AppSettings, session: Session, name: str | None) -> str:
     """Make run ``name`` the session's current run, so panel 5 shows it and the article comparison
-    uses its models. Returns a one-line confirmation."""
+    uses its models. Returns a one-line confirmation with the run's link (:func:`run_link`)."""
     from compression.runs import load_run
 
     run = load_run(run_path(settings, name, session))
@@ -152,7 +186,8 @@ def open_run(settings: AppSettings, session: Session, name: str | None) -> str:
     session.records = run["loss_log"]
     if status != "complete":
         gr.Warning(f"Run {name} is {status}: it has no full evaluation.")
-    return f"Opened **{run['name']}** ({status}) in the results panel."
+    return (f"Opened **{run['name']}** ({status}) in the results panel · link to it: "
+            f"`{run_link(run['name'])}` after the page address")
 
 
 #: Where zips are written before gradio serves them (gradio copies each into its cache, which

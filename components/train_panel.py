@@ -475,7 +475,9 @@ def job_outputs(settings: AppSettings, session: Session, job, intro: str | None 
         session.result = {"status": result["status"], "metrics": result.get("metrics"),
                           "summaries": result.get("summaries") or [], "config": result.get("config")}
         session.records = job.records
-        final = f"✓ **Run complete:** `{name}`"
+        from .runs_panel import run_link
+
+        final = f"✓ **Run complete:** `{name}` · link to its results: `{run_link(name)}` after the page address"
     elif job.status == "cancelled":
         session.run_dir = job.info.get("run_dir")
         session.result = {"status": "cancelled", "metrics": None, "summaries": [], "config": None}
@@ -617,8 +619,8 @@ def attach_job(settings: AppSettings, session: Session, visitor: str | None, req
     job = settings.jobs.find(wanted) if wanted else None
     if job is not None and job.kind != "run":  # a module training: its tab reattaches to it
         wanted, job = "", None
-    if job is None:
-        job = settings.jobs.latest(visitor, kind="run")
+    if job is None and not (request is not None and request.query_params.get("open")):
+        job = settings.jobs.latest(visitor, kind="run")  # (a ?open=<run> link shows that run instead)
     if wanted and job is None:
         gr.Warning(f"No job {wanted!r} on this server: it ended long ago or the server restarted; "
                    "look for its run in the runs history.")

@@ -258,3 +258,37 @@ def test_the_page_fits_a_400px_window_and_its_controls_take_taps(page_url):
             assert widths()[0] <= 400
         finally:
             browser.close()
+
+
+def test_a_shared_link_opens_a_finished_runs_comparison(page_url):
+    """``?open=<run folder>`` (the link the page gives for a finished run) opens the page on that
+    run's results: the headline, the ROUGE chart and the side-by-side summaries."""
+    import json
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from compression.runs import RunFolder
+    from conftest import RUN_METRICS
+
+    url, teacher = page_url
+    run = RunFolder.open(teacher.parent / "runs" / "20250101-000000-shared")
+    run.write_json("config.json", {"model": "tiny", "shrink": {"encoder_layers": 2, "decoder_layers": 1},
+                                   "train": {"epochs": 1}, "eval": {"num_beams": 1, "max_new_tokens": 8}})
+    run.write_json("metrics.json", RUN_METRICS)
+    (run.path / "loss_log.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "loss": 3.0}) + "\n")
+    run.write_summaries([{"id": "0", "document": "An article.", "reference": "Its reference.",
+                          "base": "The base summary.", "student": "The student summary."}])
+    run.mark_complete()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
+                                             args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            page.goto(f"{url}?open=20250101-000000-shared")
+            expect(page.locator("#results-headline")).to_contain_text("Student (20250101-000000-shared)",
+                                                                      timeout=60_000)
+            expect(page.locator("#rouge-plot .barlayer .trace").first).to_be_visible(timeout=30_000)
+            expect(page.locator("#summaries-table")).to_contain_text("The student summary.", timeout=30_000)
+            expect(page.locator("#run-pick input")).to_have_value("20250101-000000-shared", timeout=30_000)
+        finally:
+            browser.close()

@@ -59,6 +59,37 @@ def test_runs_table_compare_open_and_zip(settings, tiny_t5, byt5_tokenizer):
         runs_panel.zip_student(settings, "20250102-000000-b")
 
 
+def test_a_shared_link_opens_a_finished_runs_comparison(settings):
+    from types import SimpleNamespace
+
+    from components import train_panel
+
+    _fake_run(settings, "20250101-000000-a")
+    _fake_run(settings, "20250102-000000-b")
+    session = Session()
+    assert "`?open=20250101-000000-a`" in runs_panel.open_run(settings, session, "20250101-000000-a")
+    link = SimpleNamespace(query_params={"open": "20250101-000000-a"}, session_hash="tab-2")
+    # the visitor also has a run job: without the link the page reattaches to it, with the link it opens the run
+    job = settings.jobs.submit(lambda emit, cancel: {"status": "complete"}, kind="run", owner="visitor-a")
+    plain = SimpleNamespace(query_params={}, session_hash="tab-1")
+    train_panel.attach_job(settings, Session(), "visitor-a", plain)
+    opened = Session()
+    train_panel.attach_job(settings, opened, "visitor-a", link)
+    assert opened.job_id is None and job.id
+    line = runs_panel.open_from_link(settings, opened, link)
+    assert "Opened **20250101-000000-a** (complete)" in line
+    headline, metrics, rouge, loss, size, summaries, _ = results_panel.show_results(settings, opened)
+    assert "Student (`20250101-000000-a`)" in headline and len(rouge.data) >= 2 and len(metrics) >= 2
+    assert summaries.iloc[0]["student"] == "s" and opened.result["metrics"] == METRICS
+    assert runs_panel.refresh_runs(settings, opened, link)[2].value == "20250101-000000-a"  # the picker shows it
+    # no link: nothing changes; a name that is not a run (or escapes the runs folder): a readable message
+    assert runs_panel.open_from_link(settings, Session(), plain) == gr.skip()
+    for name in ("nope", "../../etc", "/etc"):
+        with pytest.raises(gr.Error, match="no run named|outside"):
+            runs_panel.open_from_link(settings, Session(), SimpleNamespace(query_params={"open": name}))
+    settings.jobs.wait_idle(timeout=30)
+
+
 def test_run_names_cannot_escape_and_push_needs_network_and_token(settings, monkeypatch):
     with pytest.raises(gr.Error, match="outside"):
         runs_panel.zip_student(settings, "../")
