@@ -115,10 +115,14 @@ def tiny_t5_dir(tmp_path, tiny_t5, byt5_tokenizer):
     return path
 
 
-def write_jsonl(path: Path, pairs) -> Path:
+def write_jsonl(path: Path, pairs, *, id_prefix: str = "") -> Path:
+    """Pairs as JSONL rows ``{"id", "document", "summary"}``. ``id_prefix`` makes the file's bytes
+    unique: gradio keeps uploads under a hash of their content, shared by every app in the process,
+    and a closing app deletes its uploads, so two tests uploading identical bytes can lose each
+    other's file."""
     with open(path, "w", encoding="utf-8") as handle:
         for i, (document, summary) in enumerate(pairs):
-            handle.write(json.dumps({"id": str(i), "document": document, "summary": summary}) + "\n")
+            handle.write(json.dumps({"id": f"{id_prefix}{i}", "document": document, "summary": summary}) + "\n")
     return path
 
 

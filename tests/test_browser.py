@@ -90,8 +90,8 @@ def test_dashboard_in_chromium(page_url, tmp_path):
 
     url, teacher = page_url
     screenshot = Path(os.environ.get("DASHBOARD_SCREENSHOT") or tmp_path / "screenshot.png").resolve()
-    train = write_jsonl(tmp_path / "train.jsonl", ARTICLES)
-    validation = write_jsonl(tmp_path / "validation.jsonl", ARTICLES[:4])
+    train = write_jsonl(tmp_path / "train.jsonl", ARTICLES, id_prefix=tmp_path.name)
+    validation = write_jsonl(tmp_path / "validation.jsonl", ARTICLES[:4], id_prefix=tmp_path.name)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
                                              args=CHROMIUM_ARGS)
@@ -169,8 +169,8 @@ def test_a_run_survives_its_tab_and_another_context_sees_it_finish(page_url, tmp
 
     monkeypatch.setattr(pipeline, "run_pipeline", gated)
     url, teacher = page_url
-    train = write_jsonl(tmp_path / "train.jsonl", ARTICLES)
-    validation = write_jsonl(tmp_path / "validation.jsonl", ARTICLES[:2])
+    train = write_jsonl(tmp_path / "train.jsonl", ARTICLES, id_prefix=tmp_path.name)
+    validation = write_jsonl(tmp_path / "validation.jsonl", ARTICLES[:2], id_prefix=tmp_path.name)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
                                              args=CHROMIUM_ARGS)
