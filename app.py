@@ -151,7 +151,7 @@ def build_demo(settings=None):
                             show_progress="hidden")
         as_base.success(**advice)
         # A (re)opened page: remember the visitor, reattach to ?run=<id> or the visitor's latest run,
-        # or open the run of a shared ?open=<run> link.
+        # or open the run of a shared ?open=<run> link (and the comparison of a ?compare= link, below).
         attached = demo.load(bind(train_panel.attach_job, settings), [session, visitor], [visitor, live.progress],
                              api_visibility="private")
         attached.then(  # a shared link ?open=<run> opens that run's results instead
@@ -160,6 +160,9 @@ def build_demo(settings=None):
             partial(train_panel.watch_job, settings), session, [live.progress, live.loss], concurrency_limit=None,
             api_visibility="private").then(**after_run, api_visibility="private").then(
             runs.handler, session, runs.outputs, api_visibility="private")
+        # ... a shared link ?compare=<run>,<run> opens that comparison in panel 6 (the runs picker keeps it)
+        attached.then(as_toast(bind(runs_panel.compare_from_link, settings), 4, status=3), session,
+                      [runs.overlay, runs.comparison, runs.picked, runs.compared], api_visibility="private")
         # ... and the module training of the same visitor (or ?run=<id> of one), in its tab, at the same time.
         attached.then(bind(modular_panel.attach_modules, settings), [session, modular.state], modular.progress,
                       api_visibility="private").then(

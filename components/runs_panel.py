@@ -92,8 +92,9 @@ def default_run(frame: pd.DataFrame) -> str | None:
 @user_errors
 def refresh_runs(settings: AppSettings, session: Session | None = None, request: gr.Request = None):
     """Returns ``(runs table, compare picker, run picker)`` with the current run names (the ones
-    the session's visitor may see); the run picker starts on the session's complete run shown in
-    panel 5, else on :func:`default_run`."""
+    the session's visitor may see); the compare picker keeps the session's last comparison (those of
+    its runs still listed), the run picker starts on the session's complete run shown in panel 5,
+    else on :func:`default_run`."""
     visitor = None
     if session is not None:
         from .train_panel import visitor_of
@@ -104,25 +105,72 @@ def refresh_runs(settings: AppSettings, session: Session | None = None, request:
     shown = Path(session.run_dir).name if session is not None and session.run_dir else None
     complete = session is not None and (session.result or {}).get("status") == "complete"
     picked = shown if complete and shown in names else default_run(frame)
-    return (frame, gr.Dropdown(choices=names, value=[], multiselect=True), gr.Dropdown(choices=names, value=picked))
+    compared = [name for name in (session.compared or []) if name in names] if session is not None else []
+    return (frame, gr.Dropdown(choices=names, value=compared, multiselect=True),
+            gr.Dropdown(choices=names, value=picked))
 
 
 @user_errors
 def compare_runs(settings: AppSettings, names: list[str] | None, session: Session | None = None):
-    """Overlay the loss curves and compare the students of two or more runs.
+    """Overlay the loss curves and compare the students of two or more runs (read from their run
+    folders; on a public server only runs the session's visitor may see). The session remembers the
+    comparison (the runs picker keeps it after a refresh).
 
-    Returns ``(loss overlay figure, student comparison figure)``.
+    Returns ``(loss overlay figure, student comparison figure, link line)``; the line gives the
+    comparison's shareable link (:func:`compare_link`).
 
-    Raises (as ``gr.Error``): fewer than two runs picked, or a run that cannot be read.
+    Raises (as ``gr.Error``): fewer than two runs picked, no such run (for this visitor), a name
+    outside the runs folder, or a run that cannot be read.
     """
     from compression.runs import load_run
 
-    names = [n for n in (names or []) if n]
+    names = list(dict.fromkeys(n.strip() for n in (names or []) if n and n.strip()))
     if len(names) < 2:
         raise CompressionError("pick two or more runs to compare")
     runs = {name: load_run(run_path(settings, name, session)) for name in names}
+    if session is not None:
+        session.compared = names
     return (charts.loss_overlay({name: run["loss_log"] for name, run in runs.items()}),
-            charts.runs_comparison({name: run["metrics"] for name, run in runs.items()}))
+            charts.runs_comparison({name: run["metrics"] for name, run in runs.items()}),
+            f"Compared {len(names)} runs · link to this comparison: `{compare_link(names)}` after the page address")
+
+
+#: The address parameter of a link that opens the page on a comparison of runs: ``?compare=<run>,<run>``.
+COMPARE_PARAM = "compare"
+
+
+def compare_link(names: list[str]) -> str:
+    """The part of the page address that reopens the comparison of runs ``names`` (loss curves and
+    students, panel 6) in any tab, also after a server restart: ``?compare=<run>,<run>[,...]``."""
+    from urllib.parse import quote
+
+    return f"?{COMPARE_PARAM}=" + ",".join(quote(name, safe="") for name in names)
+
+
+def link_to_compare(request: gr.Request | None) -> list[str] | None:
+    """The runs named by the page address's ``?compare=<run>,<run>[,...]`` (split at commas, blanks
+    dropped), or ``None`` without the parameter."""
+    value = request.query_params.get(COMPARE_PARAM) if request is not None else None
+    if not isinstance(value, str):
+        return None
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+@user_errors
+def compare_from_link(settings: AppSettings, session: Session, request: gr.Request = None):
+    """On page load with ``?compare=<run>,<run>`` (a shared link, :func:`compare_link`): compare those
+    runs as :func:`compare_runs` does and put them in the compare picker. Returns ``(loss overlay,
+    student comparison, compare picker, link line)``, all left as they are without the parameter.
+
+    Raises (as ``gr.Error``): fewer than two runs named, no such run (for this visitor), a name
+    outside the runs folder.
+    """
+    names = link_to_compare(request)
+    if names is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    overlay, comparison, line = compare_runs(settings, names, session)
+    choices = list(runs_table(settings, session.visitor)["name"])  # the visitor's runs (public: not listed yet)
+    return overlay, comparison, gr.Dropdown(choices=choices, value=session.compared), line
 
 
 def _resumable(settings: AppSettings, name: str | None, session: Session | None = None) -> bool:
@@ -287,6 +335,7 @@ def build_runs_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
             overlay = gr.Plot(charts.loss_overlay({}), show_label=False, label="Loss curves", elem_id="runs-overlay")
             comparison = gr.Plot(charts.runs_comparison({}), show_label=False, label="Students compared",
                                  elem_id="runs-comparison")
+        compared = gr.Markdown("", elem_id="runs-compared")
         with gr.Row():
             run = gr.Dropdown(names, value=default_run(frame), label="Run", scale=3, elem_id="run-pick")
             open_button = gr.Button("Open in results", scale=1, elem_id="run-open")
@@ -307,8 +356,8 @@ def build_runs_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
 
     handler = as_toast(bind(refresh_runs, settings))
     refresh.click(handler, session, [table, picked, run], api_name="refresh_runs")
-    compare.click(as_toast(partial(compare_runs, settings)), [picked, session], [overlay, comparison],
-                  api_name="compare_runs")
+    compare.click(as_toast(partial(compare_runs, settings), 3, status=2), [picked, session],
+                  [overlay, comparison, compared], api_name="compare_runs")
     zip_button.click(as_toast(partial(zip_student, settings)), [run, session], download, api_name="zip_student")
     zip_quantized_button.click(as_toast(partial(zip_quantized, settings)), [run, session], download,
                                api_name="zip_quantized")
@@ -317,5 +366,5 @@ def build_runs_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
     run.change(partial(resume_button, settings), [run, session], resume, api_name=False, show_progress="hidden")
     return SimpleNamespace(refresh=refresh, table=table, picked=picked, run=run, open=open_button, opened=opened,
                            use_as_base=use_as_base, resume=resume,
-                           overlay=overlay, comparison=comparison, download=download,
+                           overlay=overlay, comparison=comparison, compared=compared, download=download,
                            outputs=[table, picked, run], handler=handler)

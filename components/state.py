@@ -99,7 +99,8 @@ class Session:
     the gradio session id for API clients); ``models``: models of ``models_run`` loaded for the
     article comparison; ``importance``: the loaded base's layer-importance scores
     (:func:`compression.importance.layer_importance`) once panel 2 scored them; ``length_profile``: the
-    loaded base's :func:`compression.length_plan.cost_profile` (which stack to cut for speed at a length).
+    loaded base's :func:`compression.length_plan.cost_profile` (which stack to cut for speed at a length);
+    ``compared``: the runs of the latest comparison in the runs history.
     """
 
     model_source: str | None = None
@@ -114,6 +115,7 @@ class Session:
     models_run: str | None = None
     importance: dict | None = None
     length_profile: dict | None = None
+    compared: list[str] | None = None
 
 
 def session_state() -> gr.State:

@@ -292,3 +292,36 @@ def test_a_shared_link_opens_a_finished_runs_comparison(page_url):
             expect(page.locator("#run-pick input")).to_have_value("20250101-000000-shared", timeout=30_000)
         finally:
             browser.close()
+
+
+def test_a_shared_link_opens_a_comparison_of_runs(page_url):
+    """``?compare=<run>,<run>`` (the link the page gives for a comparison) opens the page with those
+    runs' loss curves overlaid, the runs picked in the compare picker and the link shown again."""
+    import json
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from compression.runs import RunFolder
+    from conftest import RUN_METRICS
+
+    url, teacher = page_url
+    names = ["20250101-000000-left", "20250102-000000-right"]
+    for loss, name in enumerate(names):
+        run = RunFolder.open(teacher.parent / "runs" / name)
+        run.write_json("config.json", {"model": "tiny", "shrink": {"encoder_layers": 2, "decoder_layers": 1},
+                                       "train": {"epochs": 1}})
+        run.write_json("metrics.json", RUN_METRICS)
+        (run.path / "loss_log.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "loss": 3.0 - loss}) + "\n")
+        run.mark_complete()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
+                                             args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            page.goto(f"{url}?compare={','.join(names)}")
+            expect(page.locator("#runs-compared")).to_contain_text(f"?compare={','.join(names)}", timeout=60_000)
+            expect(page.locator("#runs-overlay .legendtext")).to_have_count(2, timeout=30_000)
+            for name in names:
+                expect(page.locator("#runs-compare-pick")).to_contain_text(name, timeout=30_000)
+        finally:
+            browser.close()

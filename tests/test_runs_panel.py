@@ -39,7 +39,8 @@ def test_runs_table_compare_open_and_zip(settings, tiny_t5, byt5_tokenizer):
     assert (first["status"], first["layers kept (enc/dec)"], first["epochs"]) == ("complete", "2/1", "1")
     assert run.value == "20250102-000000-b"
 
-    overlay, comparison = runs_panel.compare_runs(settings, ["20250101-000000-a", "20250102-000000-b"])
+    overlay, comparison, line = runs_panel.compare_runs(settings, ["20250101-000000-a", "20250102-000000-b"])
+    assert "`?compare=20250101-000000-a,20250102-000000-b`" in line
     assert [t.name for t in overlay.data] == ["20250101-000000-a · train", "20250102-000000-b · train"]
     assert len(comparison.data) == 4
     with pytest.raises(gr.Error, match="two or more"):
@@ -88,6 +89,44 @@ def test_a_shared_link_opens_a_finished_runs_comparison(settings):
         with pytest.raises(gr.Error, match="no run named|outside"):
             runs_panel.open_from_link(settings, Session(), SimpleNamespace(query_params={"open": name}))
     settings.jobs.wait_idle(timeout=30)
+
+
+def test_a_shared_link_opens_a_comparison_of_runs(settings, tmp_path):
+    from types import SimpleNamespace
+
+    from compression.guard import PublicLimits, RunOwners
+
+    names = ["20250101-000000-a", "20250102-000000-b", "20250103-000000-c"]
+    for loss, name in enumerate(names):
+        _fake_run(settings, name, loss=3.0 - loss)
+    session = Session()
+    *_, line = runs_panel.compare_runs(settings, names[:2], session)
+    assert f"`?compare={names[0]},{names[1]}`" in line and session.compared == names[:2]
+    assert runs_panel.refresh_runs(settings, session)[1].value == names[:2]  # a refresh keeps the comparison
+    # the link, in another tab: the same charts, the picker on those runs, the link again
+    link = SimpleNamespace(query_params={"compare": f" {names[2]},{names[0]},,{names[2]}"}, session_hash="tab-2")
+    opened = Session()
+    overlay, comparison, picker, line = runs_panel.compare_from_link(settings, opened, link)
+    assert [t.name for t in overlay.data] == [f"{names[2]} · train", f"{names[0]} · train"]
+    assert len(comparison.data) == 4 and picker.value == [names[2], names[0]]
+    assert f"`?compare={names[2]},{names[0]}`" in line
+    assert runs_panel.refresh_runs(settings, opened, link)[1].value == [names[2], names[0]]
+    # no link: nothing changes; unknown, escaping or too few names: a readable message, no server path
+    plain = SimpleNamespace(query_params={}, session_hash="tab-1")
+    assert runs_panel.compare_from_link(settings, Session(), plain) == (gr.skip(),) * 4
+    for value, message in ((f"{names[0]},nope", "no run named 'nope'"), (f"{names[0]},../../etc", "outside"),
+                           (f"/etc,{names[0]}", "outside"), (names[0], "two or more"), ("", "two or more")):
+        with pytest.raises(gr.Error, match=message) as error:
+            runs_panel.compare_from_link(settings, Session(), SimpleNamespace(query_params={"compare": value}))
+        assert str(settings.runs_dir) not in str(error.value.message) and str(tmp_path) not in str(error.value.message)
+    # a public server: only runs the visitor may see (their own and the operator's)
+    public = AppSettings.create(settings.runs_dir, [tmp_path], offline=True, limits=PublicLimits())
+    RunOwners(public.runs_dir).set(names[0], "visitor-a")
+    RunOwners(public.runs_dir).set(names[1], "visitor-b")
+    shared = SimpleNamespace(query_params={"compare": f"{names[0]},{names[2]}"})
+    assert runs_panel.compare_from_link(public, Session(visitor="visitor-a"), shared)[2].value == [names[0], names[2]]
+    with pytest.raises(gr.Error, match=f"no run named '{names[0]}'"):
+        runs_panel.compare_from_link(public, Session(visitor="visitor-b"), shared)
 
 
 def test_run_names_cannot_escape_and_push_needs_network_and_token(settings, monkeypatch):
