@@ -164,11 +164,12 @@ def build_demo(settings=None):
         attached.then(as_toast(bind(runs_panel.compare_from_link, settings), 4, status=3), session,
                       [runs.overlay, runs.comparison, runs.picked, runs.compared], api_visibility="private")
         # ... and the module training of the same visitor (or ?run=<id> of one), in its tab, at the same time.
+        # (its stopped trainings are listed for Resume before and after it is followed)
         attached.then(bind(modular_panel.attach_modules, settings), [session, modular.state], modular.progress,
-                      api_visibility="private").then(
+                      api_visibility="private").then(**modular.stopped_handler).then(
             as_toast(partial(modular_panel.watch_modules, settings), 4, status=0), modular.state,
             [modular.progress, modular.loss, modular.ratio, modular.modules_info], concurrency_limit=None,
-            api_visibility="private")
+            api_visibility="private").then(**modular.stopped_handler)
     return demo
 
 

@@ -15,7 +15,7 @@ runs list) and can be loaded again later. The tab's own state (modules, points) 
 :mod:`components.train_panel`: module training is a job on the server's queue
 (:class:`compression.jobs.JobQueue`, shared with the Run button: one training at a time), watched by
 the generator, which yields the progress line and the curve as it advances; Cancel stops it; closing
-the tab does not. Training, scoring and the runs to compare with come from the engine:
+the tab does not; Resume continues a cancelled or interrupted one from its ``last-checkpoint/``. Training, scoring and the runs to compare with come from the engine:
 :func:`compression.modular.train_modular`, :func:`compression.modular.score_assembly` and
 :func:`compression.runs.comparable_runs`.
 """
@@ -189,11 +189,105 @@ def train_modules_job(settings: AppSettings, session: Session, state: ModularSta
 
         return train_modular(config, on_progress=emit, cancel=cancel, progress_bar=False)
 
-    job = settings.jobs.submit(work, kind="modular", owner=train_panel.visitor_of(session, request),
+    visitor = train_panel.visitor_of(session, request)
+    job = settings.jobs.submit(work, kind="modular", owner=visitor,
                                label=output.name, info={"run_dir": str(output), "teacher_source": source_model,
                                                         "teacher_label": label})
+    if settings.limits is not None:  # only they may resume it (resume_modules_job)
+        modules_owners(settings).set(output.name, visitor)
     state.job_id = job.id
     yield from watch_modules(settings, state, job.id, intro=f"Module training queued: `{output.name}` · {job_link(job)}")
+
+
+# ------------------------------------------------------------------------------ resuming
+
+def modules_owners(settings: AppSettings):
+    """Which visitor started which module training (:class:`compression.guard.RunOwners` of
+    ``<runs>/.modular``; written on a public server only)."""
+    from compression.guard import RunOwners
+
+    return RunOwners(settings.runs_dir / MODULAR_DIR)
+
+
+def _training_now(settings: AppSettings) -> set[str]:
+    """Folder names of the module trainings waiting or running on the server."""
+    return {Path(job.info.get("run_dir") or "").name for job in settings.jobs.jobs()
+            if job.kind == "modular" and not job.done}
+
+
+def resumable_trainings(settings: AppSettings, visitor: str | None = None) -> list[str]:
+    """Folder names (in ``<runs>/.modular``, newest first) of the stopped module trainings that can
+    be continued: a ``last-checkpoint/`` and a ``recipe.json`` (:data:`compression.modular.RECIPE_FILE`),
+    no job training there now, and on a public server started by ``visitor``."""
+    from compression.modular import RECIPE_FILE
+    from compression.resume import LAST_CHECKPOINT
+
+    root = settings.runs_dir / MODULAR_DIR
+    if not root.is_dir():
+        return []
+    busy = _training_now(settings)
+    owners = modules_owners(settings).read() if settings.limits is not None else None
+    return sorted((folder.name for folder in root.iterdir()
+                   if not folder.name.startswith(".") and folder.name not in busy
+                   and (folder / LAST_CHECKPOINT).is_dir() and (folder / RECIPE_FILE).is_file()
+                   and (owners is None or (visitor is not None and owners.get(folder.name) == visitor))),
+                  reverse=True)
+
+
+def resume_choices(settings: AppSettings, session: Session, state: ModularState, request: gr.Request = None):
+    """``(stopped-trainings picker, Resume button)``: the trainings :func:`resumable_trainings` lists
+    for the session's visitor, starting on the one this tab followed when it is among them; Resume
+    is clickable when there is one."""
+    visitor = train_panel.visitor_of(session, request) if settings.limits is not None else None
+    names = resumable_trainings(settings, visitor)
+    job = settings.jobs.find(state.job_id)
+    followed = Path(job.info.get("run_dir") or "").name if job is not None else None
+    value = followed if followed in names else (names[0] if names else None)
+    return gr.Dropdown(choices=names, value=value), gr.Button(interactive=bool(names))
+
+
+@user_errors
+def resume_modules_job(settings: AppSettings, session: Session, state: ModularState, name: str | None,
+                       request: gr.Request = None):
+    """Generator behind the tab's Resume: continue the stopped (cancelled or interrupted) module
+    training ``name`` of ``<runs>/.modular`` from its ``last-checkpoint/`` with the recipe it recorded
+    (:func:`compression.modular.resume_recipe`, what ``modular-train --resume`` does), as a job on
+    the server's queue like "Train modules", watched like it (:func:`watch_modules`, same outputs).
+    On a public server only the visitor who started the training may resume it.
+
+    Raises (as ``gr.Error``): a training already going on in this tab, nothing picked, a name outside
+    the modules folder or not there, someone else's training, one training there now, no whole
+    checkpoint or recipe, the visitor's queue limit.
+    """
+    from compression.errors import RunError
+    from compression.modular import resume_recipe, train_modular
+    from compression.runs import resolve_inside
+
+    current = settings.jobs.find(state.job_id)
+    if current is not None and not current.done:
+        raise CompressionError("modules are already training in this tab: wait for them or cancel")
+    if not (name or "").strip():
+        raise RunError("pick a stopped module training to resume (one cancelled or interrupted with a checkpoint)")
+    root = settings.runs_dir / MODULAR_DIR
+    path = resolve_inside(root / name.strip(), [root])
+    if path == root.resolve() or not path.is_dir():
+        raise RunError(f"there is no module training named {name!r}: pick one in the list")
+    visitor = train_panel.visitor_of(session, request)
+    if settings.limits is not None and modules_owners(settings).read().get(path.name) != visitor:
+        raise RunError(f"module training {path.name} was started by someone else: only they can resume it")
+    if path.name in _training_now(settings):
+        raise RunError(f"module training {path.name} is training now: wait for it or cancel it first")
+    config, checkpoint = resume_recipe(path)
+    teacher = config.teacher
+
+    def work(emit, cancel):
+        return train_modular(config, on_progress=emit, cancel=cancel, progress_bar=False, resume_from=checkpoint)
+
+    job = settings.jobs.submit(work, kind="modular", owner=visitor, label=path.name,
+                               info={"run_dir": str(path), "teacher_source": teacher,
+                                     "teacher_label": Path(teacher).name or teacher})
+    state.job_id = job.id
+    yield from watch_modules(settings, state, job.id, intro=f"Resume queued: `{path.name}` · {job_link(job)}")
 
 
 def watch_modules(settings: AppSettings, state: ModularState, job_id: str | None = None, intro: str | None = None):
@@ -417,7 +511,7 @@ def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespa
     Reads ``session`` (the base model of panel 1, the default teacher) and keeps its own
     :func:`modular_state`. Module training is a job on the server's queue, shared with the main Run,
     so one training job at a time runs on the machine; assembling and scoring runs under
-    ``concurrency_id="assemble"`` (limit 1). API names: ``modular_train``, ``modular_cancel``,
+    ``concurrency_id="assemble"`` (limit 1). API names: ``modular_train``, ``modular_resume``, ``modular_cancel``,
     ``modular_load``, ``modular_assemble`` (plus ``modular_data_source``, ``modular_file_columns``).
     """
     from functools import partial
@@ -468,6 +562,12 @@ def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespa
             with gr.Row():
                 train = gr.Button("Train modules", variant="primary", elem_id="modular-train-button")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="modular-cancel-button")
+            stopped_names = [] if settings.limits is not None else resumable_trainings(settings)
+            with gr.Row(equal_height=True):
+                stopped = gr.Dropdown(stopped_names, value=stopped_names[0] if stopped_names else None, scale=3,
+                                      label="Stopped trainings (cancelled or interrupted, with a checkpoint)",
+                                      elem_id="modular-stopped")
+                resume = gr.Button("Resume", scale=1, interactive=bool(stopped_names), elem_id="modular-resume-button")
             with gr.Accordion("…or load modules trained before", open=False):
                 modules_folder = gr.Textbox(label="Modules folder", elem_id="modular-folder",
                                             placeholder=f"{settings.runs_dir / MODULAR_DIR}/<timestamp>-<teacher>")
@@ -508,10 +608,16 @@ def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespa
                       [text_column, summary_column, train_samples],
                       api_name="modular_file_columns")
     data_values = [data_source, train_file, validation_file, text_column, summary_column]
+    stopped_handler = dict(fn=bind(resume_choices, settings), inputs=[session, state], outputs=[stopped, resume],
+                           api_visibility="private", show_progress="hidden")
     train.click(as_toast(bind(train_modules_job, settings), 4, status=0),
                 [session, state, teacher_folder, granularities, *data_values, train_samples, eval_samples, epochs,
                  batch_size, learning_rate, max_source, max_target],
-                [progress, loss, ratio, modules_info], api_name="modular_train", concurrency_limit=None)
+                [progress, loss, ratio, modules_info], api_name="modular_train", concurrency_limit=None).then(
+        **stopped_handler)
+    resume.click(as_toast(bind(resume_modules_job, settings), 4, status=0), [session, state, stopped],
+                 [progress, loss, ratio, modules_info], api_name="modular_resume", concurrency_limit=None).then(
+        **stopped_handler)
     cancel.click(partial(cancel_modules, settings), state, progress, api_name="modular_cancel",
                  concurrency_limit=None)
     load.click(as_toast(partial(load_modules, settings), 2, status=0), [state, modules_folder], [modules_info, ratio], api_name="modular_load")
@@ -526,6 +632,7 @@ def build_modular_tab(settings: AppSettings, session: gr.State) -> SimpleNamespa
                            text_column=text_column, summary_column=summary_column, train_samples=train_samples,
                            eval_samples=eval_samples, epochs=epochs, batch_size=batch_size,
                            learning_rate=learning_rate, max_source=max_source, max_target=max_target, train=train,
-                           cancel=cancel, modules_folder=modules_folder, load=load, progress=progress, loss=loss,
+                           cancel=cancel, stopped=stopped, resume=resume, stopped_handler=stopped_handler,
+                           modules_folder=modules_folder, load=load, progress=progress, loss=loss,
                            modules_info=modules_info, ratio=ratio, priority=priority, max_new=max_new,
                            assemble=assemble_button, assembly=assembly, plan=plan, tradeoff=tradeoff, table=table)

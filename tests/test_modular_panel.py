@@ -131,6 +131,69 @@ def test_module_training_outlives_its_watcher_and_a_reloaded_page_reattaches(set
     assert list(modular_panel.watch_modules(settings, ModularState())) == [(gr.skip(),) * 4]
 
 
+def test_resume_continues_a_cancelled_module_training(settings, tiny_t5_dir, data, monkeypatch):
+    import json
+    from types import SimpleNamespace
+
+    import compression.modular
+    from compression.guard import PublicLimits
+    from compression.resume import LAST_CHECKPOINT
+
+    monkeypatch.setattr(modular_panel, "POLL_SECONDS", 0.05)
+    real = compression.modular.train_modular
+
+    def cancelled_at_step_2(config, on_progress=None, cancel=None, **kwargs):
+        def hook(record):
+            on_progress(record)
+            if record.get("kind") == "train" and record.get("step") == 1:
+                cancel.set()  # seen after step 1: training stops at the end of step 2 (the Cancel button's event)
+        return real(config, on_progress=hook, cancel=cancel, **kwargs)
+    monkeypatch.setattr(compression.modular, "train_modular", cancelled_at_step_2)
+    session = Session(model_source=str(tiny_t5_dir), model_label="tiny", visitor="visitor-a")
+    state = ModularState()
+    assert modular_panel.resume_choices(settings, session, state)[1].interactive is False  # nothing stopped yet
+    # 8 pairs, batch 4, 3 epochs: 6 steps; cancelled after 2
+    outputs = list(modular_panel.train_modules_job(settings, session, state, "", [2, 4], *data, 8, 4, 3, 4, 1e-3,
+                                                    64, 16))
+    assert "Cancelled" in outputs[-1][0]
+    name = settings.jobs.get(state.job_id).label
+    folder = settings.runs_dir / modular_panel.MODULAR_DIR / name
+    assert (folder / LAST_CHECKPOINT).is_dir() and (folder / compression.modular.RECIPE_FILE).is_file()
+    picker, button = modular_panel.resume_choices(settings, session, state)
+    assert picker.choices == [(name, name)] and picker.value == name and button.interactive is True
+    monkeypatch.setattr(compression.modular, "train_modular", real)
+
+    # refused, in one line each: nothing picked, not there, escaping the modules folder, someone else's
+    # training on a public server (where the list shows only the visitor's own)
+    for picked, message in (("", "pick a stopped module training"), ("nope", "no module training named"),
+                            ("../..", "outside")):
+        with pytest.raises(gr.Error, match=message):
+            next(modular_panel.resume_modules_job(settings, session, ModularState(), picked))
+    public = AppSettings.create(settings.runs_dir, [settings.runs_dir.parent], offline=True, limits=PublicLimits())
+    with pytest.raises(gr.Error, match="started by someone else"):
+        next(modular_panel.resume_modules_job(public, Session(visitor="visitor-b"), ModularState(), name))
+    assert modular_panel.resumable_trainings(public, "visitor-b") == []
+    modular_panel.modules_owners(public).set(name, "visitor-a")
+    assert modular_panel.resumable_trainings(public, "visitor-a") == [name]
+
+    # Resume: the same job path as Train modules, watched the same way, to the end of the 6 steps
+    request = SimpleNamespace(query_params={}, session_hash="tab-1")
+    progress, figure, slider, info = list(modular_panel.resume_modules_job(settings, session, state, name,
+                                                                           request))[-1]
+    assert "Modules trained" in progress and slider.interactive is True and "`encoder.g2.s0`" in info
+    job = settings.jobs.get(state.job_id)
+    assert job.label == name and any("continuing from last-checkpoint/" in str(s.get("message")) for s in job.stages)
+    meta = json.loads((folder / "modular.json").read_text())
+    assert meta["training"]["steps"] == 6 and not meta["training"]["cancelled"]
+    assert not (folder / LAST_CHECKPOINT).exists() and state.modular_dir == str(folder)
+    steps = [json.loads(line)["step"] for line in (folder / "loss_log.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 6  # one curve, continued, not restarted
+    assert modular_panel.resume_choices(settings, session, state)[1].interactive is False  # nothing left
+    with pytest.raises(gr.Error, match="no last-checkpoint/"):
+        next(modular_panel.resume_modules_job(settings, session, ModularState(), name))
+
+
 def test_cancel_without_training():
     from components.state import AppSettings
 

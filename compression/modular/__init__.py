@@ -33,7 +33,17 @@ from .spans import (
 )
 from .supervision import Recorder
 from .trainer import train_modules
-from .workflow import METHOD_OF_PRIORITY, EvaluationSet, ModularConfig, score_assembly, score_teacher, train_modular
+from .workflow import (
+    METHOD_OF_PRIORITY,
+    RECIPE_FILE,
+    EvaluationSet,
+    ModularConfig,
+    resume_recipe,
+    score_assembly,
+    score_teacher,
+    train_modular,
+    write_recipe,
+)
 
 _Recorder = Recorder  # the name tests and older code used
 
@@ -42,5 +52,5 @@ __all__ = [
     "ModularArgs", "ModularModel", "Recorder", "Span", "assemble", "available_ratios", "granularity_weights",
     "load_modular", "max_ratio", "module_name", "parse_granularities", "plan_for_ratio", "save_modular",
     "spans_of", "train_modules", "METHOD_OF_PRIORITY", "EvaluationSet", "ModularConfig", "score_assembly",
-    "score_teacher", "train_modular",
+    "score_teacher", "train_modular", "RECIPE_FILE", "resume_recipe", "write_recipe",
 ]

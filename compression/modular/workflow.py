@@ -86,14 +86,83 @@ def _train_modular(config, stage, on_progress, cancel, token, progress_bar, resu
     resuming = f", continuing from {Path(resume_from).name}/" if resume_from is not None else ""
     stage("train", f"training granularities {', '.join(map(str, config.modular.granularities))} on "
                    f"{len(data.train)} pairs for {config.train.epochs:g} epoch(s){resuming}")
-    modular = train_modules(teacher, tokenizer, data.train, data.validation, config.train, config.modular,
-                            config.output, on_progress=on_progress, cancel=cancel, progress_bar=progress_bar,
-                            resume_from=resume_from)
+    output = Path(config.output)
+    created = not output.exists()
+    write_recipe(config)
+    try:
+        modular = train_modules(teacher, tokenizer, data.train, data.validation, config.train, config.modular,
+                                config.output, on_progress=on_progress, cancel=cancel, progress_bar=progress_bar,
+                                resume_from=resume_from)
+    except BaseException:
+        if created:  # the recipe alone is no training: leave no folder behind for it
+            (output / RECIPE_FILE).unlink(missing_ok=True)
+            if output.is_dir() and not any(output.iterdir()):
+                output.rmdir()
+        raise
     if modular.info["training"]["cancelled"]:
         stage("done", f"cancelled: what was trained is saved to {config.output}; continue with --resume")
     else:
         stage("done", f"modules saved to {config.output}")
     return modular, tokenizer
+
+
+#: The recipe of a module training (:class:`ModularConfig` as JSON), written into its output folder
+#: when training starts, so a stopped training can be continued without its flags (:func:`resume_recipe`).
+RECIPE_FILE = "recipe.json"
+
+
+def write_recipe(config: ModularConfig) -> Path:
+    """Write ``config`` (teacher, tokenizer, data, Trainer and module settings) to
+    ``config.output/recipe.json`` atomically; returns that file.
+
+    Raises:
+        OSError: the folder cannot be written (the Trainer would fail there too).
+    """
+    import json
+    from dataclasses import asdict
+
+    from ..files import atomic_write_text
+
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    recipe = {"teacher": config.teacher, "tokenizer": config.tokenizer, "data": asdict(config.data),
+              "train": asdict(config.train), "modular": asdict(config.modular)}
+    return atomic_write_text(output / RECIPE_FILE, json.dumps(recipe, indent=2) + "\n")
+
+
+def resume_recipe(folder: str | Path) -> tuple[ModularConfig, Path]:
+    """What continuing the stopped module training in ``folder`` needs: its recipe
+    (``recipe.json``, with ``output`` = ``folder``) and its ``last-checkpoint/`` (checked whole);
+    :func:`train_modular` with ``resume_from`` = that checkpoint continues it, as ``modular-train
+    --resume`` does.
+
+    Raises:
+        RunError: no ``last-checkpoint/`` (the training completed, or stopped before one was saved),
+            a checkpoint that is not whole, no readable recipe (a training started before recipes
+            were written: continue it with ``modular-train --resume`` and its flags).
+        CompressionError: a recorded setting this version refuses.
+    """
+    import json
+
+    from ..config import DataArgs, ModularArgs, TrainArgs
+    from ..errors import RunError
+    from ..resume import LAST_CHECKPOINT, checkpoint_step
+
+    folder = Path(folder)
+    checkpoint = folder / LAST_CHECKPOINT
+    if not checkpoint.is_dir():
+        raise RunError(f"module training {folder.name} has no {LAST_CHECKPOINT}/ to resume from (it completed, "
+                       "or stopped before one was saved): train the modules again")
+    checkpoint_step(checkpoint)
+    try:
+        recipe = json.loads((folder / RECIPE_FILE).read_text(encoding="utf-8"))
+        config = ModularConfig(teacher=recipe["teacher"], tokenizer=recipe.get("tokenizer"), output=folder,
+                               data=DataArgs(**recipe["data"]), train=TrainArgs(**recipe["train"]),
+                               modular=ModularArgs(**recipe["modular"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RunError(f"module training {folder.name} has no readable {RECIPE_FILE}: continue it with "
+                       "`python -m compression modular-train --resume` and the flags it was started with") from None
+    return config, checkpoint
 
 
 @dataclass(frozen=True)
