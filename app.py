@@ -160,6 +160,9 @@ def build_demo(settings=None):
             partial(train_panel.watch_job, settings), session, [live.progress, live.loss], concurrency_limit=None,
             api_visibility="private").then(**after_run, api_visibility="private").then(
             runs.handler, session, runs.outputs, api_visibility="private")
+        # ... a ?run=<id> link to a teacher training ("Train this preset as the teacher") follows it in the live panel
+        attached.then(bind(teacher_job.watch_teacher, settings), session, [live.progress, live.loss, model.custom],
+                      concurrency_limit=None, api_visibility="private")
         # ... a shared link ?compare=<run>,<run> opens that comparison in panel 6 (the runs picker keeps it)
         attached.then(as_toast(bind(runs_panel.compare_from_link, settings), 4, status=3), session,
                       [runs.overlay, runs.comparison, runs.picked, runs.compared], api_visibility="private")

@@ -110,18 +110,34 @@ def train_teacher_from_page(settings: AppSettings, keys: list[str], request: gr.
 
     Raises (as ``gr.Error``): any CompressionError from :func:`submit_teacher` (nothing is queued).
     """
-    from .train_panel import progress_markdown, visitor_of
+    from .train_panel import visitor_of
 
     try:
         job = submit_teacher(settings, session, dict(zip(keys, values, strict=True)), visitor_of(session, request))
     except Exception as error:  # noqa: BLE001 - shown as the readable message, nothing was queued
         raise as_gr_error(error) from None
     session.job_id = job.id
+    yield from watch_teacher(settings, session, job.id)
+
+
+def watch_teacher(settings: AppSettings, session: Session, job_id: str | None = None):
+    """Generator: follow the teacher training ``job_id`` (default: the session's job, e.g. the one a
+    ``?run=<id>`` link named, :func:`components.train_panel.attach_job`), yielding ``(progress markdown,
+    loss figure, panel 1's folder box)`` as it advances; the folder box gets the teacher's folder when
+    it completes. Changes nothing when that job is not a teacher training. Closing it leaves the job
+    running."""
+    from .train_panel import progress_markdown
+
+    job = settings.jobs.find(job_id or session.job_id)
+    if job is None or job.kind != "teacher":
+        yield gr.skip(), gr.skip(), gr.skip()
+        return
     for current in watch(job):
         if current.status == "queued":
             yield "\n\n".join([queue_markdown(settings.jobs, current), job_link(current)]), gr.skip(), gr.skip()
         elif not current.done:
-            yield (progress_markdown(current.stages, current.records, f"▶ Training the teacher `{job.label}`"),
+            yield (progress_markdown(current.stages, current.records, f"▶ Training the teacher `{job.label}` · "
+                                                                      f"{job_link(job)}"),
                    charts.loss_curve(current.records), gr.skip())
     final, folder = teacher_outcome(job)
     yield (progress_markdown(job.stages, job.records, final), charts.loss_curve(job.records),

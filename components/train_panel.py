@@ -496,7 +496,7 @@ def watch_job(settings: AppSettings, session: Session, job_id: str | None = None
     from .jobs import watch
 
     job = settings.jobs.find(job_id or session.job_id)
-    if job is None:
+    if job is None or job.kind == "teacher":  # a teacher training: components.teacher_job.watch_teacher
         yield gr.skip(), gr.skip()
         return
     for current in watch(job, POLL_SECONDS):
@@ -608,17 +608,18 @@ def cancel_training(settings: AppSettings, session: Session, request: gr.Request
 
 def attach_job(settings: AppSettings, session: Session, visitor: str | None, request: gr.Request = None):
     """On page load: remember the visitor (a random id kept in the browser, made on the first
-    visit) and pick the run this tab shows — the one named by ``?run=<id>`` in the address, else the
-    visitor's latest run (a module training named there is the modular tab's,
-    :func:`components.modular_panel.attach_modules`). Returns ``(visitor id, progress markdown)``; :func:`watch_job` follows."""
+    visit) and pick the run this tab shows — the one named by ``?run=<id>`` in the address (a run or
+    a teacher training, :func:`components.teacher_job.watch_teacher`), else the visitor's latest run
+    (a module training named there is the modular tab's, :func:`components.modular_panel.attach_modules`). Returns ``(visitor id, progress markdown)``; :func:`watch_job` follows."""
     import secrets
 
     visitor = visitor if isinstance(visitor, str) and visitor else secrets.token_hex(8)
     session.visitor = visitor
     wanted = (request.query_params.get("run") if request is not None else None) or ""
     job = settings.jobs.find(wanted) if wanted else None
-    if job is not None and job.kind != "run":  # a module training: its tab reattaches to it
+    if job is not None and job.kind == "modular":  # a module training: its tab reattaches to it
         wanted, job = "", None
+    # (a teacher training is followed here too, by components.teacher_job.watch_teacher)
     if job is None and not (request is not None and request.query_params.get("open")):
         job = settings.jobs.latest(visitor, kind="run")  # (a ?open=<run> link shows that run instead)
     if wanted and job is None:

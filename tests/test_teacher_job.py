@@ -68,3 +68,40 @@ def test_bundled_teacher_is_the_first_offline_choice_when_present(settings, tiny
     monkeypatch.setattr(teacher, "BUNDLED_TEACHER", shipped)
     assert model_panel.model_choices(settings)[0][1] == model_panel.BUNDLED_TEACHER_CHOICE
     assert model_panel.resolve_source(settings, model_panel.BUNDLED_TEACHER_CHOICE, None) == ("folder", str(shipped))
+
+
+def test_a_run_link_to_a_teacher_training_reattaches_to_its_progress(settings):
+    import threading
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from components import modular_panel, train_panel
+
+    release = threading.Event()
+
+    def work(emit, cancel):  # a teacher training as the job queue sees it, held until released
+        emit({"kind": "stage", "stage": "train the teacher", "message": "the tiny preset"})
+        emit({"kind": "train", "step": 1, "loss": 3.0, "epoch": 0.5})
+        release.wait(30)
+        return {"status": "complete", "metrics": {"validation_loss": 2.5}, "train": {"eval_loss": 2.5},
+                "teacher_dir": str(settings.bases_dir / "teacher-tiny")}
+    job = settings.jobs.submit(work, kind="teacher", owner="visitor-a", label="20261204-000000-teacher-tiny")
+    link = SimpleNamespace(query_params={"run": job.id}, session_hash="tab-2")
+    session = Session()
+    _, line = train_panel.attach_job(settings, session, "visitor-b", link)  # another browser, the shared link
+    assert session.job_id == job.id and "Reattached to `20261204-000000-teacher-tiny`" in line
+    assert list(train_panel.watch_job(settings, session)) == [(gr.skip(), gr.skip())]  # not a run: left to the teacher's
+    assert modular_panel.attach_modules(settings, session, modular_panel.ModularState(), link) == gr.skip()
+    watcher = teacher_job.watch_teacher(settings, session)
+    progress, _, folder = next(watcher)
+    while "Training the teacher" not in progress:
+        progress, _, folder = next(watcher)
+    assert folder == gr.skip() and f"?run={job.id}" in progress
+    release.set()
+    *_, (final, figure, folder) = list(watcher)
+    assert final.startswith("✓ **Teacher trained**") and folder == str(settings.bases_dir / "teacher-tiny")
+    assert len(figure.data) >= 1
+    # a page without the link does not reattach to someone's teacher training, and a run link is not followed here
+    assert train_panel.attach_job(settings, Session(), "visitor-a", SimpleNamespace(query_params={}))[1] == gr.skip()
+    assert list(teacher_job.watch_teacher(settings, Session())) == [(gr.skip(),) * 3]
