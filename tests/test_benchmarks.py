@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from benchmarks import common, run
 
@@ -119,3 +120,24 @@ def test_summary_names_each_modules_machine():
     header = mixed.splitlines()[0]
     assert "module by module: finetune, scaling on Other CPU (" in header and "2026-01-01" in header
     assert f"; size on {here['cpu']} (" in header
+
+
+def test_step_profile_groups_a_real_step_and_times_dropout(shared_dir, monkeypatch):
+    """benchmarks.step_profile on a short batch: every forward/backward operator lands in one group
+    (the groups add up to the total), dropout's masks are found, and the no-dropout model really has
+    every dropout probability at 0. Structure only, no timing is asserted."""
+    from benchmarks import step_profile
+
+    monkeypatch.setattr(step_profile, "SOURCE_LENGTH", 32)
+    monkeypatch.setattr(step_profile, "TARGET_LENGTH", 8)
+    monkeypatch.setattr(step_profile, "BATCH_SIZE", 2)
+    result = step_profile.profile_step(steps=1)
+    groups = {row["group"]: row["ms_per_step"] for row in result["groups"]}
+    assert abs(sum(groups.values()) - result["total_self_ms"]) < 1e-6
+    assert groups["dropout random masks"] > 0 and groups["linear-layer and lm_head matmuls (mm)"] > 0
+    assert abs(sum(row["percent"] for row in result["groups"]) - 100) < 1e-6
+    model, _ = common.tiny_teacher()
+    step_profile._no_dropout(model)
+    probabilities = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    probabilities += [m.dropout for m in model.modules() if isinstance(getattr(m, "dropout", None), float)]
+    assert probabilities and not any(probabilities)

@@ -1,0 +1,186 @@
+"""Where one fp32 fine-tune step's CPU time goes: ``python -m benchmarks.step_profile [--steps N]``.
+
+The first measurement the fine-tune speed issue asks for on a CPU without native bf16: the step of
+``python -m benchmarks.finetune`` (T5-efficient ``tiny`` shape, random initialisation with seed 0, the
+real T5 vocabulary; 8 XSum pairs with the ``"summarize: "`` prefix, sources 512 / targets 64 tokens,
+collated by :func:`compression.data.make_collator`; model in training mode, so T5's dropout of 0.1
+is on, as in ``Seq2SeqTrainer``), one forward, backward and ``torch.optim.AdamW`` step, fp32.
+
+1. **Profile** (``torch.profiler``, CPU activities, ``--steps`` steps after two warm-up steps): each
+   ATen operator's *self* CPU time, grouped into what it does (:data:`GROUPS`: matmuls of the linear
+   layers and ``lm_head``, attention matmuls, softmax and masking, dropout's random masks, the
+   cross-entropy, the optimizer step, everything else), in ms per step and % of the profiled total.
+2. **What dropout's random masks cost**, timed: the same steps alternated (:func:`benchmarks.common.alternate`)
+   with every dropout probability set to 0 (``nn.Dropout`` modules and T5's attention-probability
+   dropout). This is an upper bound on what any faster mask generation could save; it is not a
+   setting to change, since dropout changes what the model learns.
+
+Writes ``benchmarks/results/step_profile.{json,md}`` with the machine. Timings depend on the machine
+and its load; the JSON says which machine it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from benchmarks import common
+
+NAME = "step_profile"
+SOURCE_LENGTH, TARGET_LENGTH, BATCH_SIZE, LEARNING_RATE = 512, 64, 8, 3e-4
+#: Operator-name groups of the forward and backward passes, checked in order (first match wins); the
+#: optimizer step is timed apart.
+GROUPS = [
+    ("dropout random masks", ("bernoulli",)),
+    ("attention matmuls (bmm)", ("aten::bmm", "aten::baddbmm")),
+    ("linear-layer and lm_head matmuls (mm)", ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul")),
+    ("cross-entropy (log-softmax, NLL)", ("log_softmax", "nll_loss", "cross_entropy")),
+    ("attention softmax and masking", ("softmax", "aten::where", "isneginf", "aten::all", "masked_fill")),
+    ("embedding lookup and its gradient", ("embedding",)),
+]
+
+
+def _batch(tokenizer, model) -> dict:
+    from compression.data import make_collator
+
+    pairs = common.xsum_pairs("train", BATCH_SIZE)
+    features = []
+    for pair in pairs:
+        source = tokenizer("summarize: " + pair["document"], max_length=SOURCE_LENGTH, truncation=True)
+        target = tokenizer(text_target=pair["summary"], max_length=TARGET_LENGTH, truncation=True)
+        features.append({**source, "labels": target["input_ids"]})
+    return make_collator(tokenizer, model)(features)
+
+
+def _step_fn(model, batch):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
+
+    def step() -> None:
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def _no_dropout(model) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if hasattr(module, "dropout") and isinstance(module.dropout, float):  # T5Attention's probability
+            module.dropout = 0.0
+
+
+def profile_step(steps: int = 3) -> dict:
+    """Profile ``steps`` forward+backward passes (after 2 warm-up steps) and group their self CPU time;
+    time the optimizer step (``AdamW.step`` + ``zero_grad``) apart, with ``time.perf_counter``.
+
+    Returns:
+        ``{"step_ms": forward+backward wall ms + optimizer ms, "total_self_ms": the same as operator
+        self CPU ms, "groups": [{"group", "ms_per_step", "percent"}...] (largest first), "top_ops": the
+        12 largest operators of forward+backward [{"op", "ms_per_step", "calls_per_step"}]}``.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    model, tokenizer = common.tiny_teacher()
+    model.train()
+    batch = _batch(tokenizer, model)
+    step = _step_fn(model, batch)
+    for _ in range(2):
+        step()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            model(**batch).loss.backward()
+        forward_backward_ms = (time.perf_counter() - start) / steps * 1e3
+
+    def optimizer_step() -> None:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=False)
+    optimizer_ms = common.median(common.time_call(optimizer_step, repeats=steps)) * 1e3
+    groups = {name: 0.0 for name, _ in GROUPS}
+    groups["other elementwise and bookkeeping"] = 0.0
+    aten = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    for event in aten:
+        ms = event.self_cpu_time_total / 1e3 / steps
+        name = next((name for name, needles in GROUPS if any(needle in event.key for needle in needles)),
+                    "other elementwise and bookkeeping")
+        groups[name] += ms
+    groups["optimizer step (AdamW, timed apart)"] = optimizer_ms
+    total = sum(groups.values())
+    rows = sorted(({"group": name, "ms_per_step": ms, "percent": 100 * ms / total if total else 0.0}
+                   for name, ms in groups.items()), key=lambda row: -row["ms_per_step"])
+    top = sorted(aten, key=lambda e: -e.self_cpu_time_total)[:12]
+    return {"step_ms": forward_backward_ms + optimizer_ms, "total_self_ms": total, "groups": rows,
+            "top_ops": [{"op": e.key, "ms_per_step": e.self_cpu_time_total / 1e3 / steps,
+                         "calls_per_step": e.count / steps} for e in top]}
+
+
+def dropout_cost(steps: int = 4, rounds: int = 3) -> dict:
+    """Alternate ``steps`` steps with dropout on (T5's 0.1) and all dropout at 0, ``rounds`` times.
+
+    Returns ``{"with_dropout_s", "without_dropout_s"}`` (median seconds per step) and ``"ratio"``
+    (median of per-round with/without: 1.25 means dropout's masks make a step 25 % slower).
+    """
+    model_a, tokenizer = common.tiny_teacher()
+    model_b, _ = common.tiny_teacher()
+    model_a.train()
+    model_b.train()
+    _no_dropout(model_b)
+    step_a = _step_fn(model_a, _batch(tokenizer, model_a))
+    step_b = _step_fn(model_b, _batch(tokenizer, model_b))
+    step_a()
+    step_b()
+
+    def run(step):
+        def timed() -> float:
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            return (time.perf_counter() - start) / steps
+        return timed
+
+    result = common.alternate(run(step_a), run(step_b), rounds)
+    return {"with_dropout_s": result["a_median"], "without_dropout_s": result["b_median"],
+            "ratio": result["ratio_median"], "ratio_min": result["ratio_min"], "ratio_max": result["ratio_max"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.step_profile", description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=3, help="profiled steps (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the dropout alternation (default 3)")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.rounds < 1:
+        parser.error("--steps and --rounds must be at least 1")
+    try:
+        profile = profile_step(args.steps)
+        dropout = dropout_cost(rounds=args.rounds)
+    except common.SharedDataMissing as error:
+        print(f"error: {error}")
+        return 2
+    machine = common.machine_info()
+    lines = [f"One fp32 fine-tune step (tiny preset, batch {BATCH_SIZE}, source {SOURCE_LENGTH} / target "
+             f"{TARGET_LENGTH} tokens, dropout 0.1, AdamW) on {machine.get('cpu')}, "
+             f"{machine.get('cpu_count', '?')} cores (ISA: {', '.join(machine.get('isa') or []) or 'none listed'}), torch {torch.__version__}: {profile['step_ms']:,.0f} ms per "
+             f"profiled step ({profile['total_self_ms']:,.0f} ms of operator self time)", "",
+             common.format_table([{**row, "ms_per_step": round(row["ms_per_step"], 1), "percent": round(row["percent"], 1)}
+                                  for row in profile["groups"]], ["group", "ms_per_step", "percent"]), "",
+             "Largest operators:", "",
+             common.format_table([{**row, "ms_per_step": round(row["ms_per_step"], 1)} for row in profile["top_ops"]],
+                                 ["op", "ms_per_step", "calls_per_step"]), "",
+             f"Dropout's cost, alternated ({args.rounds} rounds of 4 steps): {dropout['with_dropout_s']:.2f} s per "
+             f"step with dropout 0.1, {dropout['without_dropout_s']:.2f} s without: x{dropout['ratio']:.2f} "
+             f"({dropout['ratio_min']:.2f}-{dropout['ratio_max']:.2f})"]
+    text = "\n".join(lines)
+    print(text)
+    common.write_result(NAME, {"profile": profile, "dropout": dropout,
+                               "settings": {"source_length": SOURCE_LENGTH, "target_length": TARGET_LENGTH,
+                                            "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE}}, text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
