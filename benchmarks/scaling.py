@@ -490,6 +490,45 @@ def run(quick: bool) -> dict:
     return payload
 
 
+LONG_LENGTHS = (8192, 16384)
+
+
+def run_long(lengths=LONG_LENGTHS, steps: int = 3, family: str = "longt5", note: str = "") -> dict:
+    """The long end of the length scan alone (``python -m benchmarks.scaling --long``): training steps
+    of the LongT5 ``family`` at each of ``lengths`` with gradient checkpointing off and on, each point in
+    a fresh process (:func:`length_point`: batch 2, target 64 tokens, median seconds per step after
+    the first, peak memory). The full scan (:func:`run`) takes an hour or more on a 2-core CPU; this is
+    its 8k-16k part in minutes. Prints a table and writes ``results/scaling-long.json`` and ``.md``.
+
+    Raises:
+        RuntimeError: a point's process failed (e.g. out of memory: the message ends with its stderr).
+    """
+    rows = []
+    for length in lengths:
+        for checkpointing in (False, True):
+            point = length_point(family, length, steps, checkpointing)
+            rows.append(point)
+            print(f"[scaling] {family} {length} tokens{' (checkpointing)' if checkpointing else ''}: "
+                  f"{point['seconds_per_step']:.2f} s/step, peak {point['peak_memory_mib']:,.0f} MiB", flush=True)
+    for row in rows:
+        if row.get("checkpointing"):
+            plain = next(p for p in rows if p["source_length"] == row["source_length"] and not p.get("checkpointing"))
+            row["memory_vs_plain"] = row["peak_memory_mib"] / plain["peak_memory_mib"]
+            row["time_vs_plain"] = row["seconds_per_step"] / plain["seconds_per_step"]
+    text = "\n".join([f"LongT5 ({family}) training steps at long sources (batch {LENGTH_BATCH}, target "
+                      f"{TARGET_LENGTH}, median of {steps - 1} steps after the first)" + (f"; {note}" if note else ""),
+                      common.format_table(rows, ["family", "source_length", "checkpointing", "seconds_per_step",
+                                                 "real_tokens_per_s", "peak_memory_mib", "memory_vs_plain",
+                                                 "time_vs_plain"])])
+    print(text)
+    payload = {"settings": {"family": family, "length_batch_size": LENGTH_BATCH, "target_length": TARGET_LENGTH,
+                            "steps_per_length": steps, "note": note,
+                            "memory": "peak CUDA memory allocated" if torch.cuda.is_available() else "peak RSS (VmHWM)"},
+               "by_length": rows}
+    common.write_result("scaling-long", payload, text)
+    return payload
+
+
 def table(payload: dict) -> str:
     """The printed tables: by source length, then by number of pairs."""
     return "\n".join([
@@ -559,8 +598,14 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--note", default="", help="with --cuts: a sentence recorded with the results")
     parser.add_argument("--cuts-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--long", action="store_true",
+                        help="training steps at --lengths (default 8192 16384) with checkpointing off and on; "
+                             "writes scaling-long.*")
     cli = parser.parse_args()
-    if cli.cuts:
+    if cli.long:
+        long_lengths = cli.lengths if cli.lengths != list(CUT_LENGTHS) else list(LONG_LENGTHS)
+        run_long(long_lengths, max(cli.steps, 2), cli.family, cli.note)
+    elif cli.cuts:
         run_cuts(cli.lengths, cli.rounds, cli.family, cli.note)
     elif cli.length is None:
         parser.error("--length is required for one point")
