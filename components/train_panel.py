@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from compression.dataset_presets import DATASET_PRESETS, DEFAULT_OFFLINE_DATASET
+from compression.device import device_facts
 from compression.errors import CompressionError, DatasetError
 
 from . import charts
@@ -183,14 +184,12 @@ def preset_lengths(source: str) -> tuple[int, int]:
 
 
 def device_summary() -> str:
-    """Which device a run will use: the CUDA GPU's name and memory, Apple MPS, or a CPU warning."""
-    import torch
-
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        return f"**Device:** {props.name}, {props.total_memory / 2**30:.1f} GiB (CUDA)"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
+    """Which device a run will use (:func:`compression.device.device_facts`): the CUDA GPU's name and
+    memory, Apple MPS, or a CPU warning."""
+    facts = device_facts()
+    if facts["kind"] == "cuda":
+        return f"**Device:** {facts['name']}, {facts['memory_gib']:.1f} GiB (CUDA)"
+    if facts["kind"] == "mps":
         return "**Device:** Apple GPU (MPS)"
     return ("⚠ **Device: CPU** — training will be slow; keep the model, the samples and the max lengths "
             "small (e.g. a tiny preset, a few hundred pairs, 256 source tokens)")

@@ -80,3 +80,14 @@ def bf16_native(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def device_facts() -> dict:
+    """The device ``resolve_device("auto")`` picks, for a one-line description: ``{"kind": "cuda"|"mps"|
+    "cpu", "name": the GPU's name or ``None``, "memory_gib": its memory in GiB or ``None``}``."""
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return {"kind": "cuda", "name": props.name, "memory_gib": props.total_memory / 2**30}
+    if _has_mps():
+        return {"kind": "mps", "name": None, "memory_gib": None}
+    return {"kind": "cpu", "name": None, "memory_gib": None}

@@ -319,3 +319,18 @@ def test_offline_start_checks_the_hub_once(monkeypatch):
     monkeypatch.setattr(app, "hub_reachable", lambda timeout=3.0: True)
     args = app.parse_args([])
     assert app.offline_start(args) is None and not args.offline
+
+
+def test_device_line_comes_from_the_engine_facts(monkeypatch):
+    """The page's device line formats compression.device.device_facts: a CUDA GPU by name and memory,
+    a CPU with the warning (hardware forced, so the test runs the same everywhere)."""
+    import torch
+
+    from components import train_panel
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("compression.device._has_mps", lambda: False)
+    assert train_panel.device_facts() == {"kind": "cpu", "name": None, "memory_gib": None}
+    assert "Device: CPU" in train_panel.device_summary()
+    monkeypatch.setattr(train_panel, "device_facts", lambda: {"kind": "cuda", "name": "Test GPU", "memory_gib": 16.0})
+    assert train_panel.device_summary() == "**Device:** Test GPU, 16.0 GiB (CUDA)"
