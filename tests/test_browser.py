@@ -10,6 +10,7 @@ eight tiny pairs so that its summaries (and the screenshot) show words rather th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -25,6 +26,20 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 ARTICLE = ("The town council approved a new budget for the public library on Monday evening after a debate that "
            "lasted more than three hours, and the library will now open on Sundays.")
+
+
+@contextlib.contextmanager
+def _chromium():
+    """Debian's Chromium through Playwright, headless, with :data:`CHROMIUM_ARGS`; closed on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
+                                             args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def _fit_teacher(model, tokenizer, steps: int = 100):
@@ -86,63 +101,58 @@ def _slider(page, elem_id: str, value: int) -> None:
 
 
 def test_dashboard_in_chromium(page_url, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, teacher = page_url
     screenshot = Path(os.environ.get("DASHBOARD_SCREENSHOT") or tmp_path / "screenshot.png").resolve()
     train = write_jsonl(tmp_path / "train.jsonl", ARTICLES, id_prefix=tmp_path.name)
     validation = write_jsonl(tmp_path / "validation.jsonl", ARTICLES[:4], id_prefix=tmp_path.name)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                             args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.goto(url)
-            page.locator("#model-custom textarea, #model-custom input").first.fill(str(teacher))
-            page.locator("#load-button").click()
-            expect(page.locator("#model-info")).to_contain_text("d_model 32", timeout=60_000)
-            expect(page.locator("#plan-estimate")).to_contain_text("keeps encoder layers [0, 1, 2, 3], decoder "
-                                                                   "layers [0, 3]", timeout=30_000)
+    with _chromium() as browser:
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(url)
+        page.locator("#model-custom textarea, #model-custom input").first.fill(str(teacher))
+        page.locator("#load-button").click()
+        expect(page.locator("#model-info")).to_contain_text("d_model 32", timeout=60_000)
+        expect(page.locator("#plan-estimate")).to_contain_text("keeps encoder layers [0, 1, 2, 3], decoder "
+                                                               "layers [0, 3]", timeout=30_000)
 
-            _slider(page, "encoder-layers", 3)
-            _slider(page, "decoder-layers", 1)
-            expect(page.locator("#plan-estimate")).to_contain_text("encoder layers [0, 2, 3], decoder layers [0]",
-                                                                   timeout=30_000)
+        _slider(page, "encoder-layers", 3)
+        _slider(page, "decoder-layers", 1)
+        expect(page.locator("#plan-estimate")).to_contain_text("encoder layers [0, 2, 3], decoder layers [0]",
+                                                               timeout=30_000)
 
-            page.locator("#train-file input[type=file]").set_input_files(str(train))
-            page.locator("#validation-file input[type=file]").set_input_files(str(validation))
-            expect(page.locator("#train-file table")).to_contain_text("train", timeout=30_000)
-            expect(page.locator("#validation-file table")).to_contain_text("validation", timeout=30_000)
-            page.locator("#epochs input").fill("10")
-            page.locator("#learning-rate input").fill("0.003")
-            _slider(page, "batch-size", 4)
-            # Force the quantized copy's mode: "auto" picks by CPU (no quantized copy where bf16 is not
-            # native), and this test must not depend on the CPU it runs on.
-            page.get_by_text("Evaluation and quantization").click()
-            page.locator("#quantize input").click()
-            page.locator("#quantize input").fill("8bit")
-            page.get_by_role("option", name="8bit", exact=True).click()
-            page.locator("#run-name textarea, #run-name input").first.fill("browser demo")
-            page.locator("#run-button").click()
+        page.locator("#train-file input[type=file]").set_input_files(str(train))
+        page.locator("#validation-file input[type=file]").set_input_files(str(validation))
+        expect(page.locator("#train-file table")).to_contain_text("train", timeout=30_000)
+        expect(page.locator("#validation-file table")).to_contain_text("validation", timeout=30_000)
+        page.locator("#epochs input").fill("10")
+        page.locator("#learning-rate input").fill("0.003")
+        _slider(page, "batch-size", 4)
+        # Force the quantized copy's mode: "auto" picks by CPU (no quantized copy where bf16 is not
+        # native), and this test must not depend on the CPU it runs on.
+        page.get_by_text("Evaluation and quantization").click()
+        page.locator("#quantize input").click()
+        page.locator("#quantize input").fill("8bit")
+        page.get_by_role("option", name="8bit", exact=True).click()
+        page.locator("#run-name textarea, #run-name input").first.fill("browser demo")
+        page.locator("#run-button").click()
 
-            expect(page.locator("#run-progress")).to_contain_text("Run complete", timeout=150_000)
-            expect(page.locator("#loss-plot .scatterlayer .trace").first).to_be_visible(timeout=30_000)
-            expect(page.locator("#results-headline")).to_contain_text("Student", timeout=60_000)
-            expect(page.locator("#rouge-plot .barlayer .trace")).to_have_count(4, timeout=30_000)  # + deployed
-            expect(page.locator("#summaries-table")).to_contain_text("Council approves library budget.")
+        expect(page.locator("#run-progress")).to_contain_text("Run complete", timeout=150_000)
+        expect(page.locator("#loss-plot .scatterlayer .trace").first).to_be_visible(timeout=30_000)
+        expect(page.locator("#results-headline")).to_contain_text("Student", timeout=60_000)
+        expect(page.locator("#rouge-plot .barlayer .trace")).to_have_count(4, timeout=30_000)  # + deployed
+        expect(page.locator("#summaries-table")).to_contain_text("Council approves library budget.")
 
-            page.locator("#article-input textarea").fill(ARTICLE)
-            page.locator("#summarize-button").click()
-            for box in ("summary-base", "summary-student", "summary-quantized"):
-                expect(page.locator(f"#{box} textarea")).not_to_have_value("", timeout=60_000)
-            texts = [page.locator(f"#{box} textarea").input_value()
-                     for box in ("summary-base", "summary-student", "summary-quantized")]
-            assert all(text.strip() for text in texts)
-            page.wait_for_timeout(500)  # let the plots finish their transitions
-            screenshot.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
+        page.locator("#article-input textarea").fill(ARTICLE)
+        page.locator("#summarize-button").click()
+        for box in ("summary-base", "summary-student", "summary-quantized"):
+            expect(page.locator(f"#{box} textarea")).not_to_have_value("", timeout=60_000)
+        texts = [page.locator(f"#{box} textarea").input_value()
+                 for box in ("summary-base", "summary-student", "summary-quantized")]
+        assert all(text.strip() for text in texts)
+        page.wait_for_timeout(500)  # let the plots finish their transitions
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 50_000
 
 
@@ -154,7 +164,7 @@ def test_a_run_survives_its_tab_and_another_context_sees_it_finish(page_url, tmp
     import re
     import threading
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from compression import pipeline
 
@@ -171,41 +181,36 @@ def test_a_run_survives_its_tab_and_another_context_sees_it_finish(page_url, tmp
     url, teacher = page_url
     train = write_jsonl(tmp_path / "train.jsonl", ARTICLES, id_prefix=tmp_path.name)
     validation = write_jsonl(tmp_path / "validation.jsonl", ARTICLES[:2], id_prefix=tmp_path.name)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                             args=CHROMIUM_ARGS)
-        try:
-            first = browser.new_context(viewport={"width": 1280, "height": 900})
-            page = first.new_page()
-            page.goto(url)
-            page.locator("#model-custom textarea, #model-custom input").first.fill(str(teacher))
-            page.locator("#load-button").click()
-            expect(page.locator("#model-info")).to_contain_text("d_model 32", timeout=60_000)
-            page.locator("#train-file input[type=file]").set_input_files(str(train))
-            page.locator("#validation-file input[type=file]").set_input_files(str(validation))
-            expect(page.locator("#validation-file table")).to_contain_text("validation", timeout=30_000)
-            page.locator("#epochs input").fill("2")
-            _slider(page, "batch-size", 4)
-            page.get_by_text("Evaluation and quantization").click()
-            page.locator("#quantize input").click()
-            page.locator("#quantize input").fill("none")
-            page.get_by_role("option", name="none", exact=True).click()
-            page.locator("#run-button").click()
-            expect(page.locator("#run-progress")).to_contain_text("step", timeout=60_000)
-            job_id = re.search(r"\?run=([0-9a-f]+)", page.locator("#run-progress").inner_text()).group(1)
-            first.close()  # the visitor closed the tab mid-run
+    with _chromium() as browser:
+        first = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = first.new_page()
+        page.goto(url)
+        page.locator("#model-custom textarea, #model-custom input").first.fill(str(teacher))
+        page.locator("#load-button").click()
+        expect(page.locator("#model-info")).to_contain_text("d_model 32", timeout=60_000)
+        page.locator("#train-file input[type=file]").set_input_files(str(train))
+        page.locator("#validation-file input[type=file]").set_input_files(str(validation))
+        expect(page.locator("#validation-file table")).to_contain_text("validation", timeout=30_000)
+        page.locator("#epochs input").fill("2")
+        _slider(page, "batch-size", 4)
+        page.get_by_text("Evaluation and quantization").click()
+        page.locator("#quantize input").click()
+        page.locator("#quantize input").fill("none")
+        page.get_by_role("option", name="none", exact=True).click()
+        page.locator("#run-button").click()
+        expect(page.locator("#run-progress")).to_contain_text("step", timeout=60_000)
+        job_id = re.search(r"\?run=([0-9a-f]+)", page.locator("#run-progress").inner_text()).group(1)
+        first.close()  # the visitor closed the tab mid-run
 
-            second = browser.new_context(viewport={"width": 1280, "height": 900})
-            watcher = second.new_page()
-            watcher.goto(f"{url}?run={job_id}")
-            expect(watcher.locator("#run-progress")).to_contain_text("step", timeout=30_000)
-            expect(watcher.locator("#loss-plot .scatterlayer .trace").first).to_be_visible(timeout=60_000)
-            gate.set()
-            expect(watcher.locator("#run-progress")).to_contain_text("Run complete", timeout=120_000)
-            expect(watcher.locator("#results-headline")).to_contain_text("Student", timeout=60_000)
-            second.close()
-        finally:
-            browser.close()
+        second = browser.new_context(viewport={"width": 1280, "height": 900})
+        watcher = second.new_page()
+        watcher.goto(f"{url}?run={job_id}")
+        expect(watcher.locator("#run-progress")).to_contain_text("step", timeout=30_000)
+        expect(watcher.locator("#loss-plot .scatterlayer .trace").first).to_be_visible(timeout=60_000)
+        gate.set()
+        expect(watcher.locator("#run-progress")).to_contain_text("Run complete", timeout=120_000)
+        expect(watcher.locator("#results-headline")).to_contain_text("Student", timeout=60_000)
+        second.close()
 
 
 # Controls a visitor must be able to tap at 400 px: buttons and the dropdowns (their input box).
@@ -217,47 +222,42 @@ def test_the_page_fits_a_400px_window_and_its_controls_take_taps(page_url):
     """At 400 px wide (a phone) the document is no wider than the window (no horizontal scrolling),
     and no layer (a chart's, another panel's) lies over the Run button or the dropdowns: Playwright's
     trial click runs the actionability checks, hit target included, without clicking."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, _ = page_url
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                             args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_context(viewport={"width": 400, "height": 800}, is_mobile=True,
-                                       has_touch=True).new_page()
-            page.goto(url)
-            expect(page.locator("#run-button")).to_be_visible(timeout=60_000)
-            page.get_by_text("Evaluation and quantization").click()  # the accordion holding the quantize dropdown
-            expect(page.locator("#quantize input")).to_be_visible(timeout=30_000)
-            page.wait_for_timeout(500)  # let the plots draw at their width
+    with _chromium() as browser:
+        page = browser.new_context(viewport={"width": 400, "height": 800}, is_mobile=True,
+                                   has_touch=True).new_page()
+        page.goto(url)
+        expect(page.locator("#run-button")).to_be_visible(timeout=60_000)
+        page.get_by_text("Evaluation and quantization").click()  # the accordion holding the quantize dropdown
+        expect(page.locator("#quantize input")).to_be_visible(timeout=30_000)
+        page.wait_for_timeout(500)  # let the plots draw at their width
 
-            def widths():
-                return page.evaluate("() => [document.documentElement.scrollWidth, document.body.scrollWidth, "
-                                     "window.innerWidth]")
-            document_width, body_width, window_width = widths()
-            assert window_width == 400
-            assert document_width <= window_width and body_width <= window_width, widths()
-            # Nothing sticks out of the window, unless a box inside the window clips it or scrolls it
-            # (a wide table scrolls sideways in its own box; gradio measures tabs in a hidden 1 px box).
-            wider = page.evaluate("""() => {
-                const limit = window.innerWidth + 1;
-                const contained = e => { for (let a = e.parentElement; a; a = a.parentElement) {
-                    if (getComputedStyle(a).overflowX !== 'visible' && a.getBoundingClientRect().right <= limit)
-                        return true; } return false; };
-                return [...document.querySelectorAll('body *')]
-                    .filter(e => e.getClientRects().length && e.getBoundingClientRect().right > limit)
-                    .filter(e => !contained(e))
-                    .slice(0, 5).map(e => `${e.tagName}#${e.id}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`);
-            }""")
-            assert wider == [], wider
-            for selector in CONTROLS_400PX:
-                control = page.locator(selector).first
-                control.scroll_into_view_if_needed()
-                control.click(trial=True, timeout=10_000)  # fails when another element would receive the tap
-            assert widths()[0] <= 400
-        finally:
-            browser.close()
+        def widths():
+            return page.evaluate("() => [document.documentElement.scrollWidth, document.body.scrollWidth, "
+                                 "window.innerWidth]")
+        document_width, body_width, window_width = widths()
+        assert window_width == 400
+        assert document_width <= window_width and body_width <= window_width, widths()
+        # Nothing sticks out of the window, unless a box inside the window clips it or scrolls it
+        # (a wide table scrolls sideways in its own box; gradio measures tabs in a hidden 1 px box).
+        wider = page.evaluate("""() => {
+            const limit = window.innerWidth + 1;
+            const contained = e => { for (let a = e.parentElement; a; a = a.parentElement) {
+                if (getComputedStyle(a).overflowX !== 'visible' && a.getBoundingClientRect().right <= limit)
+                    return true; } return false; };
+            return [...document.querySelectorAll('body *')]
+                .filter(e => e.getClientRects().length && e.getBoundingClientRect().right > limit)
+                .filter(e => !contained(e))
+                .slice(0, 5).map(e => `${e.tagName}#${e.id}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`);
+        }""")
+        assert wider == [], wider
+        for selector in CONTROLS_400PX:
+            control = page.locator(selector).first
+            control.scroll_into_view_if_needed()
+            control.click(trial=True, timeout=10_000)  # fails when another element would receive the tap
+        assert widths()[0] <= 400
 
 
 def test_a_shared_link_opens_a_finished_runs_comparison(page_url):
@@ -265,7 +265,7 @@ def test_a_shared_link_opens_a_finished_runs_comparison(page_url):
     run's results: the headline, the ROUGE chart and the side-by-side summaries."""
     import json
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from compression.runs import RunFolder
     from conftest import RUN_METRICS
@@ -279,19 +279,14 @@ def test_a_shared_link_opens_a_finished_runs_comparison(page_url):
     run.write_summaries([{"id": "0", "document": "An article.", "reference": "Its reference.",
                           "base": "The base summary.", "student": "The student summary."}])
     run.mark_complete()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                             args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-            page.goto(f"{url}?open=20250101-000000-shared")
-            expect(page.locator("#results-headline")).to_contain_text("Student (20250101-000000-shared)",
-                                                                      timeout=60_000)
-            expect(page.locator("#rouge-plot .barlayer .trace").first).to_be_visible(timeout=30_000)
-            expect(page.locator("#summaries-table")).to_contain_text("The student summary.", timeout=30_000)
-            expect(page.locator("#run-pick input")).to_have_value("20250101-000000-shared", timeout=30_000)
-        finally:
-            browser.close()
+    with _chromium() as browser:
+        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        page.goto(f"{url}?open=20250101-000000-shared")
+        expect(page.locator("#results-headline")).to_contain_text("Student (20250101-000000-shared)",
+                                                                  timeout=60_000)
+        expect(page.locator("#rouge-plot .barlayer .trace").first).to_be_visible(timeout=30_000)
+        expect(page.locator("#summaries-table")).to_contain_text("The student summary.", timeout=30_000)
+        expect(page.locator("#run-pick input")).to_have_value("20250101-000000-shared", timeout=30_000)
 
 
 def test_a_shared_link_opens_a_comparison_of_runs(page_url):
@@ -299,7 +294,7 @@ def test_a_shared_link_opens_a_comparison_of_runs(page_url):
     runs' loss curves overlaid, the runs picked in the compare picker and the link shown again."""
     import json
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from compression.runs import RunFolder
     from conftest import RUN_METRICS
@@ -313,15 +308,10 @@ def test_a_shared_link_opens_a_comparison_of_runs(page_url):
         run.write_json("metrics.json", RUN_METRICS)
         (run.path / "loss_log.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "loss": 3.0 - loss}) + "\n")
         run.mark_complete()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                             args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-            page.goto(f"{url}?compare={','.join(names)}")
-            expect(page.locator("#runs-compared")).to_contain_text(f"?compare={','.join(names)}", timeout=60_000)
-            expect(page.locator("#runs-overlay .legendtext")).to_have_count(2, timeout=30_000)
-            for name in names:
-                expect(page.locator("#runs-compare-pick")).to_contain_text(name, timeout=30_000)
-        finally:
-            browser.close()
+    with _chromium() as browser:
+        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        page.goto(f"{url}?compare={','.join(names)}")
+        expect(page.locator("#runs-compared")).to_contain_text(f"?compare={','.join(names)}", timeout=60_000)
+        expect(page.locator("#runs-overlay .legendtext")).to_have_count(2, timeout=30_000)
+        for name in names:
+            expect(page.locator("#runs-compare-pick")).to_contain_text(name, timeout=30_000)
