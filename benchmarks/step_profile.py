@@ -43,15 +43,16 @@ GROUPS = [
 
 
 def _batch(tokenizer, model) -> dict:
-    from compression.data import make_collator
+    """The first :data:`BATCH_SIZE` XSum training pairs, tokenized as the fine-tune benchmark does
+    (:func:`compression.data.tokenize_pairs`) and collated (:func:`compression.data.make_collator`)."""
+    import datasets
 
-    pairs = common.xsum_pairs("train", BATCH_SIZE)
-    features = []
-    for pair in pairs:
-        source = tokenizer("summarize: " + pair["document"], max_length=SOURCE_LENGTH, truncation=True)
-        target = tokenizer(text_target=pair["summary"], max_length=TARGET_LENGTH, truncation=True)
-        features.append({**source, "labels": target["input_ids"]})
-    return make_collator(tokenizer, model)(features)
+    from compression.data import make_collator, tokenize_pairs
+
+    pairs = datasets.Dataset.from_list(common.xsum_pairs("train", BATCH_SIZE))
+    tokenized = tokenize_pairs(pairs, tokenizer, prefix="summarize: ", max_source_length=SOURCE_LENGTH,
+                               max_target_length=TARGET_LENGTH)
+    return make_collator(tokenizer, model)([tokenized[i] for i in range(len(tokenized))])
 
 
 def _step_fn(model, batch):
