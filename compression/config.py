@@ -38,6 +38,7 @@ TeacherDtype = Literal["auto", "float32", "bfloat16", "8bit"]
 Bf16 = Literal["auto", "yes", "no"]
 #: ``auto``: on for sources of :data:`compression.train.CHECKPOINTING_FROM` tokens or more (measured there).
 GradientCheckpointing = Literal["auto", "yes", "no"]
+Optimizer = Literal["adamw", "adafactor"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 #: ``auto``: the smallest copy not slower than float32 here, measured (:mod:`compression.auto_quantize`).
 Quantize = Literal["auto", "none", "8bit", "4bit", "fp4", "fp16", "bf16"]
@@ -240,8 +241,11 @@ class TrainArgs(_Settings):
     epochs: float = setting(1.0, "passes over the training pairs (ignored when --max-steps is given)", gt=0)
     batch_size: int = setting(8, "training pairs per step and device", ge=1)
     eval_batch_size: int | None = setting(None, "pairs per validation step; default: the training batch size", ge=1)
-    learning_rate: float = setting(3e-4, "AdamW peak learning rate", gt=0)
-    weight_decay: float = setting(0.0, "AdamW weight decay", ge=0)
+    optimizer: Optimizer = setting(
+        "adamw", "adamw: fused AdamW (fine-tuning); adafactor: Adafactor with updates scaled by each weight's RMS "
+                 "(training from scratch, see compression.train.adafactor_kwargs)")
+    learning_rate: float = setting(3e-4, "peak learning rate of the optimizer", gt=0)
+    weight_decay: float = setting(0.0, "decoupled weight decay", ge=0)
     warmup_ratio: float = setting(0.0, "share of the steps spent warming the learning rate up, in [0, 1)", ge=0, lt=1)
     gradient_accumulation_steps: int = setting(1, "steps whose gradients are summed before an update", ge=1)
     freeze_embeddings: bool = setting(False, "keep the token embeddings fixed")

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+from transformers.optimization import Adafactor
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import EvalLoopOutput
@@ -222,10 +223,12 @@ class _Trainer(Seq2SeqTrainer):
     epoch from the data seed (:class:`EpochSeededSampler`) and writes its checkpoints atomically as
     ``output_dir/last-checkpoint`` (:meth:`_save_checkpoint`)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, optimizer_cls_and_kwargs=None, **kwargs):
         if kwargs.get("eval_dataset") is not None:
             kwargs["eval_dataset"] = sort_by_length(kwargs["eval_dataset"])
         super().__init__(*args, **kwargs)
+        # Trainer's own argument, which Seq2SeqTrainer.__init__ does not pass on (read by create_optimizer)
+        self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
         self._local_tokens = torch.zeros((), dtype=torch.int64, device=self.args.device)
         self._local_processed = 0
         self.tokens_seen = 0
@@ -353,6 +356,26 @@ def _freeze(model: torch.nn.Module, args: TrainArgs) -> None:
         model.get_encoder().requires_grad_(False)
 
 
+def adafactor_kwargs(args: TrainArgs) -> tuple[type[torch.optim.Optimizer], dict]:
+    """The Trainer's ``optimizer_cls_and_kwargs`` for ``args.optimizer == "adafactor"``: transformers'
+    :class:`~transformers.optimization.Adafactor` (Shazeer & Stern 2018) with **parameter-scaled
+    updates** (``scale_parameter=True``: each step moves a weight matrix by ``lr`` times its own RMS),
+    a fixed peak ``args.learning_rate`` under the Trainer's schedule (``relative_step=False``), no
+    first moment, and ``args.weight_decay``.
+
+    Why: T5's initialisation (Raffel et al. 2020, Mesh TensorFlow) gives weights very different
+    scales (attention query std ``(d_model * d_kv) ** -0.5``, about 0.008 at d_model 256; embeddings
+    std 1.0), chosen for this optimizer. AdamW's update has the same size for every weight, so a
+    from-scratch T5 at a rate that moves the small matrices sensibly barely moves the embeddings:
+    measured here (tiny preset, Debian descriptions, batch 32, 200 steps) AdamW at 2e-3 reached
+    validation loss 6.23 nats and did not yet use its source (loss with shuffled sources 0.01 nats
+    higher), Adafactor at 1e-2 reached 5.81 nats with shuffled sources 0.12 nats worse. The Trainer's
+    own ``optim="adafactor"`` turns ``scale_parameter`` off, hence this explicit pair.
+    """
+    return Adafactor, {"lr": args.learning_rate, "scale_parameter": True, "relative_step": False,
+                       "warmup_init": False, "weight_decay": args.weight_decay}
+
+
 def _training_arguments(args: TrainArgs, output_dir: Path, device: torch.device, has_eval: bool,
                         progress_bar: bool, checkpointing: bool = False):
     if not 0 <= args.warmup_ratio < 1:
@@ -462,7 +485,8 @@ def run_trainer(
     resume_from: str | Path | None = None,
 ) -> TrainResult:
     """The one training loop of SFT, KD and Modular Transformers: a :class:`_Trainer` (subclass) run
-    with this project's settings (:func:`_training_arguments` from ``args``: fused AdamW, schedule,
+    with this project's settings (:func:`_training_arguments` from ``args``: fused AdamW, or
+    Adafactor per :func:`adafactor_kwargs`, schedule,
     length grouping, bf16 autocast per :func:`bf16_enabled`, TF32 on CUDA, evaluations), seeded.
 
     ``trainer_class(model=model, args=..., data_collator=<for collator_model or model>, ...,
@@ -527,6 +551,7 @@ def run_trainer(
             eval_dataset=eval_dataset if has_eval else None,
             processing_class=tokenizer,
             callbacks=[callback],
+            **({"optimizer_cls_and_kwargs": adafactor_kwargs(args)} if args.optimizer == "adafactor" else {}),
             **(trainer_kwargs or {}),
         )
         trainer.remove_callback(PrinterCallback)  # without tqdm the Trainer prints every log dict to stdout

@@ -19,6 +19,7 @@ def test_recipe_defaults_and_overrides():
     assert (args.preset, args.dataset, args.max_source_length, args.learning_rate, args.batch_size) == (
         "tiny", "debian-descriptions", 128, TEACHER_RECIPE["learning_rate"], 32)
     assert args.prune_vocab and args.dropout == 0.0 and args.warmup_ratio == TEACHER_RECIPE["warmup_ratio"]
+    assert args.optimizer == "adafactor"
     args = build_parser().parse_args(["teacher", "--output", "x", "--learning-rate", "1e-3", "--preset", "tiny-nl2",
                                       "--no-prune-vocab", "--max-steps", "7"])
     assert (args.learning_rate, args.preset, args.prune_vocab, args.max_steps) == (1e-3, "tiny-nl2", False, 7)

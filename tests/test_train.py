@@ -148,6 +148,29 @@ def test_same_seed_same_weights(tiny_jsonl, byt5_tokenizer, tmp_path):
     assert not torch.equal(weights[0]["lm_head.weight"], _weights(_model("t5"))["lm_head.weight"])
 
 
+def test_adafactor_moves_each_matrix_by_the_rate_times_its_own_scale(tiny_jsonl, byt5_tokenizer, tmp_path):
+    """Adafactor with parameter-scaled updates (the teacher recipe's optimizer): one step changes every
+    weight matrix by at most lr times its RMS, embeddings and attention alike; AdamW moves the large-scale
+    embedding far less, relative to its size, than the small attention matrices."""
+
+    def relative_changes(optimizer: str) -> dict[str, float]:
+        model = _model("t5")
+        before = _weights(model)
+        train, _ = _tokenized(tiny_jsonl, byt5_tokenizer, model)
+        finetune(model, byt5_tokenizer, train, None, _fast(optimizer=optimizer, learning_rate=1e-2, max_steps=1,
+                                                          batch_size=8), tmp_path / optimizer, progress_bar=False)
+        after = _weights(model)
+        return {name: float((after[name] - before[name]).pow(2).mean().sqrt() / before[name].pow(2).mean().sqrt())
+                for name in before if before[name].dim() == 2 and name != "lm_head.weight"}
+
+    adafactor = relative_changes("adafactor")
+    assert all(0 < change <= 1e-2 * (1 + 1e-4) for change in adafactor.values()), adafactor
+    assert adafactor["shared.weight"] > 1e-3
+    adamw = relative_changes("adamw")
+    query = adamw["encoder.block.0.layer.0.SelfAttention.q.weight"]
+    assert query > 10 * adamw["shared.weight"]
+
+
 def test_freeze_encoder(tiny_jsonl, byt5_tokenizer, tmp_path):
     model = _model("t5")
     train, _ = _tokenized(tiny_jsonl, byt5_tokenizer, model)
