@@ -1,6 +1,6 @@
 """Panel 1's teacher action and the committed teacher's place in the base-model list.
 
-The job trains a two-layer preset for one step on eight pairs (the recipe's batch of 32 takes them all).
+The job trains a two-layer preset on eight pairs, one step per epoch (the recipe's batch of 32 takes them all).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from components import model_panel, teacher_job
 from components.state import AppSettings, Session
 from components.train_panel import UPLOAD
 from compression.errors import CompressionError, ModelLoadError
+from compression.teacher import TEACHER_RECIPE
 
 
 def _form(train, validation):
@@ -42,7 +43,7 @@ def test_teacher_job_trains_the_loaded_preset_and_offers_its_folder(settings, ti
     assert final.startswith("✓ **Teacher trained**") and "validation loss" in final
     assert folder is not None and folder.startswith(str(settings.bases_dir))
     model, _ = load_model(folder)
-    assert not is_untrained(model) and job.result["train"]["steps"] == 1
+    assert not is_untrained(model) and job.result["train"]["steps"] == TEACHER_RECIPE["epochs"]  # one batch per epoch
     assert [stage["stage"] for stage in job.stages] == ["train the teacher", "done"]
 
 
