@@ -32,14 +32,14 @@ measured with the T5 SentencePiece vocabulary over its 51,596 training pairs):
   frequencies and ignored its source. In a 200-step comparison Adafactor at 1e-2 reached 5.81 nats
   against AdamW's 6.23 and already read its source (shuffled sources 0.12 nats worse, AdamW 0.01).
   **Two epochs** (3,226 steps, 61 minutes on an idle 2-core AVX2 EPYC): validation loss 3.79 nats
-  after one, 3.48 after two, still falling; the issue's budget is 120 minutes.
+  after one, 3.48 after two, still falling; the budget set for it is 120 minutes.
   Dropout 0: from-scratch training in an under-fitting regime (T5 v1.1 pre-trains without dropout).
   Decaying to zero over exactly the planned steps is why ``--max-steps`` (and ``--epochs``) should be
   set to what the time allows rather than stopping a longer schedule early.
 
 Measured with these defaults (``assets/models/debian-teacher``, its model card): validation loss
 3.482 nats, ROUGE-1/2/L 27.2 / 9.7 / 25.1 on the 1,625 validation pairs, real synopses but below the
-lead-10 baseline (31.4 ROUGE-1) and the issue's goal of 38; more epochs are where the curve points.
+lead-10 baseline (31.4 ROUGE-1) and the goal of 38; more epochs are where the curve points.
 """
 
 from __future__ import annotations
