@@ -1,18 +1,27 @@
-"""SFT vs KD vs Modular Transformers on one teacher, at equal student shapes.
+"""SFT vs KD vs pseudo-label KD vs Modular Transformers on one teacher, at equal student shapes.
 
-``python -m benchmarks.methods [--quick] [--teacher DIR]`` (long: not in the runner's default list).
+``python -m benchmarks.methods [--quick] [--dataset NAME] [--teacher DIR]`` (long: not in the
+runner's default list).
 
-The teacher is, offline, the T5-efficient ``tiny`` preset (4/4 layers, d_model 256, T5 vocabulary;
-:func:`compression.load.build_preset`) fine-tuned here on ``../shared/data/xsum/train.jsonl``
-(``teacher_epochs`` epochs at learning rate 1e-3) and cached in ``benchmarks/cache/teacher``
-(reused when present); ``--teacher DIR`` takes any saved T5/BART checkpoint instead. From it, at
-the same student shapes (for a 4/4 teacher: **2/2** = 2×, **4/2** = decoder-only, **2/1** = 2.67×,
+Data and teacher. By default (``--dataset debian-descriptions``) the Debian package descriptions
+(:mod:`compression.dataset_presets`: headline generation, 51,596 train / 1,625 validation pairs)
+and the offline teacher committed with the project (``assets/models/debian-teacher``, trained by
+``python -m compression teacher``; its model card has the command and scores); students train on
+the first ``max_train_samples`` pairs (8,000) and everything is scored on the first 500
+validation pairs. ``--dataset xsum-sample`` uses the 700 XSum pairs and, without ``--teacher``,
+the T5-efficient ``tiny`` preset fine-tuned here on them (``teacher_epochs`` epochs at learning
+rate 1e-3; a weak teacher, cached in ``benchmarks/cache/teacher``). ``--teacher DIR`` takes any
+saved T5/BART checkpoint instead. From it, at the same student shapes (for a 4/4 teacher: **2/2** = 2×, **4/2** = decoder-only, **2/1** = 2.67×,
 the closest to 3× whole layers allow; see :func:`student_shapes`), it makes:
 
 * **SFT** (Shleifer & Rush 2020, §3): :func:`compression.layers.shrink` (``spread`` layers), then
   :func:`compression.train.finetune` for ``epochs`` epochs;
 * **KD** (same paper, "KD"): the same shrunk student trained with :func:`compression.distill.distill`
   and the default :class:`compression.distill.KDArgs` (0.8 soft-target KL at T=2 + 0.2 label CE);
+* **pseudo-label KD** (sequence-level KD, Kim & Rush 2016, section 3.2; Shleifer & Rush 2020's
+  "PL"): the same shrunk student fine-tuned like SFT, but on the teacher's own greedy summaries of
+  the training documents (:func:`compression.pseudo_labels.pseudo_labels`, generated once for all
+  shapes and cached in ``cache_dir/pseudo-labels``; the generation time is reported apart);
 * **Modular Transformers** (Zhou, Le Bras & Choi 2023): :func:`compression.modular.train_modules`
   *once*, for ``epochs`` epochs (the same budget as *one* SFT or KD student), granularities {2, 4}
   (on a 4-layer stack a g3 module reaches no depth that two g2 modules do not, and would only take
@@ -21,10 +30,12 @@ the closest to 3× whole layers allow; see :func:`student_shapes`), it makes:
   The priorities pick different shapes at one ratio (2×: size-first 2/2, speed-first 3/1); where
   both pick the same plan the student is evaluated once, as ``modular (size = speed)``.
 
-Every model, the teacher included, is scored on the same validation pairs
-(``../shared/data/xsum/validation.jsonl``): ROUGE-1/2/L F1 of greedy summaries
-(:func:`compression.evaluate.evaluate_model`), the teacher-forced validation loss (nats/token; with
-a tiny teacher ROUGE is near 0 and this is the figure that separates students), parameters, size
+Every model, the teacher included, is scored on the same validation pairs: ROUGE-1/2/L/Lsum F1
+of greedy summaries (:func:`compression.evaluate.evaluate_model`; ROUGE-L is sentence-level LCS,
+ROUGE-Lsum the summary-level one distilbart's tables report), the agreement with the teacher
+(ROUGE-L F1 of the student's summaries against the teacher's, :func:`compression.metrics.agreement`),
+the teacher-forced validation loss (nats/token; with a weak teacher this is the figure that
+separates students), parameters, size
 on disk (MiB), and the generation speedup over the teacher: greedy, batch 1, forced to
 ``latency_tokens`` new tokens, teacher and student timed alternately (:func:`benchmarks.common.alternate`)
 and reported as the median of the per-pair ratios. Results: ``benchmarks/results/methods.json``,
@@ -49,8 +60,16 @@ from benchmarks import common
 
 NAME = "methods"
 CACHE_DIR = Path(__file__).resolve().parent / "cache"
-COLUMNS = ["method", "shape", "enc", "dec", "params", "size MiB", "R-1", "R-2", "R-L", "val loss",
-           "speedup", "speedup min-max", "train s"]
+COLUMNS = ["method", "shape", "enc", "dec", "params", "size MiB", "R-1", "R-2", "R-L", "R-Lsum", "agree R-L",
+           "val loss", "speedup", "speedup min-max", "train s"]
+#: Method names in the rows (``modular ...`` labels: :data:`MODULAR_LABELS`).
+TRAINED_METHODS = ("SFT", "KD", "pseudo-labels")
+#: Per-dataset defaults of the full run (tokens, pairs); ``xsum-sample`` keeps the class defaults.
+DATASET_DEFAULTS = {
+    "debian-descriptions": dict(max_source_length=128, max_target_length=32, max_new_tokens=32, batch_size=32,
+                                max_train_samples=8000, max_eval_samples=500, logging_steps=25),
+    "xsum-sample": {},
+}
 MODULAR_LABELS = {"size": "modular (size-first)", "speed": "modular (speed-first)", "both": "modular (size = speed)"}
 
 
@@ -58,17 +77,24 @@ MODULAR_LABELS = {"size": "modular (size-first)", "speed": "modular (speed-first
 class Settings:
     """Everything one benchmark run depends on (see :func:`quick_settings`/:func:`full_settings`).
 
-    ``teacher``: a checkpoint folder, or ``None`` to use (or train and cache) the fine-tuned preset
-    in ``cache_dir / teacher_cache``. Lengths in tokens; ``epochs`` and ``max_steps`` apply to every
-    student and to the one module training; ``latency_*``: documents, forced new tokens and repeats
-    of the speedup measurement; ``device``: as :class:`compression.config.TrainArgs` (``"auto"``:
-    CUDA when present), where the teacher, every student and every timing run.
+    Data: ``train_file``/``validation_file`` when given, else the dataset preset ``dataset``
+    (:data:`compression.dataset_presets.DATASET_PRESETS`). ``teacher``: a checkpoint folder, or
+    ``None``: for ``debian-descriptions`` the committed offline teacher
+    (:func:`compression.teacher.bundled_teacher`), otherwise the fine-tuned ``preset`` cached in
+    ``cache_dir / teacher_cache`` (trained first when absent). Lengths in tokens; ``epochs`` and
+    ``max_steps`` apply to every student; the one module training runs ``modular_epochs`` (default:
+    ``epochs`` times the number of compared shapes, the total budget of the SFT students the modules
+    stand in for) or ``max_steps`` times that number; ``latency_*``: documents,
+    forced new tokens and repeats of the speedup measurement; ``device``: as
+    :class:`compression.config.TrainArgs` (``"auto"``: CUDA when present), where the teacher, every
+    student and every timing run.
     """
 
     quick: bool
     teacher: str | None = None
-    train_file: str = str(common.XSUM_DIR / "train.jsonl")
-    validation_file: str = str(common.XSUM_DIR / "validation.jsonl")
+    dataset: str | None = "debian-descriptions"
+    train_file: str | None = None
+    validation_file: str | None = None
     cache_dir: Path = CACHE_DIR
     teacher_cache: str = "teacher"
     preset: str = "tiny"
@@ -76,6 +102,7 @@ class Settings:
     teacher_learning_rate: float = 1e-3
     teacher_max_steps: int | None = None
     epochs: float = 1.0
+    modular_epochs: float | None = None
     learning_rate: float = 3e-4
     batch_size: int = 8
     max_steps: int | None = None
@@ -94,15 +121,25 @@ class Settings:
     device: str = "auto"
 
 
+def _dataset_defaults(overrides: dict) -> dict:
+    dataset = overrides.get("dataset", Settings.dataset)
+    if overrides.get("train_file") or dataset not in DATASET_DEFAULTS:
+        return {}
+    return dict(DATASET_DEFAULTS[dataset])
+
+
 def full_settings(**overrides) -> Settings:
-    """The full benchmark: every training pair, 1 epoch per student, 100 validation pairs."""
-    return dataclasses.replace(Settings(quick=False), **overrides)
+    """The full benchmark: 1 epoch per student; on the Debian descriptions the first 8,000 training
+    and 500 validation pairs (sources 128 / summaries 32 tokens, batch 32), on the XSum sample all
+    700 training and 100 validation pairs (512-token articles cut to 256, summaries 64, batch 8)."""
+    return Settings(quick=False, **{**_dataset_defaults(overrides), **overrides})
 
 
 def quick_settings(**overrides) -> Settings:
     """A pipeline check of a few minutes: 64 training pairs, 3 steps per student, 10 validation
-    pairs, short sources and summaries. Uses the full cached teacher when present, otherwise trains
-    a 10-step one in ``cache/teacher-quick`` (numbers then mean nothing)."""
+    pairs, short sources and summaries. Without a teacher on the XSum sample it uses the full cached
+    teacher when present, otherwise trains a 10-step one in ``cache/teacher-quick`` (numbers then
+    mean nothing)."""
     values = dict(quick=True, max_train_samples=64, max_steps=3, max_eval_samples=10, max_source_length=128,
                   max_target_length=32, max_new_tokens=12, latency_docs=2, latency_tokens=12, latency_repeats=2,
                   teacher_max_steps=10, logging_steps=1)
@@ -165,6 +202,18 @@ def load_teacher(settings: Settings, data) -> tuple[object, object, dict]:
     if settings.teacher:
         model, tokenizer = load_model(settings.teacher)
         return model, tokenizer, {"source": str(settings.teacher), "trained_here": False}
+    if settings.dataset == "debian-descriptions" and not settings.train_file:
+        from compression.errors import ModelLoadError
+        from compression.teacher import BUNDLED_TEACHER, bundled_teacher
+
+        folder = bundled_teacher()
+        if folder is None:
+            raise ModelLoadError(f"no committed offline teacher in {BUNDLED_TEACHER}: make one with `python -m "
+                                 "compression teacher --dataset debian-descriptions --output DIR` and pass "
+                                 "--teacher DIR")
+        model, tokenizer = load_model(folder)
+        _log(f"teacher: the committed offline teacher {folder}")
+        return model, tokenizer, {"source": str(folder), "trained_here": False, "bundled": True}
     folder = Path(settings.cache_dir) / settings.teacher_cache
     info_path = folder / "teacher.json"
     if (folder / "config.json").is_file():
@@ -198,7 +247,8 @@ def load_teacher(settings: Settings, data) -> tuple[object, object, dict]:
 
 
 class _Evaluator:
-    """Scores models on fixed validation pairs and times them against the teacher."""
+    """Scores models on fixed validation pairs and times them against the teacher; the first model
+    scored must be the teacher (its summaries are what the others' agreement is measured against)."""
 
     def __init__(self, settings: Settings, teacher, tokenizer, documents: list[str], references: list[str],
                  prefix: str) -> None:
@@ -208,6 +258,7 @@ class _Evaluator:
         self.documents, self.references, self.prefix = documents, references, prefix
         self.args = EvalArgs(max_new_tokens=settings.max_new_tokens, num_beams=1, batch_size=16,
                              latency_samples=0)
+        self.teacher_predictions: list[str] | None = None
 
     def _seconds_per_summary(self, model) -> float:
         from compression.evaluate import measure_latency
@@ -219,11 +270,15 @@ class _Evaluator:
 
     def __call__(self, model, timed: bool = True) -> dict:
         from compression.evaluate import evaluate_model
+        from compression.metrics import agreement
 
         metrics = evaluate_model(model, self.tokenizer, self.documents, self.references, prefix=self.prefix,
                                  max_source_length=self.settings.max_source_length,
                                  max_target_length=self.settings.max_target_length, args=self.args)
-        metrics.pop("predictions")
+        predictions = metrics.pop("predictions")
+        if self.teacher_predictions is None:  # the first model scored is the teacher
+            self.teacher_predictions = predictions
+        metrics["agreement"] = agreement(predictions, self.teacher_predictions)
         if timed:
             pairs = common.alternate(lambda: self._seconds_per_summary(self.teacher),
                                      lambda: self._seconds_per_summary(model), self.settings.latency_repeats)
@@ -233,13 +288,28 @@ class _Evaluator:
         return metrics
 
 
+def _last_granularity_losses(loss_log: Path) -> dict[str, float]:
+    """``{"g2": nats, ...}``: the last evaluation's validation loss of each granularity's full
+    replacement (every span of the stacks replaced by its g-layer modules), from the module
+    training's ``loss_log.jsonl``; empty when it has no evaluation."""
+    last: dict[str, float] = {}
+    if loss_log.is_file():
+        for line in loss_log.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            found = {key.removeprefix("eval_loss_"): value for key, value in record.items()
+                     if key.startswith("eval_loss_g")}
+            last = found or last
+    return last
+
+
 def _row(method: str, shape: str, model, metrics: dict, train_s: float | None, **extra) -> dict:
     from compression.layers import get_layer_stacks
 
     encoder, decoder = get_layer_stacks(model)
     row = {"method": method, "shape": shape, "encoder_layers": len(encoder), "decoder_layers": len(decoder),
            "params": metrics["params"], "size_mib": metrics["size_mib"], "rouge1": metrics["rouge1"],
-           "rouge2": metrics["rouge2"], "rougeL": metrics["rougeL"], "validation_loss": metrics["validation_loss"],
+           "rouge2": metrics["rouge2"], "rougeL": metrics["rougeL"], "rougeLsum": metrics["rougeLsum"],
+           "agreement": metrics["agreement"], "validation_loss": metrics["validation_loss"],
            "rouge_ci": metrics.get("rouge_ci"), "speedup": metrics.get("speedup", 1.0),
            "speedup_min": metrics.get("speedup_min"), "speedup_max": metrics.get("speedup_max"),
            "latency_ms": metrics.get("latency_ms"), "train_seconds": train_s}
@@ -254,6 +324,7 @@ def _table_rows(rows: list[dict]) -> list[dict]:
         out.append({"method": row["method"], "shape": row["shape"], "enc": row["encoder_layers"],
                     "dec": row["decoder_layers"], "params": row["params"], "size MiB": row["size_mib"],
                     "R-1": row["rouge1"], "R-2": row["rouge2"], "R-L": row["rougeL"],
+                    "R-Lsum": row.get("rougeLsum"), "agree R-L": (row.get("agreement") or {}).get("rougeL"),
                     "val loss": row["validation_loss"], "speedup": row["speedup"],
                     "speedup min-max": f"{low:.2f}-{high:.2f}" if low is not None and high is not None else None,
                     "train s": row.get("train_seconds")})
@@ -326,23 +397,37 @@ def _write_outputs(payload: dict, rows: list[dict], settings: Settings, figure) 
     where = (f"the T5-efficient `{teacher.get('preset')}` preset fine-tuned here for {teacher.get('epochs', 0):.3g} "
              f"epoch(s) ({teacher.get('steps')} steps, lr {teacher.get('learning_rate')}) on "
              f"{teacher.get('train_pairs')} XSum pairs" if teacher.get("trained_here") and teacher.get("preset")
+             else "the committed offline teacher `assets/models/debian-teacher` (trained from random initialisation "
+             "by `python -m compression teacher`; its model card has the command and scores)" if teacher.get("bundled")
              else f"`{teacher['source']}`")
     s = payload["settings"]
+    pseudo = payload["pseudo_labels"]
     mode = "quick mode: a pipeline check, the numbers mean nothing" if settings.quick else "full run"
     lines = [
-        f"# SFT vs KD vs Modular Transformers ({mode})",
+        f"# SFT vs KD vs pseudo-label KD vs Modular Transformers ({mode})",
         "",
-        f"Teacher: {where}; {payload['teacher_layers']} encoder/decoder layers. Students trained "
-        + (f"{s['max_steps']} optimizer step(s)" if s["max_steps"] else f"{s['epochs']:g} epoch(s)")
+        f"Data: {payload['data']}. Teacher: {where}; {payload['teacher_layers']} encoder/decoder layers. Students "
+        "trained " + (f"{s['max_steps']} optimizer step(s)" if s["max_steps"] else f"{s['epochs']:g} epoch(s)")
         + f" each on {payload['train_pairs']} pairs (batch {s['batch_size']}, lr {s['learning_rate']:g}, sources "
-        f"{s['max_source_length']} tokens); the modules trained **once** with the same budget "
-        f"(granularities {', '.join(map(str, s['granularities']))}; {payload['modular']['train_seconds']:.0f} s) "
+        f"{s['max_source_length']} tokens, summaries {s['max_target_length']}); pseudo-label KD on the teacher's "
+        f"greedy summaries of the same documents ({pseudo['pseudo']} kept, {pseudo['dropped_empty']} empty "
+        f"dropped; generating them took {pseudo['seconds']:.0f} s"
+        + (", read from the cache this time" if pseudo["cached"] else "") + ", not counted in `train s`); "
+        f"the modules trained **once** for {payload['modular']['epochs']:g} epoch(s), the total of the SFT students "
+        "they stand in for "
+        f"(granularities {', '.join(map(str, s['granularities']))}; {payload['modular']['train_seconds']:.0f} s; "
+        "validation loss with every span replaced by its modules: "
+        + (", ".join(f"{g} {loss:.3f}" for g, loss in payload["modular"]["eval_loss_by_granularity"].items())
+           or "not evaluated") + " nats/token) "
         "and every modular row is assembled from them without retraining. Scored on "
         f"{payload['eval_pairs']} validation pairs (greedy, {s['max_new_tokens']} new tokens at most); speedup: "
         f"greedy, batch 1, {s['latency_tokens']} forced new tokens, median of {s['latency_repeats']} teacher/student "
         f"alternation(s) on {s['latency_docs']} article(s). Machine: {payload['machine_note']}.",
         "",
         common.markdown_table(_table_rows(rows), COLUMNS),
+        "",
+        "R-L is sentence-level ROUGE-L, R-Lsum summary-level (the one distilbart's tables report); agree R-L: "
+        "ROUGE-L F1 of the model's summaries against the teacher's (100 = writes what the teacher writes).",
         "",
         payload["verdict"],
         "",
@@ -362,19 +447,20 @@ def benchmark(settings: Settings) -> dict:
         benchmarks.common.SharedDataMissing: the default data or tokenizer files are absent.
         compression.errors.CompressionError: bad settings or a teacher folder that cannot be loaded.
     """
-    from compression.config import DataArgs
+    from compression.config import DataArgs, PseudoArgs
     from compression.data import load_pairs, resolve_prefix, tokenize_pairs
     from compression.distill import KDArgs, distill
     from compression.layers import get_layer_stacks, shrink
     from compression.modular import ModularArgs, assemble, train_modules
+    from compression.pseudo_labels import pseudo_label_pairs, pseudo_labels
     from compression.train import finetune, resolve_device
 
     started = time.perf_counter()
-    if Path(settings.train_file).is_relative_to(common.XSUM_DIR):
-        common.require_shared()
-    data_args = DataArgs(train_file=settings.train_file, validation_file=settings.validation_file,
-                         max_train_samples=settings.max_train_samples, max_eval_samples=settings.max_eval_samples,
-                         max_source_length=settings.max_source_length, max_target_length=settings.max_target_length)
+    files = (dict(train_file=settings.train_file, validation_file=settings.validation_file) if settings.train_file
+             else dict(dataset=settings.dataset))
+    data_args = DataArgs(**files, max_train_samples=settings.max_train_samples,
+                         max_eval_samples=settings.max_eval_samples, max_source_length=settings.max_source_length,
+                         max_target_length=settings.max_target_length)
     pairs = load_pairs(data_args)
 
     def tokenized(tokenizer, model):
@@ -397,26 +483,46 @@ def benchmark(settings: Settings) -> dict:
 
     _log(f"evaluating the teacher ({n_enc}/{n_dec}) on {len(validation)} validation pairs")
     rows = [_row("teacher", "teacher", teacher, evaluate(teacher, timed=False), None)]
+    _log(f"pseudo-labels: the teacher summarizes the {len(pairs['train'])} training documents (cached)")
+    pseudo_started = time.perf_counter()
+    labels, pseudo_info = pseudo_labels(teacher, tokenizer, list(pairs["train"]["document"]), prefix=prefix,
+                                        max_source_length=settings.max_source_length,
+                                        max_new_tokens=settings.max_target_length, batch_size=32,
+                                        cache_dir=Path(settings.cache_dir) / "pseudo-labels")
+    pseudo_info["seconds"] = time.perf_counter() - pseudo_started
+    pseudo_pairs, counts = pseudo_label_pairs(pairs["train"], labels, PseudoArgs())
+    pseudo_info.update(counts)
+    pseudo_train = tokenize_pairs(pseudo_pairs, tokenizer, prefix=prefix, max_source_length=settings.max_source_length,
+                                  max_target_length=settings.max_target_length)
+    how = "read from the cache" if pseudo_info["cached"] else f"generated in {pseudo_info['seconds']:.0f} s"
+    _log(f"pseudo-labels: {counts['pseudo']} kept, {counts['dropped_empty']} empty dropped ({how})")
     for label, e, d in shapes:
-        for method in ("SFT", "KD"):
+        for method in TRAINED_METHODS:
             student = shrink(teacher, e, d, "spread")
-            _log(f"{method} {e}/{d}: training on {len(train)} pairs")
+            method_train = pseudo_train if method == "pseudo-labels" else train
+            _log(f"{method} {e}/{d}: training on {len(method_train)} pairs")
             folder = _fresh(work / f"{method.lower()}-e{e}d{d}")
-            if method == "SFT":
-                result = finetune(student, tokenizer, train, validation, args, folder, progress_bar=False)
-            else:
+            if method == "KD":
                 result = distill(student, teacher, tokenizer, train, validation, args, KDArgs(), folder,
                                  progress_bar=False)
+            else:
+                result = finetune(student, tokenizer, method_train, validation, args, folder, progress_bar=False)
             _log(f"{method} {e}/{d}: {result.steps} steps in {result.seconds:.0f} s; evaluating")
             rows.append(_row(method, label, student, evaluate(student), result.seconds,
                              kept={"encoder": student.config.shrink["encoder_layers_kept"],
                                    "decoder": student.config.shrink["decoder_layers_kept"]}))
 
     modular_args = ModularArgs(granularities=settings.granularities)
-    _log(f"modular: training modules (granularities {settings.granularities}) once on {len(train)} pairs")
-    modular = train_modules(teacher, tokenizer, train, validation, args, modular_args,
-                            _fresh(work / "modular"), progress_bar=False)
+    modular_budget = _train_args(settings, epochs=settings.modular_epochs or settings.epochs * len(shapes),
+                                 learning_rate=settings.learning_rate,
+                                 max_steps=settings.max_steps * len(shapes) if settings.max_steps else None)
+    _log(f"modular: training modules (granularities {settings.granularities}) once on {len(train)} pairs for "
+         f"{modular_budget.epochs:g} epoch(s), the budget of the {len(shapes)} SFT students they stand in for")
+    modular_folder = _fresh(work / "modular")
+    modular = train_modules(teacher, tokenizer, train, validation, modular_budget, modular_args, modular_folder,
+                            progress_bar=False)
     modular_train = modular.info["training"]
+    modular_granularity_loss = _last_granularity_losses(modular_folder / "loss_log.jsonl")
     total = n_enc + n_dec
     for label, e, d in shapes:
         ratio = total / (e + d)
@@ -435,6 +541,9 @@ def benchmark(settings: Settings) -> dict:
         "mode": "quick" if settings.quick else "full",
         "teacher": teacher_info,
         "teacher_layers": f"{n_enc}/{n_dec}",
+        "data": (f"`{settings.train_file}` / `{settings.validation_file}`" if settings.train_file
+                 else f"the `{settings.dataset}` preset"),
+        "pseudo_labels": pseudo_info,
         "train_pairs": len(train),
         "eval_pairs": len(validation),
         "shapes": [{"label": label, "encoder_layers": e, "decoder_layers": d, "ratio": total / (e + d)}
@@ -442,7 +551,9 @@ def benchmark(settings: Settings) -> dict:
         "settings": {key: (str(value) if isinstance(value, Path) else value)
                      for key, value in dataclasses.asdict(settings).items()},
         "modular": {"granularities": list(settings.granularities), "train_seconds": modular_train["seconds"],
-                    "steps": modular_train["steps"], "eval_loss": modular_train["eval_loss"]},
+                    "epochs": modular_budget.epochs, "max_steps": modular_budget.max_steps,
+                    "steps": modular_train["steps"], "eval_loss": modular_train["eval_loss"],
+                    "eval_loss_by_granularity": modular_granularity_loss},
         "rows": rows,
         "verdict": verdict,
         "checks": checks,
@@ -484,16 +595,23 @@ def run(quick: bool = False) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.methods", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a couple of minutes: proves the pipeline only")
-    parser.add_argument("--teacher", help="teacher checkpoint folder (default: the cached fine-tuned tiny preset)")
+    parser.add_argument("--dataset", choices=sorted(DATASET_DEFAULTS), default="debian-descriptions",
+                        help="data preset (default debian-descriptions: the committed offline teacher's data)")
+    parser.add_argument("--teacher", help="teacher checkpoint folder (default: the committed offline teacher for "
+                                          "debian-descriptions, the cached fine-tuned tiny preset for xsum-sample)")
     parser.add_argument("--teacher-epochs", type=float,
                         help="epochs of the teacher's fine-tuning when it is not cached yet (default 3)")
     parser.add_argument("--epochs", type=float, help="epochs per student and for the module training (default 1)")
-    parser.add_argument("--max-source-length", type=int, help="source tokens (default 256 full, 128 quick)")
+    parser.add_argument("--max-source-length", type=int,
+                        help="source tokens (default: 128 Debian, 256 XSum; 128 quick)")
+    parser.add_argument("--max-train-samples", type=int, help="training pairs (default: 8,000 Debian, all XSum)")
+    parser.add_argument("--max-eval-samples", type=int, help="validation pairs (default: 500 Debian, 100 XSum)")
     parser.add_argument("--granularities", help="module granularities, e.g. 2,4 (default) or 2,3,4")
     parser.add_argument("--no-png", action="store_true", help="skip the PNG (needs kaleido and a Chromium)")
     args = parser.parse_args(argv)
     overrides = {"teacher": args.teacher, "teacher_epochs": args.teacher_epochs, "epochs": args.epochs,
-                 "max_source_length": args.max_source_length}
+                 "max_source_length": args.max_source_length, "max_train_samples": args.max_train_samples,
+                 "max_eval_samples": args.max_eval_samples, "dataset": args.dataset}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if args.granularities:
         overrides["granularities"] = tuple(int(g) for g in args.granularities.split(","))

@@ -1,11 +1,15 @@
-"""benchmarks/methods.py end to end on a tiny teacher: every method and shape, the table, the verdict,
-the files. One optimizer step per student; numbers are not checked, only what was built and written."""
+"""benchmarks/methods.py end to end on a tiny teacher: every method (SFT, KD, pseudo-label KD,
+modular) and shape, the table, the verdict, the files. One optimizer step per student; numbers are not checked, only what was built and written."""
 
 from __future__ import annotations
 
 import json
 
 from benchmarks import common, methods
+
+
+def tiny_jsonl_rows(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_student_shapes():
@@ -38,19 +42,26 @@ def test_benchmark_on_a_tiny_teacher(tmp_path, monkeypatch, tiny_t5_dir, tiny_js
     payload = methods.benchmark(settings)
 
     shapes = {(row["method"], row["encoder_layers"], row["decoder_layers"]) for row in payload["rows"]}
-    assert {("teacher", 4, 4), ("SFT", 2, 2), ("KD", 2, 2), ("SFT", 4, 2), ("KD", 4, 2), ("SFT", 2, 1),
-            ("KD", 2, 1)} <= shapes
+    assert {(method, e, d) for method in ("SFT", "KD", "pseudo-labels") for e, d in ((2, 2), (4, 2), (2, 1))} \
+        | {("teacher", 4, 4)} <= shapes
     # granularities {2, 4}: size-first 2x = 2/2 (two g2 modules per stack), speed-first 2x = 3/1;
     # 1.33x: size-first 3/3, speed-first 4/2; 2.67x: both priorities pick the same 2/1 plan
     assert {("modular (size-first)", 2, 2), ("modular (speed-first)", 3, 1), ("modular (size-first)", 3, 3),
             ("modular (speed-first)", 4, 2), ("modular (size = speed)", 2, 1)} <= shapes
-    assert len(payload["rows"]) == 1 + 6 + 5
+    assert len(payload["rows"]) == 1 + 9 + 5
+    teacher = payload["rows"][0]
+    assert teacher["method"] == "teacher" and teacher["agreement"]["rougeL"] == 100.0  # its own summaries
+    # the teacher summarized every training document once, for all three pseudo-label students
+    assert payload["pseudo_labels"]["generated"] == len(tiny_jsonl_rows(train)) and not payload["pseudo_labels"]["cached"]
+    assert payload["pseudo_labels"]["pseudo"] + payload["pseudo_labels"]["dropped_empty"] == payload["train_pairs"]
     sft = next(r for r in payload["rows"] if r["method"] == "SFT" and r["encoder_layers"] == 2
                and r["decoder_layers"] == 2)
     size_first = next(r for r in payload["rows"] if r["method"] == "modular (size-first)" and r["encoder_layers"] == 2)
     assert sft["params"] == size_first["params"]  # one module = one layer: equal shapes, equal sizes
     assert size_first["replaced"] == ["encoder.g2.s0", "encoder.g2.s2", "decoder.g2.s0", "decoder.g2.s2"]
     assert all(r["speedup"] > 0 and r["validation_loss"] > 0 for r in payload["rows"])
+    # the modules train once, for the budget of the three SFT students they stand in for
+    assert payload["modular"]["steps"] == 3 and set(payload["modular"]["eval_loss_by_granularity"]) == {"g2", "g4"}
     assert len(payload["checks"]) == 3 and all(c["has_modular"] for c in payload["checks"])
 
     assert [row["baseline"][:4] for row in methods.headline(payload)] == ["SFT "] * 3
@@ -58,8 +69,8 @@ def test_benchmark_on_a_tiny_teacher(tmp_path, monkeypatch, tiny_t5_dir, tiny_js
 
     results = tmp_path / "results"
     stored = json.loads((results / "methods.json").read_text())
-    assert stored["results"]["mode"] == "quick" and len(stored["results"]["rows"]) == 12
+    assert stored["results"]["mode"] == "quick" and len(stored["results"]["rows"]) == 15
     markdown = (results / "methods.md").read_text()
-    assert "| method | shape | enc | dec |" in markdown and "Paper's ordering modular ≥ KD ≥ SFT" in markdown
+    assert "| method | shape | enc | dec |" in markdown and "| agree R-L |" in markdown and "Paper's ordering modular ≥ KD ≥ SFT" in markdown
     html = (results / "methods.html").read_text()
     assert "modular (speed-first)" in html and "Teacher" in html
