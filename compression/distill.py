@@ -47,7 +47,7 @@ from .losses import (  # noqa: F401  (the KD losses, re-exported from their old 
     hidden_mse_loss,
     kl_div_loss,
 )
-from .train import TrainResult, _freeze, _Trainer, bf16_enabled, resolve_device, run_trainer
+from .train import CompressionTrainer, TrainResult, bf16_enabled, frozen_weights, resolve_device, run_trainer
 
 TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -111,7 +111,7 @@ def layer_mapping(student: PreTrainedModel, teacher: PreTrainedModel) -> tuple[l
 class TermsTrainerMixin:
     """Accumulates per-term losses between logging steps and adds their means to the Trainer's logs.
 
-    Mixed into :class:`compression.train._Trainer` subclasses that set ``term_names``: call
+    Mixed into :class:`compression.train.CompressionTrainer` subclasses that set ``term_names``: call
     :meth:`_record_terms` from ``compute_loss`` with the batch's 0-dim term tensors; the mean over the
     micro-batches since the last log (averaged over processes) is logged under each term's name next
     to ``loss``.
@@ -140,7 +140,7 @@ class TermsTrainerMixin:
         super().log(logs, start_time)
 
 
-class DistillationTrainer(TermsTrainerMixin, _Trainer):
+class DistillationTrainer(TermsTrainerMixin, CompressionTrainer):
     """``Seq2SeqTrainer`` whose training loss is :func:`distillation_loss` against a frozen teacher.
 
     ``compute_loss`` runs the student (with hidden states/attentions when their weights are > 0),
@@ -260,30 +260,23 @@ def distill(student: PreTrainedModel, teacher: PreTrainedModel, tokenizer: Any, 
     training_teacher = _teacher_for_training(teacher, kd_args, train_args)
     teacher_device = next(teacher.parameters()).device
     implementations = (student.config._attn_implementation, training_teacher.config._attn_implementation)
-    flags = {name: param.requires_grad for name, param in student.named_parameters()}
-    _freeze(student, train_args)
-    if not any(param.requires_grad for param in student.parameters()):
-        for name, param in student.named_parameters():
-            param.requires_grad_(flags[name])
-        raise CompressionError("every weight is frozen: untick 'freeze encoder' or 'freeze embeddings'")
-    if kd_args.alpha_attention > 0:
-        student.set_attn_implementation("eager")
-        training_teacher.set_attn_implementation("eager")
     extra = tuple(name for name, weight in kd_args.weights().items() if weight > 0)
-    try:
-        return run_trainer(
-            student, tokenizer, train_dataset, eval_dataset, train_args, output_dir,
-            trainer_class=DistillationTrainer,
-            trainer_kwargs={"teacher": training_teacher, "kd_args": kd_args, "encoder_mapping": encoder_mapping,
-                            "decoder_mapping": decoder_mapping},
-            attention_models=[student, training_teacher], extra_keys=extra, on_progress=on_progress,
-            cancel=cancel, progress_bar=progress_bar, resume_from=resume_from,
-        )
-    finally:
-        for name, param in student.named_parameters():
-            param.requires_grad_(flags[name])
+    with frozen_weights(student, train_args):
         if kd_args.alpha_attention > 0:
-            student.set_attn_implementation(implementations[0])
-            training_teacher.set_attn_implementation(implementations[1])
-        if training_teacher is teacher:
-            teacher.to(teacher_device)
+            student.set_attn_implementation("eager")
+            training_teacher.set_attn_implementation("eager")
+        try:
+            return run_trainer(
+                student, tokenizer, train_dataset, eval_dataset, train_args, output_dir,
+                trainer_class=DistillationTrainer,
+                trainer_kwargs={"teacher": training_teacher, "kd_args": kd_args, "encoder_mapping": encoder_mapping,
+                                "decoder_mapping": decoder_mapping},
+                attention_models=[student, training_teacher], extra_keys=extra, on_progress=on_progress,
+                cancel=cancel, progress_bar=progress_bar, resume_from=resume_from,
+            )
+        finally:
+            if kd_args.alpha_attention > 0:
+                student.set_attn_implementation(implementations[0])
+                training_teacher.set_attn_implementation(implementations[1])
+            if training_teacher is teacher:
+                teacher.to(teacher_device)

@@ -35,7 +35,7 @@ class ProgressCallback(TrainerCallback):
     is added to the record as a float. In ``on_step_end``, a set ``cancel`` event makes the Trainer
     stop after the current optimizer step (agreed across processes under DDP); with
     ``checkpoint=True`` the Trainer then also saves its checkpoint (``control.should_save``; see
-    :class:`compression.train._Trainer` for where), and does so every ``checkpoint_seconds`` of
+    :class:`compression.train.CompressionTrainer` for where), and does so every ``checkpoint_seconds`` of
     training as well (``None``: only on cancel), so a killed run can resume from the latest one.
     ``eta_s`` counts from the step training (re)started at, so a resumed run's ETA is its own.
     """

@@ -16,6 +16,7 @@ autocast via accelerate). Two small additions on top of the library:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -217,7 +218,7 @@ class EpochSeededSampler(torch.utils.data.Sampler):
         return iter(self.sampler)
 
 
-class _Trainer(Seq2SeqTrainer):
+class CompressionTrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer that counts real and padded tokens, evaluates length-sorted batches
     (:func:`sort_by_length`), reports a token-weighted validation loss, shuffles length groups per
     epoch from the data seed (:class:`EpochSeededSampler`) and writes its checkpoints atomically as
@@ -340,20 +341,39 @@ def restore_forward(model: torch.nn.Module) -> None:
         model.forward = original
 
 
-def _freeze(model: torch.nn.Module, args: TrainArgs) -> None:
-    """Freeze per ``args`` (the SFT paper's ``freeze_embeds``/``freeze_encoder`` options).
+@contextlib.contextmanager
+def frozen_weights(model: torch.nn.Module, args: TrainArgs | None = None):
+    """Within the block, freeze ``model``'s weights per ``args``, or all of them when ``args`` is
+    ``None`` (a teacher that only supervises); the ``requires_grad`` flags are restored on exit.
 
-    ``freeze_embeddings``: the shared token embedding (``get_input_embeddings()``; a tied LM head is the
-    same tensor, so it freezes too) and any learned positional embeddings (BART ``embed_positions``).
-    ``freeze_encoder``: every encoder parameter (for T5/BART that includes the shared embedding).
+    Per ``args`` (the SFT paper's ``freeze_embeds``/``freeze_encoder`` options, Shleifer & Rush
+    2020): ``freeze_embeddings`` freezes the shared token embedding (``get_input_embeddings()``; a tied
+    LM head is the same tensor, so it freezes too) and any learned positional embeddings (BART
+    ``embed_positions``); ``freeze_encoder`` every encoder parameter (for T5/BART that includes the
+    shared embedding).
+
+    Raises:
+        CompressionError: with ``args``, every weight ends up frozen (nothing would train); the flags
+            are restored first.
     """
-    if args.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
-        for name, module in model.named_modules():
-            if name.endswith("embed_positions"):
-                module.requires_grad_(False)
-    if args.freeze_encoder:
-        model.get_encoder().requires_grad_(False)
+    flags = {name: param.requires_grad for name, param in model.named_parameters()}
+    try:
+        if args is None:
+            model.requires_grad_(False)
+        else:
+            if args.freeze_embeddings:
+                model.get_input_embeddings().weight.requires_grad_(False)
+                for name, module in model.named_modules():
+                    if name.endswith("embed_positions"):
+                        module.requires_grad_(False)
+            if args.freeze_encoder:
+                model.get_encoder().requires_grad_(False)
+            if not any(param.requires_grad for param in model.parameters()):
+                raise CompressionError("every weight is frozen: untick 'freeze encoder' or 'freeze embeddings'")
+        yield model
+    finally:
+        for name, param in model.named_parameters():
+            param.requires_grad_(flags[name])
 
 
 def adafactor_kwargs(args: TrainArgs) -> tuple[type[torch.optim.Optimizer], dict]:
@@ -453,17 +473,10 @@ def finetune(
         CompressionError: empty training set, unavailable device, or settings the Trainer rejects.
         OutOfMemoryError: the device ran out of memory (lower the batch size or the max lengths).
     """
-    flags = {name: param.requires_grad for name, param in model.named_parameters()}
-    try:
-        _freeze(model, args)
-        if not any(param.requires_grad for param in model.parameters()):
-            raise CompressionError("every weight is frozen: untick 'freeze encoder' or 'freeze embeddings'")
+    with frozen_weights(model, args):
         return run_trainer(model, tokenizer, train_dataset, eval_dataset, args, output_dir,
                            trainer_kwargs={"compute_loss_func": token_loss}, on_progress=on_progress,
                            cancel=cancel, progress_bar=progress_bar, resume_from=resume_from)
-    finally:
-        for name, param in model.named_parameters():
-            param.requires_grad_(flags[name])
 
 
 def run_trainer(
@@ -474,7 +487,7 @@ def run_trainer(
     args: TrainArgs,
     output_dir: str | Path,
     *,
-    trainer_class: type[_Trainer] = _Trainer,
+    trainer_class: type[CompressionTrainer] = CompressionTrainer,
     trainer_kwargs: dict | None = None,
     collator_model: torch.nn.Module | None = None,
     attention_models: Sequence[torch.nn.Module] | None = None,
@@ -484,7 +497,7 @@ def run_trainer(
     progress_bar: bool = True,
     resume_from: str | Path | None = None,
 ) -> TrainResult:
-    """The one training loop of SFT, KD and Modular Transformers: a :class:`_Trainer` (subclass) run
+    """The one training loop of SFT, KD and Modular Transformers: a :class:`CompressionTrainer` (subclass) run
     with this project's settings (:func:`_training_arguments` from ``args``: fused AdamW, or
     Adafactor per :func:`adafactor_kwargs`, schedule,
     length grouping, bf16 autocast per :func:`bf16_enabled`, TF32 on CUDA, evaluations), seeded.
@@ -495,7 +508,7 @@ def run_trainer(
     ``extra_keys`` columns) go to ``on_progress`` and ``output_dir/loss_log.jsonl``. When ``cancel``
     is set, training stops after the current step and the Trainer writes its full checkpoint to
     ``output_dir/last-checkpoint`` (weights, tokenizer, optimizer, scheduler, RNG states, trainer
-    state; atomically, see :meth:`_Trainer._save_checkpoint`), as it also does every
+    state; atomically, see :meth:`CompressionTrainer._save_checkpoint`), as it also does every
     ``args.checkpoint_minutes`` minutes of training. A ``trainer_class`` whose model is not a
     ``PreTrainedModel`` writes and reads the weights with its own ``_save`` and
     ``_load_from_checkpoint`` (Modular Transformers: a modular checkpoint folder).

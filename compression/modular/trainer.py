@@ -19,14 +19,14 @@ from ..data import LABEL_PAD
 from ..distill import TermsTrainerMixin
 from ..losses import modular_loss
 from ..progress import LOSS_LOG
-from ..train import _Trainer, discard_checkpoint, run_trainer
+from ..train import CompressionTrainer, discard_checkpoint, frozen_weights, run_trainer
 from .checkpoint import save_modular, write_checkpoint
 from .model import ModularModel
 from .spans import MODULES_FILE, ModularArgs
 from .supervision import Recorder
 
 
-class _ModularTrainer(TermsTrainerMixin, _Trainer):
+class _ModularTrainer(TermsTrainerMixin, CompressionTrainer):
     """Seq2SeqTrainer over a :class:`ModularModel`: multi-grained module replacing plus distillation.
 
     ``compute_loss`` samples the step's plan (``random.Random`` seeded with the training seed and the
@@ -132,26 +132,23 @@ def train_modules(teacher: PreTrainedModel, tokenizer: Any, train_dataset, eval_
         (Path(output_dir) / LOSS_LOG).unlink(missing_ok=True)
     modular = ModularModel(teacher, modular_args.granularities)
     implementation = teacher.config._attn_implementation
-    flags = {name: param.requires_grad for name, param in teacher.named_parameters()}
-    teacher.requires_grad_(False)
-    if modular_args.alpha_attention > 0:
-        teacher.set_attn_implementation("eager")
     weights = {"ce": modular_args.alpha_ce, "hidden": modular_args.alpha_hidden,
                "attention": modular_args.alpha_attention}
     extra = [name for name, weight in weights.items() if weight > 0]
     extra += [f"eval_loss_g{g}" for g in modular.granularities]
 
-    try:
-        result = run_trainer(modular, tokenizer, train_dataset, eval_dataset, train_args, output_dir,
-                             trainer_class=_ModularTrainer, trainer_kwargs={"modular_args": modular_args},
-                             collator_model=teacher, attention_models=[teacher], extra_keys=extra,
-                             on_progress=on_progress, cancel=cancel, progress_bar=progress_bar,
-                             resume_from=resume_from)
-    finally:
-        for name, param in teacher.named_parameters():
-            param.requires_grad_(flags[name])
+    with frozen_weights(teacher):
         if modular_args.alpha_attention > 0:
-            teacher.set_attn_implementation(implementation)
+            teacher.set_attn_implementation("eager")
+        try:
+            result = run_trainer(modular, tokenizer, train_dataset, eval_dataset, train_args, output_dir,
+                                 trainer_class=_ModularTrainer, trainer_kwargs={"modular_args": modular_args},
+                                 collator_model=teacher, attention_models=[teacher], extra_keys=extra,
+                                 on_progress=on_progress, cancel=cancel, progress_bar=progress_bar,
+                                 resume_from=resume_from)
+        finally:
+            if modular_args.alpha_attention > 0:
+                teacher.set_attn_implementation(implementation)
     summary = asdict(result)
     summary.pop("log_history")
     modular.info = {"training": summary, "modular_args": asdict(modular_args), "train_args": asdict(train_args)}
