@@ -202,7 +202,7 @@ def load_teacher(settings: Settings, data) -> tuple[object, object, dict]:
     if settings.teacher:
         model, tokenizer = load_model(settings.teacher)
         return model, tokenizer, {"source": str(settings.teacher), "trained_here": False}
-    if settings.dataset == "debian-descriptions" and not settings.train_file:
+    if getattr(settings, "dataset", None) == "debian-descriptions" and not settings.train_file:
         from compression.errors import ModelLoadError
         from compression.teacher import BUNDLED_TEACHER, bundled_teacher
 
