@@ -30,9 +30,10 @@ Size: files on disk (safetensors for PyTorch, ``model.bin`` + vocabulary for CTr
 fraction of the fp32 base; the 3/3 also with its vocabulary pruned to the XSum texts
 (:mod:`compression.vocab`), which the converter takes as it is.
 
-Quality (``--teacher DIR``, a fine-tuned checkpoint): validation loss (nats/token, teacher-forced;
-PyTorch, and CTranslate2's ``score_batch``) of the fp32 teacher and its int8 copy on XSum
-validation pairs, and the share of greedy summaries that are identical.
+Quality (the committed offline teacher, or ``--teacher DIR`` trained on the same data): validation
+loss (nats/token, teacher-forced; PyTorch, and CTranslate2's ``score_batch``) of the fp32 teacher
+and its float32 and int8 copies on the first 100 Debian description validation pairs, and the
+share of greedy summaries that are identical.
 """
 
 from __future__ import annotations
@@ -218,31 +219,39 @@ def speed_tables(quick: bool, rounds: int) -> dict:
             "max_source_length": max_source_length, "cores": cores, "rounds": rounds}
 
 
-def quality_table(teacher_dir: str, quick: bool) -> dict:
-    """Validation loss and identical greedy summaries: fp32 teacher against its CTranslate2 copies."""
-    from compression.config import EvalArgs
+def quality_table(teacher_dir: str, quick: bool, dataset: str = "debian-descriptions") -> dict:
+    """Validation loss and identical greedy summaries: fp32 teacher against its CTranslate2 copies,
+    on the first 100 (quick: 50) validation pairs of the dataset preset ``dataset`` with its lengths
+    and prefix (:mod:`compression.dataset_presets`)."""
+    from compression.config import DataArgs, EvalArgs
+    from compression.data import load_pairs
     from compression.deploy import DeployedModel, export_ct2
     from compression.evaluate import compute_validation_loss, generate_summaries
     from compression.load import load_model
 
-    pairs = common.xsum_pairs("validation", 50 if quick else 100)
-    documents, references = [p["document"] for p in pairs], [p["summary"] for p in pairs]
+    data = DataArgs(dataset=dataset, max_train_samples=1, max_eval_samples=50 if quick else 100)
+    pairs = load_pairs(data)["validation"]
+    documents, references = list(pairs["document"]), list(pairs["summary"])
     model, tokenizer = load_model(teacher_dir)
-    lengths = dict(prefix="summarize: ", max_source_length=512)
-    fp32_loss = compute_validation_loss(model, tokenizer, documents, references, max_target_length=64,
-                                        batch_size=16, **lengths)
-    fp32_summaries = generate_summaries(model, tokenizer, documents, args=EvalArgs(max_new_tokens=32), **lengths)
+    lengths = dict(prefix=data.prefix if data.prefix is not None else "summarize: ",
+                   max_source_length=data.max_source_length)
+    new_tokens = min(32, data.max_target_length)
+    fp32_loss = compute_validation_loss(model, tokenizer, documents, references,
+                                        max_target_length=data.max_target_length, batch_size=16, **lengths)
+    fp32_summaries = generate_summaries(model, tokenizer, documents, args=EvalArgs(max_new_tokens=new_tokens),
+                                        **lengths)
     rows = [{"copy": "PyTorch fp32", "validation_loss": fp32_loss, "delta_nats": 0.0, "identical": 1.0}]
     with tempfile.TemporaryDirectory(prefix="deploy-quality-") as tmp:
         for quantization in ("float32", "int8"):
             folder = export_ct2(teacher_dir, Path(tmp) / quantization, quantization=quantization)
             deployed = DeployedModel(folder)
-            loss = deployed.validation_loss(documents, references, max_target_length=64, **lengths)
-            summaries = deployed.summarize(documents, max_new_tokens=32, **lengths)
+            loss = deployed.validation_loss(documents, references, max_target_length=data.max_target_length,
+                                            **lengths)
+            summaries = deployed.summarize(documents, max_new_tokens=new_tokens, **lengths)
             same = sum(a == b for a, b in zip(summaries, fp32_summaries)) / len(documents)
             rows.append({"copy": f"CT2 {quantization}", "validation_loss": loss, "delta_nats": loss - fp32_loss,
                          "identical": same})
-    return {"teacher": str(teacher_dir), "pairs": len(pairs), "rows": rows}
+    return {"teacher": str(teacher_dir), "dataset": dataset, "pairs": len(documents), "rows": rows}
 
 
 def report(payload: dict) -> str:
@@ -257,7 +266,8 @@ def report(payload: dict) -> str:
               common.format_table(payload["size"], ["model", "variant", "mib", "of_base"])]
     quality = payload.get("quality")
     if quality:
-        lines += ["", f"Quality on {quality['teacher']} ({quality['pairs']} XSum validation pairs):",
+        lines += ["", f"Quality on {quality['teacher']} ({quality['pairs']} {quality.get('dataset', 'XSum')} "
+                  "validation pairs):",
                   common.format_table(quality["rows"], ["copy", "validation_loss", "delta_nats", "identical"])]
     else:
         lines += ["", "Quality: give --teacher DIR (a fine-tuned checkpoint) to measure it"]
@@ -285,9 +295,16 @@ def headline(payload: dict) -> list[dict]:
 
 
 def run(quick: bool = False, teacher: str | None = None) -> dict:
-    """Measure, print, write ``benchmarks/results/deploy.json`` (and ``.md``); returns the payload."""
+    """Measure, print, write ``benchmarks/results/deploy.json`` (and ``.md``); returns the payload.
+    ``teacher``: the quality table's checkpoint; default: the committed offline teacher when the
+    checkout has it (scored on the Debian descriptions), else no quality table."""
+    from compression.teacher import bundled_teacher
+
+    if teacher is None and bundled_teacher() is not None:
+        teacher = str(bundled_teacher())
+    quality = quality_table(teacher, quick) if teacher else None  # first: minutes, where speed takes long
     payload = speed_tables(quick, rounds=1 if quick else 3)
-    payload["quality"] = quality_table(teacher, quick) if teacher else None
+    payload["quality"] = quality
     text = report(payload)
     print(text)
     common.write_result(NAME, payload, text)
@@ -297,7 +314,8 @@ def run(quick: bool = False, teacher: str | None = None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--teacher", metavar="DIR", help="a fine-tuned checkpoint for the quality table")
+    parser.add_argument("--teacher", metavar="DIR", help="a checkpoint trained on the Debian descriptions for the "
+                                                         "quality table (default: the committed offline teacher)")
     args = parser.parse_args(argv)
     common.use_results_dir(args.quick)
     run(args.quick, args.teacher)
