@@ -567,6 +567,96 @@ def benchmark(settings: Settings) -> dict:
     return payload
 
 
+#: Module-training objectives compared by :func:`modular_ablation`: (alpha_ce, alpha_hidden, alpha_attention).
+ABLATIONS = {"CE + hidden + attention (default)": (1.0, 1.0, 1.0), "CE + hidden": (1.0, 1.0, 0.0),
+             "CE only": (1.0, 0.0, 0.0)}
+
+
+def modular_ablation(settings: Settings, variants: dict[str, tuple[float, float, float]] | None = None) -> dict:
+    """Why the modular students trail SFT: the same module training (same data, budget and seed as
+    :func:`benchmark`'s) with the distillation terms of the objective switched off in turn
+    (:data:`ABLATIONS`; Zhou, Le Bras & Choi 2023 train with CE + hidden-state + attention
+    distillation), each scored by the validation loss (nats/token) of every granularity's full
+    replacement and of the size-first and speed-first students :func:`benchmark` assembles.
+    No ROUGE, no timing. Writes ``methods-modular-ablation.{json,md}``; returns the payload.
+
+    Raises:
+        compression.errors.CompressionError: as :func:`benchmark`.
+    """
+    from compression.config import DataArgs
+    from compression.data import load_pairs, resolve_prefix, tokenize_pairs
+    from compression.evaluate import compute_validation_loss
+    from compression.layers import get_layer_stacks
+    from compression.modular import ModularArgs, assemble, train_modules
+    from compression.train import resolve_device
+
+    started = time.perf_counter()
+    variants = variants or ABLATIONS
+    files = (dict(train_file=settings.train_file, validation_file=settings.validation_file) if settings.train_file
+             else dict(dataset=settings.dataset))
+    data_args = DataArgs(**files, max_train_samples=settings.max_train_samples,
+                         max_eval_samples=settings.max_eval_samples, max_source_length=settings.max_source_length,
+                         max_target_length=settings.max_target_length)
+    pairs = load_pairs(data_args)
+
+    def tokenized(tokenizer, model):
+        lengths = dict(prefix=resolve_prefix(data_args, model), max_source_length=settings.max_source_length,
+                       max_target_length=settings.max_target_length)
+        return (tokenize_pairs(pairs["train"], tokenizer, **lengths),
+                tokenize_pairs(pairs["validation"], tokenizer, **lengths))
+
+    teacher, tokenizer, _ = load_teacher(settings, tokenized)
+    teacher.to(resolve_device(settings.device)).eval()
+    train, validation = tokenized(tokenizer, teacher)
+    prefix = resolve_prefix(data_args, teacher)
+    documents, references = list(pairs["validation"]["document"]), list(pairs["validation"]["summary"])
+
+    def loss(model) -> float:
+        return compute_validation_loss(model, tokenizer, documents, references, prefix=prefix, batch_size=32,
+                                       max_source_length=settings.max_source_length,
+                                       max_target_length=settings.max_target_length)
+
+    n_enc, n_dec = (len(stack) for stack in get_layer_stacks(teacher))
+    shapes = student_shapes(n_enc, n_dec)
+    budget = _train_args(settings, epochs=settings.modular_epochs or settings.epochs * len(shapes),
+                         learning_rate=settings.learning_rate,
+                         max_steps=settings.max_steps * len(shapes) if settings.max_steps else None)
+    rows = []
+    for name, (ce, hidden, attention) in variants.items():
+        _log(f"ablation {name}: training modules for {budget.epochs:g} epoch(s)")
+        folder = _fresh(Path(settings.cache_dir) / "work" / "ablation" / name.split(" (")[0].replace(" + ", "-"))
+        modular = train_modules(teacher, tokenizer, train, validation, budget,
+                                ModularArgs(granularities=settings.granularities, alpha_ce=ce, alpha_hidden=hidden,
+                                            alpha_attention=attention), folder, progress_bar=False)
+        row = {"objective": name, "alpha_ce": ce, "alpha_hidden": hidden, "alpha_attention": attention,
+               "train_seconds": modular.info["training"]["seconds"],
+               **{f"full {g}": value for g, value in _last_granularity_losses(folder / "loss_log.jsonl").items()}}
+        for _, e, d in shapes:
+            ratio = (n_enc + n_dec) / (e + d)
+            for priority in ("size", "speed"):
+                model = assemble(modular, ratio, priority)
+                record = model.config.modular
+                row[f"{priority}-first {ratio:.2f}x ({record['encoder_layers']}/{record['decoder_layers']})"] = (
+                    loss(model))
+        _log(f"ablation {name}: {row}")
+        rows.append(row)
+    columns = list(rows[0])
+    payload = {"teacher_layers": f"{n_enc}/{n_dec}", "train_pairs": len(train), "eval_pairs": len(documents),
+               "epochs": budget.epochs, "max_steps": budget.max_steps, "rows": rows,
+               "seconds": time.perf_counter() - started}
+    common.write_result(f"{NAME}-modular-ablation", payload)
+    text = common.format_table(rows, columns)
+    print(text)
+    (common.RESULTS_DIR / f"{NAME}-modular-ablation.md").write_text(
+        f"# Modular Transformers: which distillation terms help ({'quick' if settings.quick else 'full'} run)\n\n"
+        f"Validation loss (nats/token) on {len(documents)} validation pairs; modules trained once per objective "
+        f"on {len(train)} pairs for {budget.epochs:g} epoch(s) (lr {settings.learning_rate:g}, batch "
+        f"{settings.batch_size}). `full gN`: every span replaced by its N-layer modules; the other columns: the "
+        "students assembled without retraining.\n\n" + common.markdown_table(rows, columns) + "\n",
+        encoding="utf-8")
+    return payload
+
+
 def table(payload: dict) -> str:
     """The printed table (one line per model) and the ordering verdict, for the runner."""
     return common.format_table(_table_rows(payload["rows"]), COLUMNS) + "\n\n" + payload["verdict"]
@@ -608,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-eval-samples", type=int, help="validation pairs (default: 500 Debian, 100 XSum)")
     parser.add_argument("--granularities", help="module granularities, e.g. 2,4 (default) or 2,3,4")
     parser.add_argument("--no-png", action="store_true", help="skip the PNG (needs kaleido and a Chromium)")
+    parser.add_argument("--modular-ablation", action="store_true",
+                        help="instead: module training with each distillation term switched off in turn")
     args = parser.parse_args(argv)
     overrides = {"teacher": args.teacher, "teacher_epochs": args.teacher_epochs, "epochs": args.epochs,
                  "max_source_length": args.max_source_length, "max_train_samples": args.max_train_samples,
@@ -621,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
     from compression.errors import CompressionError
 
     try:
-        benchmark(settings)
+        modular_ablation(settings) if args.modular_ablation else benchmark(settings)
     except (CompressionError, common.SharedDataMissing) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -74,3 +74,22 @@ def test_benchmark_on_a_tiny_teacher(tmp_path, monkeypatch, tiny_t5_dir, tiny_js
     assert "| method | shape | enc | dec |" in markdown and "| agree R-L |" in markdown and "Paper's ordering modular ≥ KD ≥ SFT" in markdown
     html = (results / "methods.html").read_text()
     assert "modular (speed-first)" in html and "Teacher" in html
+
+
+def test_modular_ablation_trains_one_module_set_per_objective(tmp_path, monkeypatch, tiny_t5_dir, tiny_jsonl):
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    train, validation = tiny_jsonl
+    settings = methods.Settings(
+        quick=True, teacher=str(tiny_t5_dir), train_file=str(train), validation_file=str(validation),
+        cache_dir=tmp_path / "cache", max_steps=1, batch_size=4, max_eval_samples=4, max_source_length=48,
+        max_target_length=16, device="cpu", logging_steps=1)
+    payload = methods.modular_ablation(settings, {"all": (1.0, 1.0, 1.0), "CE only": (1.0, 0.0, 0.0)})
+
+    assert [row["objective"] for row in payload["rows"]] == ["all", "CE only"]
+    assert payload["rows"][1]["alpha_attention"] == 0.0 and payload["max_steps"] == 3
+    row = payload["rows"][0]
+    # per granularity's full replacement, and both priorities at the three ratios of a 4/4 teacher
+    assert {"full g2", "full g4", "size-first 2.00x (2/2)", "speed-first 2.00x (3/1)",
+            "size-first 2.67x (2/1)"} <= set(row)
+    assert all(value > 0 for key, value in row.items() if "first" in key or key.startswith("full"))
+    assert "| objective |" in (tmp_path / "results" / "methods-modular-ablation.md").read_text()
