@@ -557,7 +557,8 @@ def benchmark(settings: Settings) -> dict:
         "rows": rows,
         "verdict": verdict,
         "checks": checks,
-        "machine_note": f"{machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}"
+        "machine_note": f"{machine['cpu']}, {machine['cpu_count']} cores (ISA: {', '.join(machine['isa']) or 'baseline'}), "
+                        f"torch {machine['torch']}"
                         + (f", {machine['gpu']}" if machine["gpu"] else ""),
         "seconds": time.perf_counter() - started,
     }
