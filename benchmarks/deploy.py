@@ -300,8 +300,9 @@ def run(quick: bool = False, teacher: str | None = None) -> dict:
     checkout has it (scored on the Debian descriptions), else no quality table."""
     from compression.teacher import bundled_teacher
 
-    if teacher is None and bundled_teacher() is not None:
-        teacher = str(bundled_teacher())
+    if teacher is None:
+        folder = bundled_teacher()
+        teacher = str(folder) if folder else None
     quality = quality_table(teacher, quick) if teacher else None  # first: minutes, where speed takes long
     payload = speed_tables(quick, rounds=1 if quick else 3)
     payload["quality"] = quality

@@ -246,6 +246,41 @@ def load_teacher(settings: Settings, data) -> tuple[object, object, dict]:
     return model, tokenizer, {"source": str(folder), "trained_here": True, "cached": False, **info}
 
 
+def _data_and_teacher(settings: Settings):
+    """``(pairs, teacher, tokenizer, teacher_info, train, validation, prefix)``: the settings' pairs
+    (:func:`compression.data.load_pairs`), the teacher (:func:`load_teacher`, moved to the settings'
+    device, eval mode) and the pairs tokenized for it with its prefix."""
+    from compression.config import DataArgs
+    from compression.data import load_pairs, resolve_prefix, tokenize_pairs
+    from compression.train import resolve_device
+
+    files = (dict(train_file=settings.train_file, validation_file=settings.validation_file) if settings.train_file
+             else dict(dataset=settings.dataset))
+    data_args = DataArgs(**files, max_train_samples=settings.max_train_samples,
+                         max_eval_samples=settings.max_eval_samples, max_source_length=settings.max_source_length,
+                         max_target_length=settings.max_target_length)
+    pairs = load_pairs(data_args)
+
+    def tokenized(tokenizer, model):
+        lengths = dict(prefix=resolve_prefix(data_args, model), max_source_length=settings.max_source_length,
+                       max_target_length=settings.max_target_length)
+        return (tokenize_pairs(pairs["train"], tokenizer, **lengths),
+                tokenize_pairs(pairs["validation"], tokenizer, **lengths))
+
+    teacher, tokenizer, teacher_info = load_teacher(settings, tokenized)
+    teacher.to(resolve_device(settings.device)).eval()  # every student is made from it and stays on its device
+    train, validation = tokenized(tokenizer, teacher)
+    return pairs, teacher, tokenizer, teacher_info, train, validation, resolve_prefix(data_args, teacher)
+
+
+def _modular_budget(settings: Settings, n_shapes: int):
+    """The module training's TrainArgs: the total budget of the ``n_shapes`` SFT students it stands in
+    for (``modular_epochs`` when set)."""
+    return _train_args(settings, epochs=settings.modular_epochs or settings.epochs * n_shapes,
+                       learning_rate=settings.learning_rate,
+                       max_steps=settings.max_steps * n_shapes if settings.max_steps else None)
+
+
 class _Evaluator:
     """Scores models on fixed validation pairs and times them against the teacher; the first model
     scored must be the teacher (its summaries are what the others' agreement is measured against)."""
@@ -447,32 +482,16 @@ def benchmark(settings: Settings) -> dict:
         benchmarks.common.SharedDataMissing: the default data or tokenizer files are absent.
         compression.errors.CompressionError: bad settings or a teacher folder that cannot be loaded.
     """
-    from compression.config import DataArgs, PseudoArgs
-    from compression.data import load_pairs, resolve_prefix, tokenize_pairs
+    from compression.config import PseudoArgs
+    from compression.data import tokenize_pairs
     from compression.distill import KDArgs, distill
     from compression.layers import get_layer_stacks, shrink
     from compression.modular import ModularArgs, assemble, train_modules
     from compression.pseudo_labels import pseudo_label_pairs, pseudo_labels
-    from compression.train import finetune, resolve_device
+    from compression.train import finetune
 
     started = time.perf_counter()
-    files = (dict(train_file=settings.train_file, validation_file=settings.validation_file) if settings.train_file
-             else dict(dataset=settings.dataset))
-    data_args = DataArgs(**files, max_train_samples=settings.max_train_samples,
-                         max_eval_samples=settings.max_eval_samples, max_source_length=settings.max_source_length,
-                         max_target_length=settings.max_target_length)
-    pairs = load_pairs(data_args)
-
-    def tokenized(tokenizer, model):
-        lengths = dict(prefix=resolve_prefix(data_args, model), max_source_length=settings.max_source_length,
-                       max_target_length=settings.max_target_length)
-        return (tokenize_pairs(pairs["train"], tokenizer, **lengths),
-                tokenize_pairs(pairs["validation"], tokenizer, **lengths))
-
-    teacher, tokenizer, teacher_info = load_teacher(settings, tokenized)
-    teacher.to(resolve_device(settings.device)).eval()  # every student is made from it and stays on its device
-    train, validation = tokenized(tokenizer, teacher)
-    prefix = resolve_prefix(data_args, teacher)
+    pairs, teacher, tokenizer, teacher_info, train, validation, prefix = _data_and_teacher(settings)
     evaluate = _Evaluator(settings, teacher, tokenizer, list(pairs["validation"]["document"]),
                           list(pairs["validation"]["summary"]), prefix)
     n_enc, n_dec = (len(stack) for stack in get_layer_stacks(teacher))
@@ -513,9 +532,7 @@ def benchmark(settings: Settings) -> dict:
                                    "decoder": student.config.shrink["decoder_layers_kept"]}))
 
     modular_args = ModularArgs(granularities=settings.granularities)
-    modular_budget = _train_args(settings, epochs=settings.modular_epochs or settings.epochs * len(shapes),
-                                 learning_rate=settings.learning_rate,
-                                 max_steps=settings.max_steps * len(shapes) if settings.max_steps else None)
+    modular_budget = _modular_budget(settings, len(shapes))
     _log(f"modular: training modules (granularities {settings.granularities}) once on {len(train)} pairs for "
          f"{modular_budget.epochs:g} epoch(s), the budget of the {len(shapes)} SFT students they stand in for")
     modular_folder = _fresh(work / "modular")
@@ -584,32 +601,13 @@ def modular_ablation(settings: Settings, variants: dict[str, tuple[float, float,
     Raises:
         compression.errors.CompressionError: as :func:`benchmark`.
     """
-    from compression.config import DataArgs
-    from compression.data import load_pairs, resolve_prefix, tokenize_pairs
     from compression.evaluate import compute_validation_loss
     from compression.layers import get_layer_stacks
     from compression.modular import ModularArgs, assemble, train_modules
-    from compression.train import resolve_device
 
     started = time.perf_counter()
     variants = variants or ABLATIONS
-    files = (dict(train_file=settings.train_file, validation_file=settings.validation_file) if settings.train_file
-             else dict(dataset=settings.dataset))
-    data_args = DataArgs(**files, max_train_samples=settings.max_train_samples,
-                         max_eval_samples=settings.max_eval_samples, max_source_length=settings.max_source_length,
-                         max_target_length=settings.max_target_length)
-    pairs = load_pairs(data_args)
-
-    def tokenized(tokenizer, model):
-        lengths = dict(prefix=resolve_prefix(data_args, model), max_source_length=settings.max_source_length,
-                       max_target_length=settings.max_target_length)
-        return (tokenize_pairs(pairs["train"], tokenizer, **lengths),
-                tokenize_pairs(pairs["validation"], tokenizer, **lengths))
-
-    teacher, tokenizer, _ = load_teacher(settings, tokenized)
-    teacher.to(resolve_device(settings.device)).eval()
-    train, validation = tokenized(tokenizer, teacher)
-    prefix = resolve_prefix(data_args, teacher)
+    pairs, teacher, tokenizer, _, train, validation, prefix = _data_and_teacher(settings)
     documents, references = list(pairs["validation"]["document"]), list(pairs["validation"]["summary"])
 
     def loss(model) -> float:
@@ -619,9 +617,7 @@ def modular_ablation(settings: Settings, variants: dict[str, tuple[float, float,
 
     n_enc, n_dec = (len(stack) for stack in get_layer_stacks(teacher))
     shapes = student_shapes(n_enc, n_dec)
-    budget = _train_args(settings, epochs=settings.modular_epochs or settings.epochs * len(shapes),
-                         learning_rate=settings.learning_rate,
-                         max_steps=settings.max_steps * len(shapes) if settings.max_steps else None)
+    budget = _modular_budget(settings, len(shapes))
     rows = []
     for name, (ce, hidden, attention) in variants.items():
         _log(f"ablation {name}: training modules for {budget.epochs:g} epoch(s)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import common, methods
 
 
@@ -31,15 +33,21 @@ def test_ordering_verdict():
     assert not checks[0]["holds"] and "does not hold" in text
 
 
-def test_benchmark_on_a_tiny_teacher(tmp_path, monkeypatch, tiny_t5_dir, tiny_jsonl):
+@pytest.fixture
+def tiny_settings(tmp_path, monkeypatch, tiny_t5_dir, tiny_jsonl):
+    """Settings on the tiny teacher and pairs, one optimizer step per training, results in tmp_path."""
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
     train, validation = tiny_jsonl
-    settings = methods.Settings(
+    return methods.Settings(
         quick=True, teacher=str(tiny_t5_dir), train_file=str(train), validation_file=str(validation),
         cache_dir=tmp_path / "cache", max_steps=1, batch_size=4, max_eval_samples=4, max_source_length=48,
         max_target_length=16, max_new_tokens=4, latency_docs=1, latency_tokens=2, latency_repeats=1, png=False,
         device="cpu", logging_steps=1)
-    payload = methods.benchmark(settings)
+
+
+def test_benchmark_on_a_tiny_teacher(tmp_path, tiny_settings, tiny_jsonl):
+    train, _ = tiny_jsonl
+    payload = methods.benchmark(tiny_settings)
 
     shapes = {(row["method"], row["encoder_layers"], row["decoder_layers"]) for row in payload["rows"]}
     assert {(method, e, d) for method in ("SFT", "KD", "pseudo-labels") for e, d in ((2, 2), (4, 2), (2, 1))} \
@@ -76,14 +84,8 @@ def test_benchmark_on_a_tiny_teacher(tmp_path, monkeypatch, tiny_t5_dir, tiny_js
     assert "modular (speed-first)" in html and "Teacher" in html
 
 
-def test_modular_ablation_trains_one_module_set_per_objective(tmp_path, monkeypatch, tiny_t5_dir, tiny_jsonl):
-    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
-    train, validation = tiny_jsonl
-    settings = methods.Settings(
-        quick=True, teacher=str(tiny_t5_dir), train_file=str(train), validation_file=str(validation),
-        cache_dir=tmp_path / "cache", max_steps=1, batch_size=4, max_eval_samples=4, max_source_length=48,
-        max_target_length=16, device="cpu", logging_steps=1)
-    payload = methods.modular_ablation(settings, {"all": (1.0, 1.0, 1.0), "CE only": (1.0, 0.0, 0.0)})
+def test_modular_ablation_trains_one_module_set_per_objective(tmp_path, tiny_settings):
+    payload = methods.modular_ablation(tiny_settings, {"all": (1.0, 1.0, 1.0), "CE only": (1.0, 0.0, 0.0)})
 
     assert [row["objective"] for row in payload["rows"]] == ["all", "CE only"]
     assert payload["rows"][1]["alpha_attention"] == 0.0 and payload["max_steps"] == 3
