@@ -22,16 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-def _slider(page, elem_id: str, value: int) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-
+sys.path.insert(0, str(ROOT / "tests"))  # chromium.py: shared with the browser test
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -40,7 +31,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from playwright.sync_api import expect, sync_playwright
+    from chromium import chromium, set_slider
+    from playwright.sync_api import expect
 
     import app
     from components.state import AppSettings
@@ -60,21 +52,19 @@ def main() -> None:
     demo.queue(default_concurrency_limit=2).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
                                                    quiet=True, **app.launch_options(settings))
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                                 args=CHROMIUM_ARGS)
+        with chromium() as browser:
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             page.goto(f"http://127.0.0.1:{port}/")
             page.locator("#load-button").click()  # the default base: the committed Debian teacher
             expect(page.locator("#model-info")).to_contain_text("d_model 256", timeout=120_000)
-            _slider(page, "encoder-layers", 2)
-            _slider(page, "decoder-layers", 2)
+            set_slider(page, "encoder-layers", 2)
+            set_slider(page, "decoder-layers", 2)
             expect(page.locator("#plan-estimate")).to_contain_text("encoder layers [0, 3]", timeout=30_000)
             page.locator("#train-samples input").fill(str(args.pairs))
             page.locator("#eval-samples input").fill("40")
-            _slider(page, "batch-size", 32)
+            set_slider(page, "batch-size", 32)
             page.locator("#learning-rate input").fill("0.001")
-            _slider(page, "max-source", 128)
+            set_slider(page, "max-source", 128)
             page.get_by_text("Evaluation and quantization").click()
             page.locator("#quantize input").click()
             page.locator("#quantize input").fill("8bit")
@@ -90,7 +80,6 @@ def main() -> None:
             page.wait_for_timeout(1000)
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=args.output, full_page=True)
-            browser.close()
     finally:
         demo.close()
         shutil.rmtree(runs, ignore_errors=True)

@@ -10,7 +10,6 @@ eight tiny pairs so that its summaries (and the screenshot) show words rather th
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
@@ -18,28 +17,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from chromium import chromium, set_slider
 
 from compression.data import LABEL_PAD
 from conftest import ARTICLES, write_jsonl
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 ARTICLE = ("The town council approved a new budget for the public library on Monday evening after a debate that "
            "lasted more than three hours, and the library will now open on Sundays.")
-
-
-@contextlib.contextmanager
-def _chromium():
-    """Debian's Chromium through Playwright, headless, with :data:`CHROMIUM_ARGS`; closed on exit."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                             args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def _fit_teacher(model, tokenizer, steps: int = 100):
@@ -94,12 +78,6 @@ def page_url(tmp_path_factory):
         torch.set_num_threads(threads)
 
 
-def _slider(page, elem_id: str, value: int) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
-
-
 def test_dashboard_in_chromium(page_url, tmp_path):
     from playwright.sync_api import expect
 
@@ -107,7 +85,7 @@ def test_dashboard_in_chromium(page_url, tmp_path):
     screenshot = Path(os.environ.get("DASHBOARD_SCREENSHOT") or tmp_path / "screenshot.png").resolve()
     train = write_jsonl(tmp_path / "train.jsonl", ARTICLES, id_prefix=tmp_path.name)
     validation = write_jsonl(tmp_path / "validation.jsonl", ARTICLES[:4], id_prefix=tmp_path.name)
-    with _chromium() as browser:
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1440, "height": 900})
         page.goto(url)
         page.locator("#model-custom textarea, #model-custom input").first.fill(str(teacher))
@@ -116,8 +94,8 @@ def test_dashboard_in_chromium(page_url, tmp_path):
         expect(page.locator("#plan-estimate")).to_contain_text("keeps encoder layers [0, 1, 2, 3], decoder "
                                                                "layers [0, 3]", timeout=30_000)
 
-        _slider(page, "encoder-layers", 3)
-        _slider(page, "decoder-layers", 1)
+        set_slider(page, "encoder-layers", 3)
+        set_slider(page, "decoder-layers", 1)
         expect(page.locator("#plan-estimate")).to_contain_text("encoder layers [0, 2, 3], decoder layers [0]",
                                                                timeout=30_000)
 
@@ -127,7 +105,7 @@ def test_dashboard_in_chromium(page_url, tmp_path):
         expect(page.locator("#validation-file table")).to_contain_text("validation", timeout=30_000)
         page.locator("#epochs input").fill("10")
         page.locator("#learning-rate input").fill("0.003")
-        _slider(page, "batch-size", 4)
+        set_slider(page, "batch-size", 4)
         # Force the quantized copy's mode: "auto" picks by CPU (no quantized copy where bf16 is not
         # native), and this test must not depend on the CPU it runs on.
         page.get_by_text("Evaluation and quantization").click()
@@ -181,7 +159,7 @@ def test_a_run_survives_its_tab_and_another_context_sees_it_finish(page_url, tmp
     url, teacher = page_url
     train = write_jsonl(tmp_path / "train.jsonl", ARTICLES, id_prefix=tmp_path.name)
     validation = write_jsonl(tmp_path / "validation.jsonl", ARTICLES[:2], id_prefix=tmp_path.name)
-    with _chromium() as browser:
+    with chromium() as browser:
         first = browser.new_context(viewport={"width": 1280, "height": 900})
         page = first.new_page()
         page.goto(url)
@@ -192,7 +170,7 @@ def test_a_run_survives_its_tab_and_another_context_sees_it_finish(page_url, tmp
         page.locator("#validation-file input[type=file]").set_input_files(str(validation))
         expect(page.locator("#validation-file table")).to_contain_text("validation", timeout=30_000)
         page.locator("#epochs input").fill("2")
-        _slider(page, "batch-size", 4)
+        set_slider(page, "batch-size", 4)
         page.get_by_text("Evaluation and quantization").click()
         page.locator("#quantize input").click()
         page.locator("#quantize input").fill("none")
@@ -225,7 +203,7 @@ def test_the_page_fits_a_400px_window_and_its_controls_take_taps(page_url):
     from playwright.sync_api import expect
 
     url, _ = page_url
-    with _chromium() as browser:
+    with chromium() as browser:
         page = browser.new_context(viewport={"width": 400, "height": 800}, is_mobile=True,
                                    has_touch=True).new_page()
         page.goto(url)
@@ -279,7 +257,7 @@ def test_a_shared_link_opens_a_finished_runs_comparison(page_url):
     run.write_summaries([{"id": "0", "document": "An article.", "reference": "Its reference.",
                           "base": "The base summary.", "student": "The student summary."}])
     run.mark_complete()
-    with _chromium() as browser:
+    with chromium() as browser:
         page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         page.goto(f"{url}?open=20250101-000000-shared")
         expect(page.locator("#results-headline")).to_contain_text("Student (20250101-000000-shared)",
@@ -308,7 +286,7 @@ def test_a_shared_link_opens_a_comparison_of_runs(page_url):
         run.write_json("metrics.json", RUN_METRICS)
         (run.path / "loss_log.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "loss": 3.0 - loss}) + "\n")
         run.mark_complete()
-    with _chromium() as browser:
+    with chromium() as browser:
         page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         page.goto(f"{url}?compare={','.join(names)}")
         expect(page.locator("#runs-compared")).to_contain_text(f"?compare={','.join(names)}", timeout=60_000)
