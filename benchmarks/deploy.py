@@ -1,6 +1,7 @@
 """Deployed copies against PyTorch: speed, size and quality cost of CTranslate2 int8.
 
-``python -m benchmarks --only deploy [--quick] [--teacher DIR]`` (or ``python -m benchmarks.deploy``).
+``python -m benchmarks --only deploy [--quick] [--teacher DIR]`` (or ``python -m benchmarks.deploy``;
+``python -m benchmarks.deploy --quality-only`` scores only the quality table, for a new teacher).
 
 Models: the t5-small shape (preset ``"small"``: 6/6 layers, d_model 512, the real 32,128-piece T5
 vocabulary, random weights - the output length is forced, so weights do not matter for speed) and
@@ -265,13 +266,16 @@ def report(payload: dict) -> str:
     lines += ["", "Size on disk (fraction of the fp32 6/6 base):",
               common.format_table(payload["size"], ["model", "variant", "mib", "of_base"])]
     quality = payload.get("quality")
-    if quality:
-        lines += ["", f"Quality on {quality['teacher']} ({quality['pairs']} {quality.get('dataset', 'XSum')} "
-                  "validation pairs):",
-                  common.format_table(quality["rows"], ["copy", "validation_loss", "delta_nats", "identical"])]
-    else:
-        lines += ["", "Quality: give --teacher DIR (a fine-tuned checkpoint) to measure it"]
+    lines += ["", quality_report(quality) if quality else
+              "Quality: give --teacher DIR (a fine-tuned checkpoint) to measure it"]
     return "\n".join(lines)
+
+
+def quality_report(quality: dict) -> str:
+    """The printed quality table of :func:`quality_table`'s result."""
+    return "\n".join([f"Quality on {quality['teacher']} ({quality['pairs']} {quality.get('dataset', 'XSum')} "
+                      "validation pairs):",
+                      common.format_table(quality["rows"], ["copy", "validation_loss", "delta_nats", "identical"])])
 
 
 def table(payload: dict) -> str:
@@ -312,14 +316,37 @@ def run(quick: bool = False, teacher: str | None = None) -> dict:
     return payload
 
 
+def run_quality(quick: bool = False, teacher: str | None = None) -> dict:
+    """Only the quality table (minutes, no timing): print it and write
+    ``benchmarks/results/deploy-quality.json`` (and ``.md``), leaving the speed tables of the last
+    full run as they are; for re-scoring a new teacher. ``teacher``: as in :func:`run`.
+
+    Raises:
+        SystemExit: no ``teacher`` given and no committed offline teacher in this checkout.
+    """
+    from compression.teacher import bundled_teacher
+
+    teacher = teacher or (str(bundled_teacher()) if bundled_teacher() else None)
+    if teacher is None:
+        raise SystemExit("--quality-only needs --teacher DIR (this checkout has no committed offline teacher)")
+    quality = quality_table(teacher, quick)
+    text = quality_report(quality)
+    print(text)
+    common.write_result(f"{NAME}-quality", {"quality": quality}, text)
+    return quality
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--teacher", metavar="DIR", help="a checkpoint trained on the Debian descriptions for the "
                                                          "quality table (default: the committed offline teacher)")
+    parser.add_argument("--quality-only", action="store_true",
+                        help="only the quality table (validation loss, identical greedy summaries) of the teacher "
+                             "and its CTranslate2 copies, written to deploy-quality.{json,md}; no timing")
     args = parser.parse_args(argv)
     common.use_results_dir(args.quick)
-    run(args.quick, args.teacher)
+    (run_quality if args.quality_only else run)(args.quick, args.teacher)
     return 0
 
 

@@ -200,3 +200,19 @@ def test_run_table_prints_the_deployed_row_or_its_note():
     note = "not supported by CTranslate2 4.8.5: its converter refuses this longt5 checkpoint"
     table = compare_table({"base": row, "deployed": {"note": note}})
     assert table.splitlines()[-1] == f"deployed: {note}" and len(table.splitlines()) == 4
+
+
+def test_deploy_benchmark_quality_only_writes_its_own_table(tiny_t5_dir, shared_dir, tmp_path, monkeypatch):
+    """``python -m benchmarks.deploy --quality-only``: the teacher and its CTranslate2 copies on the
+    Debian validation pairs, written to deploy-quality.json without touching the speed tables."""
+    from benchmarks import common, deploy
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    assert deploy.main(["--quick", "--quality-only", "--teacher", str(tiny_t5_dir)]) == 0
+    written = json.loads((tmp_path / "results" / "deploy-quality.json").read_text())["results"]["quality"]
+    assert written["pairs"] == 50 and [row["copy"] for row in written["rows"]] == ["PyTorch fp32", "CT2 float32",
+                                                                                   "CT2 int8"]
+    float32 = written["rows"][1]
+    assert float32["identical"] == 1.0 and abs(float32["delta_nats"]) < 1e-3
+    assert not (tmp_path / "results" / "deploy.json").exists()
+    assert "CT2 int8" in (tmp_path / "results" / "deploy-quality.md").read_text()
