@@ -298,15 +298,19 @@ def headline(payload: dict) -> list[dict]:
     return rows
 
 
+def _teacher_or_bundled(teacher: str | None) -> str | None:
+    """``teacher``, else the committed offline teacher when this checkout has it, else ``None``."""
+    from compression.teacher import bundled_teacher
+
+    folder = bundled_teacher()
+    return teacher or (str(folder) if folder else None)
+
+
 def run(quick: bool = False, teacher: str | None = None) -> dict:
     """Measure, print, write ``benchmarks/results/deploy.json`` (and ``.md``); returns the payload.
     ``teacher``: the quality table's checkpoint; default: the committed offline teacher when the
     checkout has it (scored on the Debian descriptions), else no quality table."""
-    from compression.teacher import bundled_teacher
-
-    if teacher is None:
-        folder = bundled_teacher()
-        teacher = str(folder) if folder else None
+    teacher = _teacher_or_bundled(teacher)
     quality = quality_table(teacher, quick) if teacher else None  # first: minutes, where speed takes long
     payload = speed_tables(quick, rounds=1 if quick else 3)
     payload["quality"] = quality
@@ -324,9 +328,7 @@ def run_quality(quick: bool = False, teacher: str | None = None) -> dict:
     Raises:
         SystemExit: no ``teacher`` given and no committed offline teacher in this checkout.
     """
-    from compression.teacher import bundled_teacher
-
-    teacher = teacher or (str(bundled_teacher()) if bundled_teacher() else None)
+    teacher = _teacher_or_bundled(teacher)
     if teacher is None:
         raise SystemExit("--quality-only needs --teacher DIR (this checkout has no committed offline teacher)")
     quality = quality_table(teacher, quick)

@@ -30,7 +30,7 @@ measured with the T5 SentencePiece vocabulary over its 51,596 training pairs):
   ROUGE-1 2.5: a decoder that had learnt the synopses' word frequencies and ignored its source.
   The learning rate, from seven schedules trained side by side on one GPU for 440 s each (0.93
   epochs; 2026-12-04, H200): mean training loss over epochs 0.8-1.0 of a 6-epoch schedule 3.947 /
-  3.559 / 3.414 nats at 5e-3 / 1e-2 / 2e-2 (the 2-CPU run at 1e-2 followed the GPU's within 0.01).
+  3.559 / 3.414 nats at 5e-3 / 1e-2 / 2e-2 (the 2-core CPU run at 1e-2 followed the GPU's within 0.01).
   **Four epochs** (6,452 steps, 83 minutes of training, 84 in all, on a 2-core AVX512-BF16 EPYC
   under bf16 autocast; an estimated 2 hours in fp32 on a 2-core AVX2 EPYC, from the
   two-epoch run's 0.88 steps/s there): validation loss 2.78 nats after
