@@ -125,6 +125,13 @@ def machine_info() -> dict:
     }
 
 
+def machine_note(machine: dict) -> str:
+    """One line naming the machine of :func:`machine_info` for a table's caption: CPU, cores, the
+    reported ISA flags (``baseline`` when none), torch and the GPU when there is one."""
+    return (f"{machine['cpu']}, {machine['cpu_count']} cores (ISA: {', '.join(machine['isa']) or 'baseline'}), "
+            f"torch {machine['torch']}" + (f", {machine['gpu']}" if machine["gpu"] else ""))
+
+
 def _timed(fn: Callable[[], float | None]) -> float:
     start = time.perf_counter()
     value = fn()

@@ -574,9 +574,7 @@ def benchmark(settings: Settings) -> dict:
         "rows": rows,
         "verdict": verdict,
         "checks": checks,
-        "machine_note": f"{machine['cpu']}, {machine['cpu_count']} cores (ISA: {', '.join(machine['isa']) or 'baseline'}), "
-                        f"torch {machine['torch']}"
-                        + (f", {machine['gpu']}" if machine["gpu"] else ""),
+        "machine_note": common.machine_note(machine),
         "seconds": time.perf_counter() - started,
     }
     print(table(payload))
