@@ -600,6 +600,7 @@ def modular_ablation(settings: Settings, variants: dict[str, tuple[float, float,
         compression.errors.CompressionError: as :func:`benchmark`.
     """
     from compression.evaluate import compute_validation_loss
+    from compression.files import atomic_write_text
     from compression.layers import get_layer_stacks
     from compression.modular import ModularArgs, assemble, train_modules
 
@@ -642,13 +643,13 @@ def modular_ablation(settings: Settings, variants: dict[str, tuple[float, float,
     common.write_result(f"{NAME}-modular-ablation", payload)
     text = common.format_table(rows, columns)
     print(text)
-    (common.RESULTS_DIR / f"{NAME}-modular-ablation.md").write_text(
+    atomic_write_text(
+        common.RESULTS_DIR / f"{NAME}-modular-ablation.md",
         f"# Modular Transformers: which distillation terms help ({'quick' if settings.quick else 'full'} run)\n\n"
         f"Validation loss (nats/token) on {len(documents)} validation pairs; modules trained once per objective "
         f"on {len(train)} pairs for {budget.epochs:g} epoch(s) (lr {settings.learning_rate:g}, batch "
         f"{settings.batch_size}). `full gN`: every span replaced by its N-layer modules; the other columns: the "
-        "students assembled without retraining.\n\n" + common.markdown_table(rows, columns) + "\n",
-        encoding="utf-8")
+        "students assembled without retraining.\n\n" + common.markdown_table(rows, columns) + "\n")
     return payload
 
 
