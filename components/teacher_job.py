@@ -74,11 +74,12 @@ def submit_teacher(settings: AppSettings, session: Session, form: dict, visitor:
 
     def work(emit, cancel):
         emit({"kind": "stage", "stage": "train the teacher",
-              "message": f"the {preset} preset, {train.epochs:g} epochs at lr {train.learning_rate:g}, then greedy "
-                         "summaries of the validation pairs"})
+              "message": f"the {preset} preset, {train.epochs:g} epochs at lr {train.learning_rate:g}, then greedy and "
+                         f"beam-{TEACHER_RECIPE['score_beams']} summaries of the validation pairs"})
         result = train_teacher(data, train, output, preset=preset, tokenizer=tokenizer,
                                prune_vocab=TEACHER_RECIPE["prune_vocab"], dropout=TEACHER_RECIPE["dropout"],
-                               save_dtype=TEACHER_RECIPE["save_dtype"], progress_bar=False, on_progress=emit,
+                               save_dtype=TEACHER_RECIPE["save_dtype"], score_beams=TEACHER_RECIPE["score_beams"],
+                               progress_bar=False, on_progress=emit,
                                cancel=cancel)
         emit({"kind": "stage", "stage": "done", "message": result["status"]})
         return {**result, "teacher_dir": str(output)}
@@ -93,6 +94,9 @@ def teacher_outcome(job) -> tuple[str, str | None]:
         metrics = job.result.get("metrics") or {}
         scores = (f"ROUGE-1 {metrics['rouge1']:.1f} · ROUGE-2 {metrics['rouge2']:.1f} · ROUGE-L {metrics['rougeL']:.1f} · "
                   if "rouge1" in metrics else "")
+        beam = job.result.get("metrics_beam") or {}
+        if "rouge1" in beam:
+            scores += f"with beam {job.result['score_beams']} ROUGE-1 {beam['rouge1']:.1f} · "
         loss = metrics.get("validation_loss", job.result["train"].get("eval_loss"))
         folder = job.result["teacher_dir"]
         return (f"✓ **Teacher trained** ({scores}validation loss {loss:.3f} nats): `{Path(folder).name}` is in panel 1's "

@@ -337,7 +337,8 @@ def cmd_teacher(args) -> None:
     result = train_teacher(data, train_args, args.output, preset=args.preset, tokenizer=args.tokenizer,
                            resume_from=resume_from,
                            prune_vocab=args.prune_vocab, dropout=args.dropout, seed=args.init_seed,
-                           command=command, progress_bar=not args.json, save_dtype=args.save_dtype)
+                           command=command, progress_bar=not args.json, save_dtype=args.save_dtype,
+                           score_beams=args.score_beams)
     if result["status"] != "complete":
         _print(args, result, f"teacher training {result['status']}: the weights so far are in "
                              f"{args.output}/last-checkpoint")
@@ -352,6 +353,8 @@ def cmd_teacher(args) -> None:
             + (f"{train['eval_loss']:.4f}" if train["eval_loss"] is not None else "-") + " nats")
     if result["metrics"]:
         rows = {"teacher": result["metrics"]}
+        if result["metrics_beam"]:
+            rows[f"teacher beam {result['score_beams']}"] = result["metrics_beam"]
         text += "\n\n" + compare_table(rows) + "\n\n" + table_notes(rows)
     _print(args, result, text + f"\n\n{result['seconds']:.0f} s in all -> {args.output}")
 

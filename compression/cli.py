@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--init-seed", type=int, default=0, help="seed of the random initialisation")
     teacher.add_argument("--save-dtype", choices=tuple(SAVE_DTYPES),
                          help="dtype the weights are saved in (default: %(default)s; training is fp32 either way)")
+    teacher.add_argument("--score-beams", type=int,
+                         help="after the greedy scores, score the validation pairs again with beam search of this "
+                              "width (default: %(default)s; 1: greedy only)")
     teacher.add_argument("--output", required=True, help="checkpoint folder for the teacher")
     teacher.add_argument("--resume", action="store_true",
                           help="continue the training stopped in --output from its last-checkpoint/ (optimizer, "

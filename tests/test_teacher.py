@@ -19,7 +19,7 @@ def test_recipe_defaults_and_overrides():
     assert (args.preset, args.dataset, args.max_source_length, args.learning_rate, args.batch_size) == (
         "tiny", "debian-descriptions", 128, TEACHER_RECIPE["learning_rate"], 32)
     assert args.prune_vocab and args.dropout == 0.0 and args.warmup_ratio == TEACHER_RECIPE["warmup_ratio"]
-    assert args.optimizer == "adafactor"
+    assert args.optimizer == "adafactor" and args.score_beams == 4
     args = build_parser().parse_args(["teacher", "--output", "x", "--learning-rate", "1e-3", "--preset", "tiny-nl2",
                                       "--no-prune-vocab", "--max-steps", "7"])
     assert (args.learning_rate, args.preset, args.prune_vocab, args.max_steps) == (1e-3, "tiny-nl2", False, 7)
@@ -35,6 +35,9 @@ def test_teacher_command_trains_prunes_and_saves(tiny_jsonl, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["status"] == "complete" and result["train"]["steps"] == 2
     assert result["metrics"]["validation_loss"] > 0 and "rouge1" in result["metrics"]
+    # scored twice: greedy (the students' decoding) and beam 4; teacher-forced loss does not depend on decoding
+    assert result["score_beams"] == 4 and "rouge1" in result["metrics_beam"]
+    assert result["metrics_beam"]["validation_loss"] == result["metrics"]["validation_loss"]
     from safetensors import safe_open
 
     from compression.load import is_untrained, load_model
@@ -50,6 +53,7 @@ def test_teacher_command_trains_prunes_and_saves(tiny_jsonl, tmp_path, capsys):
     assert "Offline teacher (tiny-nl2 preset" in card and (output / "loss_log.jsonl").is_file()
     assert "trained from random initialisation" in card and "- Training time: " in card and "2 steps" in card
     assert "- Weights stored as: bfloat16" in card
+    assert "| teacher (greedy) |" in card and "| teacher (beam 4) |" in card
 
     # a student shrunk from the pruned teacher trains on the same tokenized data (ids mapped by the collator)
     code = main(["--json", "run", "--model", str(output), "--train-file", str(train), "--validation-file",
@@ -84,3 +88,15 @@ def test_teacher_card_carries_command_and_time():
     text = card.render()
     assert card.method == "teacher" and "offline-teacher" in text
     assert "```bash\npython -m compression teacher --output x\n```" in text and "- Training time: 12 s" in text
+
+
+def test_score_beams_below_one_is_refused_before_anything_is_built(tmp_path):
+    import pytest
+
+    from compression.config import DataArgs, TrainArgs
+    from compression.errors import CompressionError
+    from compression.teacher import train_teacher
+
+    with pytest.raises(CompressionError, match="score_beams must be at least 1"):
+        train_teacher(DataArgs(), TrainArgs(), tmp_path / "teacher", score_beams=0)
+    assert not (tmp_path / "teacher").exists()
