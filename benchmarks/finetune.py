@@ -12,7 +12,15 @@ batch size (8), learning rate (3e-4), seed (42) and one epoch for every variant:
 * ``project``: ``compression.train.finetune`` with ``TrainArgs()`` defaults (what the CLI and the
   dashboard run), its validation schedule included in the timed seconds;
 * ``project_fp32`` (full mode only): the same with ``bf16="no"``, to show what bf16 autocast buys
-  and that it costs no loss.
+  and that it costs no loss;
+* ``project_fp32_torch_masks``: ``bf16="no"`` and ``dropout_masks="torch"`` (PyTorch's own dropout
+  masks instead of :mod:`compression.fast_dropout`'s), to show what the fast masks buy.
+
+``python -m benchmarks.finetune --fp32 [--quick] [--rounds N]`` compares what a CPU **without
+native bf16** runs, on any CPU: ``trainer_default``, ``project_fp32`` (the project's defaults there)
+and ``project_fp32_torch_masks``, and writes ``results/finetune-fp32.{json,md}`` (``-quick`` with
+``--quick``). On a CPU that has native bf16 this runs the same fp32 code an AVX2-only CPU runs, not
+at its speed: the README names the machine of every row.
 
 Each run is a fresh process (:func:`benchmarks.common.run_child`), one at a time, alternating A, B, C,
 A, B, C ... with the order rotated every round; it is timed from building its Trainer to the end of
@@ -45,7 +53,10 @@ from . import common
 
 NAME = "finetune"
 SOURCE_LENGTH, TARGET_LENGTH, BATCH_SIZE, LEARNING_RATE, SEED = 512, 64, 8, 3e-4, 42
-VARIANTS = ("trainer_default", "trainer_grouped", "project", "project_fp32")
+VARIANTS = ("trainer_default", "trainer_grouped", "project", "project_fp32", "project_fp32_torch_masks")
+#: Variants of each mode: quick, full (the fp32 ablation added) and ``--fp32`` (what a CPU without bf16 runs).
+QUICK_VARIANTS, FULL_VARIANTS = VARIANTS[:3], VARIANTS[:4]
+FP32_VARIANTS = ("trainer_default", "project_fp32", "project_fp32_torch_masks")
 GEMM_SIZE = 2048
 
 
@@ -229,7 +240,8 @@ def child_main(variant: str, n_train: int | None, n_validation: int | None) -> N
         if variant in ("trainer_default", "trainer_grouped"):
             train_loss, counter = _plain_trainer(model, tokenizer, train, Path(tmp), variant == "trainer_grouped")
         else:
-            train_args = TrainArgs(bf16="no") if variant == "project_fp32" else TrainArgs()
+            train_args = {"project": TrainArgs(), "project_fp32": TrainArgs(bf16="no"),
+                          "project_fp32_torch_masks": TrainArgs(bf16="no", dropout_masks="torch")}[variant]
             result, counter = _project(model, tokenizer, train, validation, Path(tmp), train_args)
             train_loss = result.train_loss
             extra = {"in_training_eval_loss": result.eval_loss,
@@ -306,15 +318,18 @@ def _summary(rows: list[dict], variants: tuple[str, ...]) -> list[dict]:
     return out
 
 
-def run(quick: bool) -> dict:
-    """Run the comparison (quick: 168 train / 24 validation pairs, 1 round; full: 699 / 100, 3 rounds),
-    print the tables, write ``results/finetune.json`` and return the payload."""
+def run(quick: bool, *, variants: tuple[str, ...] | None = None, repeats: int | None = None,
+        name: str = NAME) -> dict:
+    """Run the comparison (quick: 168 train / 24 validation pairs, 1 round, :data:`QUICK_VARIANTS`;
+    full: 699 / 100, 3 rounds, :data:`FULL_VARIANTS`; ``variants`` and ``repeats`` override), print
+    the tables, write ``results/<name>.json`` (and ``.md``) and return the payload."""
     from compression.config import TrainArgs
     from compression.train import bf16_enabled, resolve_device
 
     # Quick: a subset with the full set's 7:1 train:validation ratio (699:100), so that the in-training
     # validation costs the same share of the epoch.
-    n_train, n_validation, repeats = (168, 24, 1) if quick else (None, None, 3)
+    n_train, n_validation, default_repeats = (168, 24, 1) if quick else (None, None, 3)
+    repeats = repeats or default_repeats
     tokenizer = common.t5_tokenizer()
     train, validation = load_data(n_train, n_validation, tokenizer)  # also fills the datasets cache
     model, _ = common.tiny_teacher()
@@ -323,7 +338,7 @@ def run(quick: bool) -> dict:
 
     gemm = {"fp32": gemm_gflops(torch.float32), "bf16": gemm_gflops(torch.bfloat16)}
     rows = []
-    variants = VARIANTS[:3] if quick else VARIANTS  # the fp32 ablation only in the full run
+    variants = variants or (QUICK_VARIANTS if quick else FULL_VARIANTS)
     for round_index in range(repeats):
         order = variants[round_index % len(variants):] + variants[:round_index % len(variants)]
         for row in run_round(order, n_train, n_validation, flop_model):
@@ -358,8 +373,9 @@ def run(quick: bool) -> dict:
         "summary": summary,
         "runs": rows,
     }
-    print(table(payload))
-    common.write_result(NAME, payload)
+    text = table(payload)
+    print(text)
+    common.write_result(name, payload, text)
     return payload
 
 
@@ -386,6 +402,10 @@ def table(payload: dict) -> str:
              f"GEMM peak at {GEMM_SIZE}^3: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 "
              + (f"{peak['bf16']:.0f}" if peak["bf16"] else "-") + " GFLOP/s; training FLOPs: "
              + payload["flop_formula"]]
+    variants = {row["variant"] for row in payload["summary"]}
+    if {"project_fp32", "project_fp32_torch_masks"} <= variants:
+        lines.append("fast dropout masks (compression.fast_dropout) against PyTorch's, both fp32: "
+                     + _ratio_text(payload["runs"], "project_fp32", "project_fp32_torch_masks"))
     return "\n".join(lines)
 
 
@@ -440,9 +460,20 @@ def _ratio_text(runs: list[dict], a: str, b: str) -> str:
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="one fine-tune variant, as a child of run_child")
-    parser.add_argument("--variant", choices=VARIANTS, required=True)
+    parser = argparse.ArgumentParser(description="--fp32: what a CPU without native bf16 runs, against "
+                                                 "Seq2SeqTrainer's defaults; --variant: one run, as a child of run_child")
+    parser.add_argument("--fp32", action="store_true", help="trainer_default, project_fp32 and "
+                                                            "project_fp32_torch_masks; writes results/finetune-fp32.*")
+    parser.add_argument("--quick", action="store_true", help="with --fp32: 168 pairs, 1 round")
+    parser.add_argument("--rounds", type=int, help="with --fp32: rounds (default: 1 quick, 3 full)")
+    parser.add_argument("--variant", choices=VARIANTS)
     parser.add_argument("--train", type=int, default=0, help="training pairs (0: all)")
     parser.add_argument("--validation", type=int, default=0, help="validation pairs (0: all)")
     cli = parser.parse_args()
-    child_main(cli.variant, cli.train or None, cli.validation or None)
+    if cli.fp32:
+        run(cli.quick, variants=FP32_VARIANTS, repeats=cli.rounds,
+            name="finetune-fp32-quick" if cli.quick else "finetune-fp32")
+    elif cli.variant:
+        child_main(cli.variant, cli.train or None, cli.validation or None)
+    else:
+        parser.error("give --fp32 or --variant")

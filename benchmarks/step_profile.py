@@ -10,10 +10,11 @@ is on, as in ``Seq2SeqTrainer``), one forward, backward and ``torch.optim.AdamW`
    ATen operator's *self* CPU time, grouped into what it does (:data:`GROUPS`: matmuls of the linear
    layers and ``lm_head``, attention matmuls, softmax and masking, dropout's random masks, the
    cross-entropy, the optimizer step, everything else), in ms per step and % of the profiled total.
-2. **What dropout's random masks cost**, timed: the same steps alternated (:func:`benchmarks.common.alternate`)
+2. **What dropout's random masks cost**, timed: the same steps alternated, order rotated each round,
+   with PyTorch's masks, with :mod:`compression.fast_dropout`'s (the fine-tune default on a CPU) and
    with every dropout probability set to 0 (``nn.Dropout`` modules and T5's attention-probability
-   dropout). This is an upper bound on what any faster mask generation could save; it is not a
-   setting to change, since dropout changes what the model learns.
+   dropout). No dropout is the bound any faster mask generation can approach; it is not a setting to
+   change, since dropout changes what the model learns.
 
 Writes ``benchmarks/results/step_profile.{json,md}`` with the machine. Timings depend on the machine
 and its load; the JSON says which machine it was.
@@ -121,32 +122,45 @@ def profile_step(steps: int = 3) -> dict:
 
 
 def dropout_cost(steps: int = 4, rounds: int = 3) -> dict:
-    """Alternate ``steps`` steps with dropout on (T5's 0.1) and all dropout at 0, ``rounds`` times.
+    """Time ``steps`` steps with PyTorch's dropout masks (T5's 0.1), with :mod:`compression.fast_dropout`'s
+    masks (same dropout, :func:`compression.fast_dropout.use_fast_dropout`) and with all dropout at 0,
+    ``rounds`` times, the order rotated every round.
 
-    Returns ``{"with_dropout_s", "without_dropout_s"}`` (median seconds per step) and ``"ratio"``
-    (median of per-round with/without: 1.25 means dropout's masks make a step 25 % slower).
+    Returns median seconds per step ``{"with_dropout_s", "fast_masks_s", "without_dropout_s"}`` and the
+    medians (min, max) of the per-round ratios: ``"ratio"`` with/without (1.25: dropout's masks make a
+    step 25 % slower), ``"fast_ratio"`` fast masks/without, ``"fast_speedup"`` with/fast masks.
     """
-    model_a, tokenizer = common.tiny_teacher()
-    model_b, _ = common.tiny_teacher()
-    model_a.train()
-    model_b.train()
-    _no_dropout(model_b)
-    step_a = _step_fn(model_a, _batch(tokenizer, model_a))
-    step_b = _step_fn(model_b, _batch(tokenizer, model_b))
-    step_a()
-    step_b()
+    from compression.fast_dropout import use_fast_dropout
 
-    def run(step):
-        def timed() -> float:
+    steps_by_arm = {}
+    for arm in ("torch", "fast", "none"):
+        model, tokenizer = common.tiny_teacher()
+        model.train()
+        if arm == "fast":
+            use_fast_dropout(model)
+        elif arm == "none":
+            _no_dropout(model)
+        steps_by_arm[arm] = _step_fn(model, _batch(tokenizer, model))
+        steps_by_arm[arm]()
+    arms = list(steps_by_arm)
+    times: dict[str, list[float]] = {arm: [] for arm in arms}
+    for index in range(rounds):
+        for arm in arms[index % 3:] + arms[:index % 3]:
             start = time.perf_counter()
             for _ in range(steps):
-                step()
-            return (time.perf_counter() - start) / steps
-        return timed
+                steps_by_arm[arm]()
+            times[arm].append((time.perf_counter() - start) / steps)
 
-    result = common.alternate(run(step_a), run(step_b), rounds)
-    return {"with_dropout_s": result["a_median"], "without_dropout_s": result["b_median"],
-            "ratio": result["ratio_median"], "ratio_min": result["ratio_min"], "ratio_max": result["ratio_max"]}
+    def ratios(a: str, b: str) -> tuple[float, float, float]:
+        values = [x / y for x, y in zip(times[a], times[b])]
+        return common.median(values), min(values), max(values)
+
+    result = {"with_dropout_s": common.median(times["torch"]), "fast_masks_s": common.median(times["fast"]),
+              "without_dropout_s": common.median(times["none"])}
+    for key, (a, b) in {"ratio": ("torch", "none"), "fast_ratio": ("fast", "none"),
+                        "fast_speedup": ("torch", "fast")}.items():
+        result[key], result[f"{key}_min"], result[f"{key}_max"] = ratios(a, b)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
                                  ["op", "ms_per_step", "calls_per_step"]), "",
              f"Dropout's cost, alternated ({args.rounds} rounds of 4 steps): {dropout['with_dropout_s']:.2f} s per "
              f"step with dropout 0.1, {dropout['without_dropout_s']:.2f} s without: x{dropout['ratio']:.2f} "
-             f"({dropout['ratio_min']:.2f}-{dropout['ratio_max']:.2f})"]
+             f"({dropout['ratio_min']:.2f}-{dropout['ratio_max']:.2f}); with compression.fast_dropout's masks "
+             f"{dropout['fast_masks_s']:.2f} s: x{dropout['fast_ratio']:.2f} of no dropout, "
+             f"{dropout['fast_speedup']:.2f}x faster than PyTorch's masks "
+             f"({dropout['fast_speedup_min']:.2f}-{dropout['fast_speedup_max']:.2f})"]
     text = "\n".join(lines)
     print(text)
     common.write_result(NAME, {"profile": profile, "dropout": dropout,

@@ -39,6 +39,8 @@ Bf16 = Literal["auto", "yes", "no"]
 #: ``auto``: on for sources of :data:`compression.train.CHECKPOINTING_FROM` tokens or more (measured there).
 GradientCheckpointing = Literal["auto", "yes", "no"]
 Optimizer = Literal["adamw", "adafactor"]
+#: ``auto``: ``fast`` on a CPU, ``torch`` elsewhere (:mod:`compression.fast_dropout`).
+DropoutMasks = Literal["auto", "fast", "torch"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 #: ``auto``: the smallest copy not slower than float32 here, measured (:mod:`compression.auto_quantize`).
 Quantize = Literal["auto", "none", "8bit", "4bit", "fp4", "fp16", "bf16"]
@@ -252,6 +254,10 @@ class TrainArgs(_Settings):
     freeze_encoder: bool = setting(False, "keep the whole encoder fixed")
     group_by_length: bool = setting(True, "batch pairs of similar length together (less padding)")
     bf16: Bf16 = setting("auto", "bf16 autocast: auto uses it where the device supports it natively")
+    dropout_masks: DropoutMasks = setting(
+        "auto", "how dropout draws its random masks while training: fast draws 15 bits per element, four "
+                "elements per 64-bit draw, on every core (compression.fast_dropout; same dropout, different "
+                "random stream); torch: PyTorch's own, one serial draw per element on a CPU; auto: fast on a CPU")
     gradient_checkpointing: GradientCheckpointing = setting(
         "auto", "recompute each layer's activations in the backward pass instead of keeping them: less memory, "
                 "more time per step; auto: on for long sources (see compression.train.CHECKPOINTING_FROM)")

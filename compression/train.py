@@ -37,6 +37,7 @@ from .config import TrainArgs
 from .data import count_tokens, make_collator
 from .device import bf16_native, cpu_has_native_bf16, resolve_device  # noqa: F401  (re-exported)
 from .errors import CompressionError, OutOfMemoryError, RunError
+from .fast_dropout import use_fast_dropout
 from .files import replace_folder
 from .losses import example_cross_entropy, token_loss  # noqa: F401  (token_loss re-exported)
 from .progress import LOSS_LOG, ProgressCallback  # noqa: F401  (re-exported)
@@ -325,6 +326,14 @@ def fast_attention(model: torch.nn.Module, device: torch.device, bf16: bool) -> 
     return lambda: model.set_attn_implementation(previous)
 
 
+def dropout_masks_enabled(args: TrainArgs, device: torch.device) -> bool:
+    """Whether training draws dropout masks with :mod:`compression.fast_dropout`: ``args.dropout_masks``
+    ``"fast"``, or ``"auto"`` on a CPU (where PyTorch's ``bernoulli_`` is a serial loop; measured in
+    ``python -m benchmarks.step_profile``). GPUs draw their masks in parallel kernels already, so
+    ``auto`` keeps PyTorch's there."""
+    return args.dropout_masks == "fast" or (args.dropout_masks == "auto" and device.type == "cpu")
+
+
 def restore_forward(model: torch.nn.Module) -> None:
     """Undo accelerate's mixed-precision patch of ``model.forward`` (bf16 autocast + fp32 outputs,
     installed by ``Accelerator.prepare_model`` when the Trainer runs with ``bf16=True``), so that
@@ -504,10 +513,11 @@ def run_trainer(
 
     ``trainer_class(model=model, args=..., data_collator=<for collator_model or model>, ...,
     **trainer_kwargs)`` is trained once. While it runs, every model of ``attention_models`` (default
-    ``[model]``) uses :func:`fast_attention`. Progress records (:class:`ProgressCallback`, with
-    ``extra_keys`` columns) go to ``on_progress`` and ``output_dir/loss_log.jsonl``. When ``cancel``
-    is set, training stops after the current step and the Trainer writes its full checkpoint to
-    ``output_dir/last-checkpoint`` (weights, tokenizer, optimizer, scheduler, RNG states, trainer
+    ``[model]``) uses :func:`fast_attention`, and ``model`` and those models draw their dropout
+    masks with :func:`compression.fast_dropout.use_fast_dropout` when :func:`dropout_masks_enabled`.
+    Progress records (:class:`ProgressCallback`, with ``extra_keys`` columns) go to ``on_progress``
+    and ``output_dir/loss_log.jsonl``. When ``cancel`` is set, training stops after the current step
+    and the Trainer writes its full checkpoint to ``output_dir/last-checkpoint`` (weights, tokenizer, optimizer, scheduler, RNG states, trainer
     state; atomically, see :meth:`CompressionTrainer._save_checkpoint`), as it also does every
     ``args.checkpoint_minutes`` minutes of training. A ``trainer_class`` whose model is not a
     ``PreTrainedModel`` writes and reads the weights with its own ``_save`` and
@@ -544,8 +554,10 @@ def run_trainer(
     checkpointing = checkpointing_enabled(args, longest_source(train_dataset))
     training_args = _training_arguments(args, output_dir, device, has_eval, progress_bar, checkpointing)
     set_seed(args.seed)
-    restores = [fast_attention(each, device, bool(training_args.bf16))
-                for each in (attention_models if attention_models is not None else [model])]
+    attending = list(attention_models) if attention_models is not None else [model]
+    restores = [fast_attention(each, device, bool(training_args.bf16)) for each in attending]
+    if dropout_masks_enabled(args, device):
+        restores += [use_fast_dropout(each) for each in {id(m): m for m in [model, *attending]}.values()]
     trainer = None
     callback = ProgressCallback(on_progress, cancel, output_dir / LOSS_LOG,
                                 lambda: trainer.tokens_seen if trainer is not None else 0, extra_keys,
@@ -587,7 +599,7 @@ def run_trainer(
         restore_forward(model)
         if checkpointing and isinstance(model, PreTrainedModel):
             model.activation_checkpointing_disable()  # the Trainer turned it on; inference needs none
-        for restore in restores:
+        for restore in reversed(restores):  # last switched, first switched back
             restore()
         model.eval()
 

@@ -124,8 +124,9 @@ def test_summary_names_each_modules_machine():
 
 def test_step_profile_groups_a_real_step_and_times_dropout(shared_dir, monkeypatch):
     """benchmarks.step_profile on a short batch: every forward/backward operator lands in one group
-    (the groups add up to the total), dropout's masks are found, and the no-dropout model really has
-    every dropout probability at 0. Structure only, no timing is asserted."""
+    (the groups add up to the total), dropout's masks are found, the no-dropout model really has
+    every dropout probability at 0, and the three dropout arms are timed. Structure only, no timing is
+    asserted."""
     from benchmarks import step_profile
 
     monkeypatch.setattr(step_profile, "SOURCE_LENGTH", 32)
@@ -141,3 +142,5 @@ def test_step_profile_groups_a_real_step_and_times_dropout(shared_dir, monkeypat
     probabilities = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     probabilities += [m.dropout for m in model.modules() if isinstance(getattr(m, "dropout", None), float)]
     assert probabilities and not any(probabilities)
+    cost = step_profile.dropout_cost(steps=1, rounds=1)  # three arms, one step each
+    assert {"with_dropout_s", "fast_masks_s", "without_dropout_s", "ratio", "fast_ratio", "fast_speedup"} <= cost.keys()
