@@ -60,7 +60,8 @@ class TrainResult:
     training loop; ``tokens_per_s``: real (non-padding) source + target tokens per second, all
     processes together. ``log_history``: the progress records (see :class:`ProgressCallback`).
     ``padding_fraction``: share of the source + target tokens trained on (main process, padded
-    batches) that were padding, 0-1.
+    batches) that were padding, 0-1. ``speed``: what the speed settings chose on this machine and
+    why (:func:`speed_choices`).
     """
 
     train_loss: float
@@ -72,6 +73,7 @@ class TrainResult:
     cancelled: bool
     log_history: list[dict] = field(default_factory=list)
     padding_fraction: float = 0.0
+    speed: dict = field(default_factory=dict)
 
 
 def bf16_enabled(args: TrainArgs, device: torch.device) -> bool:
@@ -324,6 +326,28 @@ def fast_attention(model: torch.nn.Module, device: torch.device, bf16: bool) -> 
         return lambda: None
     model.set_attn_implementation("eager")
     return lambda: model.set_attn_implementation(previous)
+
+
+def speed_choices(args: TrainArgs, device: torch.device, bf16: bool) -> dict:
+    """What a training on ``device`` runs with, and why, in words (``train.json``'s ``speed``):
+    ``{"bf16_autocast": bool, "bf16_why", "dropout_masks": "fast"|"torch", "dropout_masks_why"}``."""
+    if args.bf16 != "auto":
+        bf16_why = f"bf16={args.bf16} was asked for"
+    elif bf16:
+        bf16_why = f"auto: this {device.type.upper()} has native bf16 (1.88x faster at the same loss, measured)"
+    else:
+        bf16_why = (f"auto: this {device.type.upper()} has no native bf16 (emulated bf16 is slower than fp32 "
+                    "there: 2.6x slower generation, measured on an AVX2 CPU)")
+    fast = dropout_masks_enabled(args, device)
+    if args.dropout_masks != "auto":
+        masks_why = f"dropout_masks={args.dropout_masks} was asked for"
+    elif fast:
+        masks_why = ("auto: on a CPU PyTorch draws each dropout mask element serially; "
+                     "compression.fast_dropout draws four per 64-bit draw (python -m benchmarks.step_profile)")
+    else:
+        masks_why = "auto: a GPU draws dropout masks in parallel already"
+    return {"bf16_autocast": bf16, "bf16_why": bf16_why, "dropout_masks": "fast" if fast else "torch",
+            "dropout_masks_why": masks_why}
 
 
 def dropout_masks_enabled(args: TrainArgs, device: torch.device) -> bool:
@@ -614,6 +638,7 @@ def run_trainer(
         cancelled=callback.cancelled,
         log_history=list(callback.records),
         padding_fraction=trainer.padding_fraction(),
+        speed=speed_choices(args, device, bool(training_args.bf16)),
     )
 
 

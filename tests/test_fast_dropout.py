@@ -95,6 +95,11 @@ def test_auto_means_the_cpu_and_never_the_isa():
     assert dropout_masks_enabled(TrainArgs(), cpu) and not dropout_masks_enabled(TrainArgs(), cuda)
     assert dropout_masks_enabled(TrainArgs(dropout_masks="fast"), cuda)
     assert not dropout_masks_enabled(TrainArgs(dropout_masks="torch"), cpu)
+    from compression.train import speed_choices
+
+    choices = speed_choices(TrainArgs(), cpu, bf16=False)
+    assert choices["dropout_masks"] == "fast" and choices["dropout_masks_why"].startswith("auto: on a CPU")
+    assert not choices["bf16_autocast"] and choices["bf16_why"].startswith("auto: this CPU has no native bf16")
 
 
 def _train(tiny_jsonl, tokenizer, tmp_path, monkeypatch, masks: str, seed: int = 11):
@@ -128,6 +133,8 @@ def test_training_with_fast_masks_reaches_the_loss_of_torch_masks(tiny_jsonl, by
     torch_model, torch_result, torch_used = _train(tiny_jsonl, byt5_tokenizer, tmp_path, monkeypatch, "torch")
     fast_model, fast_result, fast_used = _train(tiny_jsonl, byt5_tokenizer, tmp_path, monkeypatch, "fast")
     assert torch_used == [] and fast_used == [fast_model]
+    assert (torch_result.speed["dropout_masks"], fast_result.speed["dropout_masks"]) == ("torch", "fast")
+    assert "asked for" in fast_result.speed["dropout_masks_why"]
     assert abs(fast_result.eval_loss - torch_result.eval_loss) < 0.1
     assert fast_result.steps == torch_result.steps
     # put back after training: plain nn.Dropout and the default attention again, weights unchanged in name
