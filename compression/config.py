@@ -256,8 +256,8 @@ class TrainArgs(_Settings):
     bf16: Bf16 = setting("auto", "bf16 autocast: auto uses it where the device supports it natively")
     dropout_masks: DropoutMasks = setting(
         "auto", "how dropout draws its random masks while training: fast draws 15 bits per element, four "
-                "elements per 64-bit draw, on every core (compression.fast_dropout; same dropout, different "
-                "random stream); torch: PyTorch's own, one serial draw per element on a CPU; auto: fast on a CPU")
+                "elements per 64-bit draw (compression.fast_dropout; same dropout, different random stream); "
+                "torch: PyTorch's own, a random number per element; auto: fast on a CPU")
     gradient_checkpointing: GradientCheckpointing = setting(
         "auto", "recompute each layer's activations in the backward pass instead of keeping them: less memory, "
                 "more time per step; auto: on for long sources (see compression.train.CHECKPOINTING_FROM)")

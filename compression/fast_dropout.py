@@ -1,11 +1,10 @@
 """Dropout whose random masks are cheap on a CPU: the same regulariser, drawn 15 bits at a time.
 
-Why: PyTorch's CPU dropout draws its mask with ``bernoulli_``, one 64-bit Mersenne Twister draw per
-element, in a serial loop (one core, whatever ``torch.get_num_threads()`` says). On the fine-tune
-benchmark's fp32 step (tiny T5, batch 8, sources 512 / targets 64 tokens, dropout 0.1 as
-``Seq2SeqTrainer`` trains it) that loop took 22.8 % of the step on a 2-core AVX2 EPYC
-(``python -m benchmarks.step_profile``), mostly on the attention-probability masks (batch x heads x
-512 x 512 per encoder layer).
+Why: PyTorch's CPU dropout draws its mask with ``bernoulli_``, a random number from the CPU
+generator per element. On the fine-tune benchmark's fp32 step (tiny T5, batch 8, sources 512 /
+targets 64 tokens, dropout 0.1 as ``Seq2SeqTrainer`` trains it) that took 22.8 % of the step on a
+2-core AVX2 EPYC (``python -m benchmarks.step_profile``), mostly for the attention-probability masks
+(batch x heads x 512 x 512 per encoder layer).
 
 How: :func:`keep_mask` draws one 64-bit integer per **four** elements from the same generator
 (``Tensor.random_``: 63 random bits), splits it into four 15-bit lanes and keeps an element when its

@@ -342,8 +342,8 @@ def speed_choices(args: TrainArgs, device: torch.device, bf16: bool) -> dict:
     if args.dropout_masks != "auto":
         masks_why = f"dropout_masks={args.dropout_masks} was asked for"
     elif fast:
-        masks_why = ("auto: on a CPU PyTorch draws each dropout mask element serially; "
-                     "compression.fast_dropout draws four per 64-bit draw (python -m benchmarks.step_profile)")
+        masks_why = ("auto: on a CPU PyTorch's dropout draws a random number per mask element, "
+                     "compression.fast_dropout one per four (python -m benchmarks.step_profile)")
     else:
         masks_why = "auto: a GPU draws dropout masks in parallel already"
     return {"bf16_autocast": bf16, "bf16_why": bf16_why, "dropout_masks": "fast" if fast else "torch",
