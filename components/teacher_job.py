@@ -79,8 +79,7 @@ def submit_teacher(settings: AppSettings, session: Session, form: dict, visitor:
         result = train_teacher(data, train, output, preset=preset, tokenizer=tokenizer,
                                prune_vocab=TEACHER_RECIPE["prune_vocab"], dropout=TEACHER_RECIPE["dropout"],
                                save_dtype=TEACHER_RECIPE["save_dtype"], score_beams=TEACHER_RECIPE["score_beams"],
-                               progress_bar=False, on_progress=emit,
-                               cancel=cancel)
+                               progress_bar=False, on_progress=emit, cancel=cancel)
         emit({"kind": "stage", "stage": "done", "message": result["status"]})
         return {**result, "teacher_dir": str(output)}
 

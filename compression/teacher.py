@@ -148,7 +148,8 @@ def train_teacher(data: DataArgs, train: TrainArgs, output: str | Path, *, prese
 
     Raises:
         CompressionError (and subclasses): unknown preset, missing data or tokenizer, dropout outside
-            [0, 1), ``score_beams`` below 1, an unknown ``save_dtype``, an output folder that is not a model folder, out of memory.
+            [0, 1), ``score_beams`` below 1, an unknown ``save_dtype``, an output folder that is not a
+            model folder, out of memory.
     """
     if not 0.0 <= dropout < 1.0:
         raise CompressionError(f"dropout must lie in [0, 1) (the recipe uses {TEACHER_RECIPE['dropout']})")
@@ -192,7 +193,7 @@ def train_teacher(data: DataArgs, train: TrainArgs, output: str | Path, *, prese
                   for beams in sorted({1, score_beams})}
         for values in scores.values():
             values.pop("predictions")
-        metrics, metrics_beam = scores[1], scores.get(score_beams) if score_beams > 1 else None
+        metrics, metrics_beam = scores[1], scores[score_beams] if score_beams > 1 else None
     seconds = time.perf_counter() - started
     card = {"model_name": f"Offline teacher ({preset} preset, trained from random initialisation)",
             "method": "teacher", "base_model": f"preset:{preset} (untrained)",
