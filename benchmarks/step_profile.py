@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     machine = common.machine_info()
     lines = [f"One fp32 fine-tune step (tiny preset, batch {BATCH_SIZE}, source {SOURCE_LENGTH} / target "
-             f"{TARGET_LENGTH} tokens, dropout 0.1, AdamW) on {machine.get('cpu')}, "
-             f"{machine.get('cpu_count', '?')} cores (ISA: {', '.join(machine.get('isa') or []) or 'none listed'}), torch {torch.__version__}: {profile['step_ms']:,.0f} ms per "
+             f"{TARGET_LENGTH} tokens, dropout 0.1, AdamW) on {common.machine_note(machine)}: "
+             f"{profile['step_ms']:,.0f} ms per "
              f"profiled step ({profile['total_self_ms']:,.0f} ms of operator self time)", "",
              common.format_table([{**row, "ms_per_step": round(row["ms_per_step"], 1), "percent": round(row["percent"], 1)}
                                   for row in profile["groups"]], ["group", "ms_per_step", "percent"]), "",
