@@ -168,6 +168,27 @@ def alternate(a: Callable[[], float | None], b: Callable[[], float | None], repe
     }
 
 
+def rotate(arms: dict[str, Callable[[], float | None]], rounds: int) -> dict[str, list[float]]:
+    """Time any number of ``arms`` in turn, ``rounds`` times, the order rotated by one every round
+    (a, b, c; b, c, a; c, a, b; ...) so no arm always runs first after another's warm caches.
+
+    Each callable returns its own elapsed seconds, or ``None`` to be timed with ``perf_counter``
+    around the call. Returns ``{name: [seconds per round, ...]}`` in the order of ``arms``.
+
+    Raises:
+        ValueError: ``rounds`` < 1 or no arms.
+    """
+    if rounds < 1 or not arms:
+        raise ValueError("rotate needs at least one arm and one round")
+    names = list(arms)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(_timed(arms[name]))
+    return times
+
+
 def time_call(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
     """Seconds of ``repeats`` calls of ``fn`` (``perf_counter``), after ``warmup`` untimed calls."""
     for _ in range(warmup):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -142,14 +143,15 @@ def dropout_cost(steps: int = 4, rounds: int = 3) -> dict:
             _no_dropout(model)
         steps_by_arm[arm] = _step_fn(model, _batch(tokenizer, model))
         steps_by_arm[arm]()
-    arms = list(steps_by_arm)
-    times: dict[str, list[float]] = {arm: [] for arm in arms}
-    for index in range(rounds):
-        for arm in arms[index % 3:] + arms[:index % 3]:
+    def run_steps(step: Callable[[], None]) -> Callable[[], float]:
+        def timed() -> float:
             start = time.perf_counter()
             for _ in range(steps):
-                steps_by_arm[arm]()
-            times[arm].append((time.perf_counter() - start) / steps)
+                step()
+            return (time.perf_counter() - start) / steps
+        return timed
+
+    times = common.rotate({arm: run_steps(step) for arm, step in steps_by_arm.items()}, rounds)
 
     def ratios(a: str, b: str) -> tuple[float, float, float]:
         values = [x / y for x, y in zip(times[a], times[b])]

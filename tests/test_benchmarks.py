@@ -35,6 +35,26 @@ def test_alternate_times_callables_that_return_none():
         common.alternate(lambda: None, lambda: None, repeats=0)
 
 
+def test_rotate_shifts_the_order_every_round_and_keeps_reported_seconds():
+    calls = []
+
+    def arm(name, seconds):
+        def run():
+            calls.append(name)
+            return seconds
+        return run
+
+    times = common.rotate({"x": arm("x", 1.0), "y": arm("y", 2.0), "z": arm("z", None)}, rounds=4)
+    assert calls == ["x", "y", "z", "y", "z", "x", "z", "x", "y", "x", "y", "z"]
+    assert list(times) == ["x", "y", "z"]
+    assert times["x"] == [1.0] * 4 and times["y"] == [2.0] * 4
+    assert len(times["z"]) == 4 and all(t >= 0 for t in times["z"])
+    with pytest.raises(ValueError):
+        common.rotate({"x": arm("x", 1.0)}, rounds=0)
+    with pytest.raises(ValueError):
+        common.rotate({}, rounds=1)
+
+
 def test_time_call_warms_up_first():
     calls = []
     times = common.time_call(lambda: calls.append(1), repeats=3, warmup=2)
