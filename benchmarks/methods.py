@@ -246,10 +246,28 @@ def load_teacher(settings: Settings, data) -> tuple[object, object, dict]:
     return model, tokenizer, {"source": str(folder), "trained_here": True, "cached": False, **info}
 
 
-def _data_and_teacher(settings: Settings):
-    """``(pairs, teacher, tokenizer, teacher_info, train, validation, prefix)``: the settings' pairs
-    (:func:`compression.data.load_pairs`), the teacher (:func:`load_teacher`, moved to the settings'
-    device, eval mode) and the pairs tokenized for it with its prefix."""
+@dataclass
+class _Inputs:
+    """What every benchmark arm reads: the settings' ``pairs`` (:func:`compression.data.load_pairs`),
+    the ``teacher`` (:func:`load_teacher`, on the settings' device, eval mode) with its ``tokenizer``
+    and ``teacher_info``, the pairs tokenized for it (``train``, ``validation``) and its ``prefix``."""
+
+    pairs: dict
+    teacher: object
+    tokenizer: object
+    teacher_info: dict
+    train: object
+    validation: object
+    prefix: str
+
+    @property
+    def validation_texts(self) -> tuple[list[str], list[str]]:
+        """``(documents, references)`` of the validation pairs."""
+        return list(self.pairs["validation"]["document"]), list(self.pairs["validation"]["summary"])
+
+
+def _data_and_teacher(settings: Settings) -> _Inputs:
+    """Loads the settings' pairs and teacher and tokenizes the pairs for it (:class:`_Inputs`)."""
     from compression.config import DataArgs
     from compression.data import load_pairs, resolve_prefix, tokenize_pairs
     from compression.train import resolve_device
@@ -270,7 +288,7 @@ def _data_and_teacher(settings: Settings):
     teacher, tokenizer, teacher_info = load_teacher(settings, tokenized)
     teacher.to(resolve_device(settings.device)).eval()  # every student is made from it and stays on its device
     train, validation = tokenized(tokenizer, teacher)
-    return pairs, teacher, tokenizer, teacher_info, train, validation, resolve_prefix(data_args, teacher)
+    return _Inputs(pairs, teacher, tokenizer, teacher_info, train, validation, resolve_prefix(data_args, teacher))
 
 
 def _modular_budget(settings: Settings, n_shapes: int):
@@ -491,9 +509,10 @@ def benchmark(settings: Settings) -> dict:
     from compression.train import finetune
 
     started = time.perf_counter()
-    pairs, teacher, tokenizer, teacher_info, train, validation, prefix = _data_and_teacher(settings)
-    evaluate = _Evaluator(settings, teacher, tokenizer, list(pairs["validation"]["document"]),
-                          list(pairs["validation"]["summary"]), prefix)
+    inputs = _data_and_teacher(settings)
+    pairs, teacher, tokenizer, train, validation, prefix = (inputs.pairs, inputs.teacher, inputs.tokenizer,
+                                                            inputs.train, inputs.validation, inputs.prefix)
+    evaluate = _Evaluator(settings, teacher, tokenizer, *inputs.validation_texts, prefix)
     n_enc, n_dec = (len(stack) for stack in get_layer_stacks(teacher))
     shapes = student_shapes(n_enc, n_dec)
     work = Path(settings.cache_dir) / "work" / ("quick" if settings.quick else "full")
@@ -556,7 +575,7 @@ def benchmark(settings: Settings) -> dict:
     machine = common.machine_info()
     payload = {
         "mode": "quick" if settings.quick else "full",
-        "teacher": teacher_info,
+        "teacher": inputs.teacher_info,
         "teacher_layers": f"{n_enc}/{n_dec}",
         "data": (f"`{settings.train_file}` / `{settings.validation_file}`" if settings.train_file
                  else f"the `{settings.dataset}` preset"),
@@ -578,7 +597,7 @@ def benchmark(settings: Settings) -> dict:
         "seconds": time.perf_counter() - started,
     }
     print(table(payload))
-    payload["files"] = _write_outputs(payload, rows, settings, _figure(rows, Path(teacher_info["source"]).name))
+    payload["files"] = _write_outputs(payload, rows, settings, _figure(rows, Path(inputs.teacher_info["source"]).name))
     _log(f"done in {payload['seconds']:.0f} s: {payload['files']}")
     return payload
 
@@ -606,8 +625,10 @@ def modular_ablation(settings: Settings, variants: dict[str, tuple[float, float,
 
     started = time.perf_counter()
     variants = variants or ABLATIONS
-    pairs, teacher, tokenizer, _, train, validation, prefix = _data_and_teacher(settings)
-    documents, references = list(pairs["validation"]["document"]), list(pairs["validation"]["summary"])
+    inputs = _data_and_teacher(settings)
+    teacher, tokenizer, train, validation, prefix = (inputs.teacher, inputs.tokenizer, inputs.train,
+                                                     inputs.validation, inputs.prefix)
+    documents, references = inputs.validation_texts
 
     def loss(model) -> float:
         return compute_validation_loss(model, tokenizer, documents, references, prefix=prefix, batch_size=32,
