@@ -27,8 +27,20 @@ from compression.files import atomic_write_text
 
 #: Repository root (the folder holding ``compression/`` and ``benchmarks/``).
 ROOT = Path(__file__).resolve().parent.parent
-#: Where ``write_result`` puts ``<name>.json`` (and modules put their figures).
+#: Set by ``python -m benchmarks.cpu_kind KIND ...`` to the CPU kind the run emulates (``avx2``).
+CPU_KIND_LIMIT_VAR = "BENCHMARK_CPU_KIND_LIMIT"
+
+
+def cpu_kind_limit() -> str | None:
+    """The CPU kind this process emulates (:mod:`benchmarks.cpu_kind`), or None on the real CPU."""
+    return os.environ.get(CPU_KIND_LIMIT_VAR) or None
+
+
+#: Where ``write_result`` puts ``<name>.json`` (and modules put their figures); under an emulated
+#: CPU kind its own ``cpu-kind-KIND/`` subfolder, so those results never replace the real CPU's.
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+if cpu_kind_limit():
+    RESULTS_DIR = RESULTS_DIR / f"cpu-kind-{cpu_kind_limit()}"
 
 
 def use_results_dir(quick: bool) -> Path:
@@ -98,7 +110,9 @@ def machine_info() -> dict:
     Returns a dict: ``cpu`` (model name), ``cpu_count`` (``os.cpu_count()``), ``torch_threads``,
     ``ram_gib``, ``gpu`` (name) and ``gpu_memory_gib`` (``None`` without CUDA), ``isa`` (flags of
     :data:`ISA_FLAGS` the CPU reports), ``python``, ``torch``, ``transformers``, ``bitsandbytes``,
-    ``platform``, ``env`` (the OpenMP/MKL thread variables) and ``date`` (ISO, UTC).
+    ``platform``, ``env`` (the OpenMP/MKL thread variables and the ISA limits of
+    :mod:`benchmarks.cpu_kind`), ``cpu_kind_limit`` (the emulated CPU kind, or None) and ``date``
+    (ISO, UTC).
     """
     import torch
 
@@ -120,16 +134,23 @@ def machine_info() -> dict:
         "transformers": _version("transformers"),
         "bitsandbytes": _version("bitsandbytes"),
         "platform": platform.platform(),
-        "env": {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")},
+        "env": {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS",
+                                                          "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                                                          "MKL_ENABLE_INSTRUCTIONS", "CT2_FORCE_CPU_ISA")},
+        "cpu_kind_limit": cpu_kind_limit(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def machine_note(machine: dict) -> str:
     """One line naming the machine of :func:`machine_info` for a table's caption: CPU, cores, the
-    reported ISA flags (``baseline`` when none), torch and the GPU when there is one."""
-    return (f"{machine['cpu']}, {machine['cpu_count']} cores (ISA: {', '.join(machine['isa']) or 'baseline'}), "
-            f"torch {machine['torch']}" + (f", {machine['gpu']}" if machine["gpu"] else ""))
+    reported ISA flags (``baseline`` when none), the emulated CPU kind when :mod:`benchmarks.cpu_kind`
+    limits it, torch and the GPU when there is one."""
+    limit = machine.get("cpu_kind_limit")
+    return (f"{machine['cpu']}, {machine['cpu_count']} cores (ISA: {', '.join(machine['isa']) or 'baseline'}"
+            + (f"; every library limited to {limit.upper()} code paths, emulating a {limit.upper()}-only CPU"
+               if limit else "")
+            + f"), torch {machine['torch']}" + (f", {machine['gpu']}" if machine["gpu"] else ""))
 
 
 def _timed(fn: Callable[[], float | None]) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -164,3 +165,28 @@ def test_step_profile_groups_a_real_step_and_times_dropout(shared_dir, monkeypat
     assert probabilities and not any(probabilities)
     cost = step_profile.dropout_cost(steps=1, rounds=1)  # three arms, one step each
     assert {"with_dropout_s", "fast_masks_s", "without_dropout_s", "ratio", "fast_ratio", "fast_speedup"} <= cost.keys()
+
+
+def test_cpu_kind_avx2_limits_every_library_and_keeps_its_results_apart():
+    """benchmarks.cpu_kind: the child sees AVX2 code paths in torch, no native bf16 in the project's
+    probe, and writes under results/cpu-kind-avx2 with the limit in its machine facts."""
+    import subprocess
+    import sys
+
+    from benchmarks import cpu_kind
+
+    env = cpu_kind.kind_env("avx2", {"PYTHONPATH": "elsewhere"})
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["CT2_FORCE_CPU_ISA"] == "AVX2"
+    assert env["ONEDNN_MAX_CPU_ISA"] == "AVX2" and env["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
+    assert env["PYTHONPATH"].split(os.pathsep)[1:] == ["elsewhere"]
+    with pytest.raises(ValueError, match="avx2"):
+        cpu_kind.kind_env("sse2")
+    probe = ("import json, torch; from benchmarks import common; from compression.device import cpu_has_native_bf16; "
+             "m = common.machine_info(); print(json.dumps([torch.backends.cpu.get_cpu_capability(), "
+             "cpu_has_native_bf16(), common.RESULTS_DIR.name, m['cpu_kind_limit'], common.machine_note(m)]))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=common.ROOT, env=cpu_kind.kind_env("avx2"),
+                          capture_output=True, text=True, timeout=300, check=True)
+    capability, native_bf16, results_dir, limit, note = json.loads(done.stdout.splitlines()[-1])
+    assert (capability, native_bf16, results_dir, limit) == ("AVX2", False, "cpu-kind-avx2", "avx2")
+    assert "limited to AVX2 code paths" in note
+    assert cpu_kind.main(["sse2", "benchmarks.deploy"]) == 2
