@@ -189,6 +189,13 @@ def alternate(a: Callable[[], float | None], b: Callable[[], float | None], repe
     }
 
 
+def rotated(names: list, round_index: int) -> list:
+    """``names`` rotated left by ``round_index`` (mod its length): the order of round ``round_index``
+    in a benchmark that rotates its arms (A B C, B C A, C A B, ...)."""
+    shift = round_index % len(names) if names else 0
+    return list(names[shift:]) + list(names[:shift])
+
+
 def rotate(arms: dict[str, Callable[[], float | None]], rounds: int) -> dict[str, list[float]]:
     """Time any number of ``arms`` in turn, ``rounds`` times, the order rotated by one every round
     (a, b, c; b, c, a; c, a, b; ...) so no arm always runs first after another's warm caches.
@@ -204,8 +211,7 @@ def rotate(arms: dict[str, Callable[[], float | None]], rounds: int) -> dict[str
     names = list(arms)
     times: dict[str, list[float]] = {name: [] for name in names}
     for index in range(rounds):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in rotated(names, index):
             times[name].append(_timed(arms[name]))
     return times
 

@@ -340,7 +340,7 @@ def run(quick: bool, *, variants: tuple[str, ...] | None = None, repeats: int | 
     rows = []
     variants = variants or (QUICK_VARIANTS if quick else FULL_VARIANTS)
     for round_index in range(repeats):
-        order = variants[round_index % len(variants):] + variants[:round_index % len(variants)]
+        order = common.rotated(list(variants), round_index)
         for row in run_round(order, n_train, n_validation, flop_model):
             row["round"] = round_index
             rows.append(row)

@@ -274,7 +274,7 @@ def cut_comparison(models: dict, input_ids: torch.Tensor, new_tokens: int = SPLI
         for model in models.values():
             model.eval().generate(**settings)  # warm-up
         for r in range(rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
+            for name in common.rotated(names, r):
                 timed({clock: seconds[clock][name] for clock in clocks}, partial(models[name].generate, **settings))
             timed(encoder_s, partial(teacher_encoder, input_ids=input_ids, attention_mask=mask))
     out: dict = {"rounds": rounds, "new_tokens": new_tokens}

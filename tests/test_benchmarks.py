@@ -48,6 +48,7 @@ def test_rotate_shifts_the_order_every_round_and_keeps_reported_seconds():
     times = common.rotate({"x": arm("x", 1.0), "y": arm("y", 2.0), "z": arm("z", None)}, rounds=4)
     assert calls == ["x", "y", "z", "y", "z", "x", "z", "x", "y", "x", "y", "z"]
     assert list(times) == ["x", "y", "z"]
+    assert common.rotated(["x", "y", "z"], 4) == ["y", "z", "x"] and common.rotated([], 2) == []
     assert times["x"] == [1.0] * 4 and times["y"] == [2.0] * 4
     assert len(times["z"]) == 4 and all(t >= 0 for t in times["z"])
     with pytest.raises(ValueError):
