@@ -257,7 +257,7 @@ def child_main(variant: str, n_train: int | None, n_validation: int | None) -> N
                    "shapes": counter.shapes, **memory, **extra})
 
 
-def run_round(variants: tuple[str, ...], n_train: int | None, n_validation: int | None,
+def run_round(variants: list[str], n_train: int | None, n_validation: int | None,
               flop_model: FlopModel) -> list[dict]:
     """One epoch of every variant in ``variants`` order, each in a fresh process; one row per variant."""
     import sys
