@@ -709,6 +709,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher-epochs", type=float,
                         help="epochs of the teacher's fine-tuning when it is not cached yet (default 3)")
     parser.add_argument("--epochs", type=float, help="epochs per student and for the module training (default 1)")
+    parser.add_argument("--learning-rate", type=float,
+                        help="peak AdamW learning rate of the students and the module training (default 3e-4)")
     parser.add_argument("--max-source-length", type=int,
                         help="source tokens (default: 128 Debian, 256 XSum; 128 quick)")
     parser.add_argument("--max-train-samples", type=int, help="training pairs (default: 8,000 Debian, all XSum)")
@@ -719,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: module training with each distillation term switched off in turn")
     args = parser.parse_args(argv)
     overrides = {"teacher": args.teacher, "teacher_epochs": args.teacher_epochs, "epochs": args.epochs,
-                 "max_source_length": args.max_source_length, "max_train_samples": args.max_train_samples,
+                 "learning_rate": args.learning_rate, "max_source_length": args.max_source_length, "max_train_samples": args.max_train_samples,
                  "max_eval_samples": args.max_eval_samples, "dataset": args.dataset}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if args.granularities:
