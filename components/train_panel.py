@@ -217,7 +217,8 @@ def data_args(settings: AppSettings, source: str, train_file: str | None, valida
         if preset.long_inputs:  # built from the files at load time (compression.long_inputs), by its name
             return DataArgs(dataset=preset.name, **limits)
         return DataArgs(train_file=str(train), validation_file=str(validation), text_column=preset.text_column,
-                        summary_column=preset.summary_column, prefix=preset.prefix, **limits)
+                        summary_column=preset.summary_column, prefix=preset.prefix,
+                        shuffle_seed=preset.shuffle_seed, **limits)
     if source in HUB_DATASETS:
         if settings.is_offline():
             raise DatasetError("hub datasets need the network, and the dashboard runs offline: upload files")

@@ -201,7 +201,8 @@ class DataArgs(_Settings):
     ``"debian-descriptions"``: local files under ``../shared``), or a hub dataset (``dataset`` +
     ``dataset_config``). Lengths are in tokens; left ``None`` they become the preset's (Debian: 256
     source / 32 target), else 512 / 64. ``prefix=None`` means the preset's prefix, else the model
-    family's default (``"summarize: "`` for T5, none for BART).
+    family's default (``"summarize: "`` for T5, none for BART). ``shuffle_seed=None`` means the
+    preset's (Debian: 0, its files are in package-name order), else the files' own order.
     """
 
     _error: ClassVar[type[CompressionError]] = DatasetError
@@ -224,9 +225,14 @@ class DataArgs(_Settings):
                                                   f"{DEFAULT_MAX_TARGET_LENGTH}", ge=1)
     max_train_samples: int | None = setting(None, "train on the first N pairs; default: all", ge=1)
     max_eval_samples: int | None = setting(None, "validate on the first N pairs; default: all", ge=1)
+    shuffle_seed: int | None = setting(None, "shuffle each split with this seed before the first N pairs are kept "
+                                             "(for files sorted by a name); default: the dataset preset's "
+                                             "(debian-descriptions: 0), else the files' order", ge=0)
 
     def __post_init__(self) -> None:
         preset = dataset_preset(self.dataset) if isinstance(self.dataset, str) else None
+        if self.shuffle_seed is None and preset is not None:
+            self.shuffle_seed = preset.shuffle_seed
         if self.max_source_length is None:
             self.max_source_length = preset.max_source_length if preset else DEFAULT_MAX_SOURCE_LENGTH
         if self.max_target_length is None:

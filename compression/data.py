@@ -44,6 +44,8 @@ def load_pairs(args: DataArgs) -> datasets.DatasetDict:
     to ``"document"``/``"summary"``. Rows where either field is missing, empty or whitespace are
     dropped with a ``UserWarning`` that says how many (real XSum has such a row). A long-input preset
     (``xsum-long``) then concatenates consecutive pairs (:func:`compression.long_inputs.long_input_dataset`).
+    With ``args.shuffle_seed`` (the ``debian-descriptions`` preset's default: its files are sorted by
+    package name) each split is shuffled with it (``datasets.Dataset.shuffle``) first;
     ``max_train_samples``/``max_eval_samples`` then keep the first N rows.
 
     Raises:
@@ -84,6 +86,8 @@ def load_pairs(args: DataArgs) -> datasets.DatasetDict:
         where = Path(sources[split]).name if has_files else f"{args.dataset} [{split}]"
         dataset = _select_columns(dataset, args.text_column, args.summary_column, where)
         dataset = _drop_blank(dataset, where)
+        if args.shuffle_seed is not None:
+            dataset = dataset.shuffle(seed=args.shuffle_seed).flatten_indices()
         if long_inputs:
             from .long_inputs import long_input_dataset
 

@@ -6,6 +6,13 @@ resolves to the JSONL files in the shared data folder (``../shared`` beside the 
 folder named by the ``COMPRESSION_SHARED_DIR`` environment variable) and carries its own source and
 target lengths and task prefix, used wherever the caller left them unset.
 
+A preset whose files are sorted is shuffled when loaded, with a fixed seed (``shuffle_seed``): the
+Debian files are in package-name order, so the first 500 validation pairs were packages from
+``2ping`` to the start of the ``lib`` family and the first 16,000 training pairs stopped in the middle of
+it. Measured on the committed offline teacher: a 2/2 SFT student kept 94.9 % of the teacher's
+ROUGE-1 on those first 500 validation pairs and 86.0 % on all 1,625, because subsets in name order
+hold few of the families (``python-``, ``r-cran-``, ``golang-`` ...) the rest of the split is made of.
+
 ``debian-descriptions`` (the default offline dataset): 51,596 train + 1,625 validation pairs of a
 Debian package's long description (``document``) and its one-line synopsis (``summary``), headline
 generation (see ``../shared/data/debian-descriptions/README.md``). Documents have a median of 48
@@ -68,6 +75,10 @@ class DatasetPreset:
     summary_column: str = "summary"
     #: concatenate consecutive pairs into long inputs when loaded (:mod:`compression.long_inputs`)
     long_inputs: bool = False
+    #: shuffle each split with this seed when loaded (files sorted by a key, such as a package name):
+    #: the first N pairs a subset keeps (``max_train_samples``, ``max_eval_samples``) are then a
+    #: sample of the whole split, not of its first letters. ``None``: the file's order.
+    shuffle_seed: int | None = None
 
     def files(self, shared: str | Path | None = None) -> tuple[Path, Path]:
         """``(train file, validation file)`` of this preset under ``shared`` (default :func:`shared_dir`).
@@ -97,7 +108,8 @@ class DatasetPreset:
 DATASET_PRESETS: dict[str, DatasetPreset] = {
     "debian-descriptions": DatasetPreset(
         name="debian-descriptions", label="Debian package descriptions (offline)",
-        folder="data/debian-descriptions", max_source_length=256, max_target_length=32, prefix=""),
+        folder="data/debian-descriptions", max_source_length=256, max_target_length=32, prefix="",
+        shuffle_seed=0),
     "xsum-sample": DatasetPreset(
         name="xsum-sample", label="XSum sample (offline)", folder="data/xsum",
         max_source_length=DEFAULT_MAX_SOURCE_LENGTH, max_target_length=DEFAULT_MAX_TARGET_LENGTH, prefix=None),

@@ -30,6 +30,39 @@ def test_preset_resolves_to_shared_files(shared_dir, monkeypatch):
     assert pairs["train"].column_names == ["document", "summary"]
 
 
+def test_shuffle_seed_keeps_a_sample_of_the_whole_file_not_its_first_rows(tiny_jsonl):
+    """A sorted file's first N rows are one end of it; with a shuffle seed the first N are a seeded
+    sample (datasets' own shuffle), the same on every load, and every row is still there."""
+    import datasets
+
+    train, validation = (str(path) for path in tiny_jsonl)
+    plain = load_pairs(DataArgs(train_file=train, validation_file=validation))["train"]
+    assert DataArgs(train_file=train).shuffle_seed is None
+    shuffled = load_pairs(DataArgs(train_file=train, validation_file=validation, shuffle_seed=3))["train"]
+    expected = datasets.Dataset.from_list(list(plain)).shuffle(seed=3)
+    assert list(shuffled["document"]) == list(expected["document"]) != list(plain["document"])
+    assert sorted(shuffled["document"]) == sorted(plain["document"])
+    first = load_pairs(DataArgs(train_file=train, validation_file=validation, shuffle_seed=3, max_train_samples=3))
+    assert list(first["train"]["document"]) == list(shuffled["document"][:3])
+
+
+def test_debian_preset_is_shuffled_so_subsets_span_the_alphabet(shared_dir, monkeypatch):
+    """The Debian files are in package-name order: the preset's default seed makes the first 200
+    validation pairs a sample of all of them, the same on every load; a seed given explicitly wins."""
+    monkeypatch.delenv(SHARED_ENV, raising=False)
+    assert DataArgs(dataset="debian-descriptions").shuffle_seed == 0
+    assert DataArgs(dataset="debian-descriptions", shuffle_seed=5).shuffle_seed == 5
+    args = DataArgs(dataset="debian-descriptions", max_train_samples=2, max_eval_samples=200)
+    first, again = load_pairs(args), load_pairs(args)
+    documents = list(first["validation"]["document"])
+    assert documents == list(again["validation"]["document"])
+    _, validation_file = DATASET_PRESETS["debian-descriptions"].files()
+    in_file_order = load_pairs(DataArgs(train_file=str(validation_file), max_train_samples=1625))["train"]
+    file_position = {document: i for i, document in enumerate(in_file_order["document"])}
+    positions = sorted(file_position[document] for document in documents)
+    assert positions[0] < 200 < 1425 < positions[-1]  # both ends of the file, not its first 200 rows
+
+
 def test_preset_without_shared_is_a_typed_error(tmp_path, tiny_t5_dir, monkeypatch, capsys):
     monkeypatch.setenv(SHARED_ENV, str(tmp_path / "absent"))
     assert not DATASET_PRESETS["debian-descriptions"].available()
