@@ -6,8 +6,9 @@ resolves to the JSONL files in the shared data folder (``../shared`` beside the 
 folder named by the ``COMPRESSION_SHARED_DIR`` environment variable) and carries its own source and
 target lengths and task prefix, used wherever the caller left them unset.
 
-A preset whose files are sorted is shuffled when loaded, with a fixed seed (``shuffle_seed``): the
-Debian files are in package-name order, so the first 500 validation pairs were packages from
+A preset whose files are sorted carries a shuffle seed (``shuffle_seed``, the default of
+:attr:`compression.config.DataArgs.shuffle_seed`), applied when the pairs are loaded: the Debian
+files are in package-name order, so the first 500 validation pairs were packages from
 ``2ping`` to the start of the ``lib`` family and the first 16,000 training pairs stopped in the middle of
 it. Measured on the committed offline teacher: a 2/2 SFT student kept 94.9 % of the teacher's
 ROUGE-1 on those first 500 validation pairs and 86.0 % on all 1,625, because subsets in name order
