@@ -33,7 +33,7 @@ fraction of the fp32 base; the 3/3 also with its vocabulary pruned to the XSum t
 
 Quality (the committed offline teacher, or ``--teacher DIR`` trained on the same data): validation
 loss (nats/token, teacher-forced; PyTorch, and CTranslate2's ``score_batch``) of the fp32 teacher
-and its float32 and int8 copies on the first 100 Debian description validation pairs, and the
+and its float32 and int8 copies on the first 100 Debian description validation pairs (after the preset's seeded shuffle), and the
 share of greedy summaries that are identical.
 """
 

@@ -8,7 +8,8 @@ Data and teacher. By default (``--dataset debian-descriptions``) the Debian pack
 and the offline teacher committed with the project (``assets/models/debian-teacher``, trained by
 ``python -m compression teacher``; its model card has the command and scores); students train on
 the first ``max_train_samples`` pairs (8,000) and everything is scored on the first 500
-validation pairs. ``--dataset xsum-sample`` uses the 700 XSum pairs and, without ``--teacher``,
+validation pairs, both after the preset's seeded shuffle (``DataArgs.shuffle_seed``: the files are
+in package-name order). ``--dataset xsum-sample`` uses the 700 XSum pairs and, without ``--teacher``,
 the T5-efficient ``tiny`` preset fine-tuned here on them (``teacher_epochs`` epochs at learning
 rate 1e-3; a weak teacher, cached in ``benchmarks/cache/teacher``). ``--teacher DIR`` takes any
 saved T5/BART checkpoint instead. From it, at the same student shapes (for a 4/4 teacher: **2/2** = 2×, **4/2** = decoder-only, **2/1** = 2.67×,
@@ -130,7 +131,7 @@ def _dataset_defaults(overrides: dict) -> dict:
 
 def full_settings(**overrides) -> Settings:
     """The full benchmark: 1 epoch per student; on the Debian descriptions the first 8,000 training
-    and 500 validation pairs (sources 128 / summaries 32 tokens, batch 32), on the XSum sample all
+    and 500 validation pairs of the preset's seeded shuffle (sources 128 / summaries 32 tokens, batch 32), on the XSum sample all
     700 training and 100 validation pairs (512-token articles cut to 256, summaries 64, batch 8)."""
     return Settings(quick=False, **{**_dataset_defaults(overrides), **overrides})
 
