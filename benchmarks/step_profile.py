@@ -143,6 +143,7 @@ def dropout_cost(steps: int = 4, rounds: int = 3) -> dict:
             _no_dropout(model)
         steps_by_arm[arm] = _step_fn(model, _batch(tokenizer, model))
         steps_by_arm[arm]()
+
     def run_steps(step: Callable[[], None]) -> Callable[[], float]:
         def timed() -> float:
             start = time.perf_counter()
