@@ -89,7 +89,7 @@ def cmd_shrink(args) -> None:
 
 def _make_student(args, model, tokenizer, calibration_file: str | None, flag: str):
     """Shrink ``model`` by the layer flags; the importance strategy scores the layers on the first
-    ``--importance-samples`` pairs of ``calibration_file`` first."""
+    ``--importance-samples`` pairs of ``calibration_file`` (shuffled first with ``--shuffle-seed``)."""
     from .layers import shrink
 
     choice = _shrink_args(args)
@@ -99,7 +99,8 @@ def _make_student(args, model, tokenizer, calibration_file: str | None, flag: st
 
     if not calibration_file:
         raise CompressionError(f"--strategy importance scores the layers on calibration pairs: give {flag}")
-    calibration = load_calibration(calibration_file, tokenizer, model, samples=choice.importance_samples)
+    calibration = load_calibration(calibration_file, tokenizer, model, samples=choice.importance_samples,
+                                   shuffle_seed=args.shuffle_seed)
     student, _ = shrink_by_importance(model, tokenizer, calibration, choice.encoder_layers, choice.decoder_layers,
                                       score=choice.importance_score)
     return student
@@ -124,7 +125,7 @@ def cmd_prune_width(args) -> None:
         calibration = load_calibration(args.data, tokenizer, model, samples=args.samples,
                                        max_source_length=args.max_source_length,
                                        max_target_length=args.max_target_length, text_column=args.text_column,
-                                       summary_column=args.summary_column)
+                                       summary_column=args.summary_column, shuffle_seed=args.shuffle_seed)
     student = prune_width(model, tokenizer, calibration, ffn_keep=args.ffn_keep, heads_keep=args.heads_keep,
                           batch_size=args.batch_size)
     width = student.config.width
@@ -146,7 +147,8 @@ def cmd_importance(args) -> None:
     model, tokenizer = _load_base(args)
     calibration = load_calibration(args.data, tokenizer, model, samples=args.samples,
                                    max_source_length=args.max_source_length, max_target_length=args.max_target_length,
-                                   text_column=args.text_column, summary_column=args.summary_column)
+                                   text_column=args.text_column, summary_column=args.summary_column,
+                                   shuffle_seed=args.shuffle_seed)
     if args.batch_size < 1:
         raise CompressionError("--batch-size must be at least 1")
     scores = layer_importance(model, tokenizer, calibration, batch_size=args.batch_size, drop_one=args.drop_one)

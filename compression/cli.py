@@ -109,6 +109,9 @@ def _help(cls, name: str) -> str:
 
 def _calibration_flags(parser) -> None:
     parser.add_argument("--samples", type=int, default=32, help="calibration pairs to use (default: 32)")
+    parser.add_argument("--shuffle-seed", type=int,
+                        help="take a seeded random sample of the file instead of its first pairs (use it when the "
+                             "file is sorted, e.g. the Debian descriptions by package name)")
     parser.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass (default: 8)")
     parser.add_argument("--max-source-length", type=int, default=512)
     parser.add_argument("--max-target-length", type=int, default=64)
@@ -146,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(shrink)
     _shrink_flags(shrink)
     shrink.add_argument("--data", help="calibration pairs (JSON, JSONL, CSV or Parquet) for --strategy importance")
+    shrink.add_argument("--shuffle-seed", type=int, help="score a seeded random sample of --data instead of its "
+                                                         "first --importance-samples pairs")
     shrink.add_argument("--output", required=True)
 
     prune = commands.add_parser(

@@ -40,8 +40,12 @@ from .losses import example_cross_entropy
 
 def load_calibration(path: str | Path, tokenizer, model, *, samples: int = 32, prefix: str | None = None,
                      max_source_length: int = 512, max_target_length: int = 64,
-                     text_column: str = "document", summary_column: str = "summary"):
-    """The first ``samples`` article/summary pairs of one file, tokenized for ``model``.
+                     text_column: str = "document", summary_column: str = "summary",
+                     shuffle_seed: int | None = None):
+    """The first ``samples`` article/summary pairs of one file, tokenized for ``model``; with
+    ``shuffle_seed`` the file is shuffled with that seed first (``datasets.Dataset.shuffle``), so a
+    file sorted by some key (the Debian descriptions are sorted by package name) gives a seeded
+    sample of the whole file instead of one end of it.
 
     Returns a ``datasets.Dataset`` with ``input_ids``, ``attention_mask`` and ``labels`` (see
     :func:`compression.data.prepare_data`); ``prefix=None`` uses the model family's default.
@@ -56,7 +60,7 @@ def load_calibration(path: str | Path, tokenizer, model, *, samples: int = 32, p
         raise DatasetError(f"calibration samples must be at least 1 (got {samples})")
     data = DataArgs(train_file=str(path), text_column=text_column, summary_column=summary_column, prefix=prefix,
                     max_source_length=max_source_length, max_target_length=max_target_length,
-                    max_train_samples=samples)
+                    max_train_samples=samples, shuffle_seed=shuffle_seed)
     return prepare_data(data, model, tokenizer).train
 
 

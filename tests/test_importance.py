@@ -142,3 +142,25 @@ def test_run_with_importance_strategy_records_scores(tiny_t5_dir, tiny_jsonl, tm
     assert json.loads((run / "importance.json").read_text())["samples"] == 4
     record = json.loads((run / "student" / "config.json").read_text())["shrink"]
     assert record["strategy"] == "importance" and record["importance"]["score"] == "block_influence"
+
+
+def test_calibration_shuffle_seed_scores_a_seeded_sample_of_the_file(tiny_t5_dir, tiny_jsonl, tmp_path, capsys):
+    """A sorted file's first rows are one end of it: ``--shuffle-seed`` calibrates on the rows a
+    seeded ``datasets`` shuffle puts first, and the CLI's scores are those of that sample."""
+    from compression.importance import load_calibration
+    from compression.load import load_model
+
+    train, _ = tiny_jsonl
+    model, tokenizer = load_model(str(tiny_t5_dir))
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    reordered = tmp_path / "reordered.jsonl"  # the file as the seeded shuffle orders it
+    reordered.write_text("".join(json.dumps(row) + "\n" for row in datasets.Dataset.from_list(rows).shuffle(seed=5)))
+    sample = load_calibration(train, tokenizer, model, samples=3, shuffle_seed=5, max_source_length=32)
+    expected = load_calibration(reordered, tokenizer, model, samples=3, max_source_length=32)
+    first = load_calibration(train, tokenizer, model, samples=3, max_source_length=32)
+    assert sample["input_ids"] == expected["input_ids"] != first["input_ids"]
+    assert main(["--json", "importance", "--model", str(tiny_t5_dir), "--data", str(train), "--samples", "3",
+                 "--max-source-length", "32", "--shuffle-seed", "5"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    direct = layer_importance(model, tokenizer, sample)
+    assert scores["encoder"]["drop_one_loss"] == pytest.approx(direct["encoder"]["drop_one_loss"], abs=1e-6)
