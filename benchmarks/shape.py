@@ -8,7 +8,9 @@ initialisation on all 51,596 Debian package description → synopsis pairs by ``
 teacher``; its model card has the command and scores). In a checkout without it, the ``tiny``
 preset (:func:`compression.load.build_preset`) is fine-tuned here on the first ``max_train_samples``
 pairs and cached in ``benchmarks/cache/shape-teacher``. ``--teacher DIR`` takes any saved T5
-checkpoint.
+checkpoint. The pairs are read as the ``debian-descriptions`` preset reads them: no prefix, and both
+files shuffled with the preset's seed before the first ``max_train_samples`` / ``max_eval_samples``
+are kept (the files are sorted by package name).
 At each target (75 % and 50 % of the teacher's **non-embedding** parameters; token embeddings
 and ``lm_head`` are kept whole by every method), it builds:
 
@@ -47,9 +49,13 @@ from pathlib import Path
 
 from benchmarks import common
 from benchmarks.methods import CACHE_DIR, _fresh, load_teacher
+from compression.dataset_presets import DATASET_PRESETS
 
 NAME = "shape"
 DEBIAN_DIR = common.SHARED_DIR / "data" / "debian-descriptions"
+#: The ``debian-descriptions`` preset, whose prefix (none: the committed teacher was trained without
+#: one) and shuffle seed (the files are sorted by package name) the default files are read with.
+DEBIAN = DATASET_PRESETS["debian-descriptions"]
 METHODS = ("depth (spread)", "depth (importance)", "width", "depth+width")
 FOLDERS = dict(zip(METHODS, ("spread", "importance", "width", "depth-width")))
 COLUMNS = ["student", "target", "enc/dec", "heads", "d_ff", "non-emb params", "% teacher", "R-1", "R-2", "R-L",
@@ -72,6 +78,10 @@ class Settings:
     teacher: str | None = None
     train_file: str = str(DEBIAN_DIR / "train.jsonl")
     validation_file: str = str(DEBIAN_DIR / "validation.jsonl")
+    #: text before each document (the Debian preset's: none) and the seed both files are shuffled
+    #: with before the first ``max_*_samples`` pairs are kept (the preset's; ``None``: file order)
+    prefix: str | None = DEBIAN.prefix
+    shuffle_seed: int | None = DEBIAN.shuffle_seed
     cache_dir: Path = CACHE_DIR
     teacher_cache: str = "shape-teacher"
     preset: str = "tiny"
@@ -393,7 +403,8 @@ def benchmark(settings: Settings) -> dict:
                                        "description pairs from ../shared/data/debian-descriptions")
     data = DataArgs(train_file=settings.train_file, validation_file=settings.validation_file,
                     max_train_samples=settings.max_train_samples, max_eval_samples=settings.max_eval_samples,
-                    max_source_length=settings.max_source_length, max_target_length=settings.max_target_length)
+                    max_source_length=settings.max_source_length, max_target_length=settings.max_target_length,
+                    prefix=settings.prefix, shuffle_seed=settings.shuffle_seed)
     pairs = load_pairs(data)
 
     def tokenized(tokenizer, model):

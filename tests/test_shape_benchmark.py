@@ -43,3 +43,16 @@ def test_verdicts_name_the_winner_and_compare_importance_with_spread():
     assert check["deepnarrow_holds"] and check["ranking"][0][0] == "width"
     assert check["importance_minus_spread"] == pytest.approx(-0.1)
     assert "holds" in result["text"]
+
+
+def test_reads_the_debian_files_as_the_preset_does():
+    """The committed teacher was trained without a prefix on the preset's seeded shuffle: the
+    benchmark's default files are read the same way (T5's ``summarize:`` would be a prompt the
+    teacher never saw, and the files' first pairs one end of the package-name order)."""
+    from benchmarks.shape import DEBIAN_DIR, full_settings, quick_settings
+    from compression.dataset_presets import DATASET_PRESETS
+
+    preset = DATASET_PRESETS["debian-descriptions"]
+    for settings in (full_settings(), quick_settings()):
+        assert (settings.prefix, settings.shuffle_seed) == (preset.prefix, preset.shuffle_seed) == ("", 0)
+        assert settings.train_file == str(DEBIAN_DIR / preset.train_file)
