@@ -198,12 +198,14 @@ def cmd_finetune(args) -> None:
     preflight.check_checkpoint(args.model)
     preflight.check_data(data)
 
+    from .data import record_prefix, resolve_prefix
     from .export import save_model
     from .progress import LOSS_LOG
     from .train import discard_checkpoint, finetune
 
     model, tokenizer = _load_base(args)
     train_set, validation = _tokenized(data, model, tokenizer)
+    record_prefix(model, resolve_prefix(data, model))
     output = Path(args.output)
     result = finetune(model, tokenizer, train_set, validation, train_args, output, progress_bar=not args.json,
                       resume_from=resume_from)
@@ -381,6 +383,7 @@ def cmd_distill(args) -> None:
         preflight.check_layers(teacher_config, plan.encoder_layers, plan.decoder_layers, plan.strategy)
     preflight.check_data(data)
 
+    from .data import record_prefix, resolve_prefix
     from .distill import distill
     from .export import save_model
     from .load import load_model
@@ -393,6 +396,7 @@ def cmd_distill(args) -> None:
         student = _make_student(args, teacher, tokenizer, data.train_file, "--train-file FILE")
         student.config.shrink["teacher"] = args.teacher
     train_set, validation = _tokenized(data, teacher, tokenizer)
+    record_prefix(student, resolve_prefix(data, teacher))
     output = Path(args.output)
     result = distill(student, teacher, tokenizer, train_set, validation, train_args, kd_args, output,
                      progress_bar=not args.json, resume_from=resume_from)

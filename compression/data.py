@@ -168,8 +168,33 @@ def _drop_blank(dataset: datasets.Dataset, where: Any) -> datasets.Dataset:
     return kept
 
 
+def recorded_prefix(model_or_config: Any) -> str | None:
+    """The summarization prefix a checkpoint records, or ``None``.
+
+    Read from ``config.task_specific_params["summarization"]["prefix"]``, where the hub's T5
+    checkpoints keep theirs (``t5-small``: ``"summarize: "``) and :func:`record_prefix` writes the
+    prefix a model was trained with here.
+    """
+    config = getattr(model_or_config, "config", model_or_config)
+    params = getattr(config, "task_specific_params", None)
+    prefix = params.get("summarization", {}).get("prefix") if isinstance(params, dict) else None
+    return prefix if isinstance(prefix, str) else None
+
+
+def record_prefix(model: Any, prefix: str) -> None:
+    """Record on ``model.config`` the prefix it is trained with (see :func:`recorded_prefix`), so
+    the saved checkpoint is later read with the prompt it learned (a model trained without one,
+    such as the committed offline teacher, would otherwise be given T5's ``"summarize: "``).
+    Other ``task_specific_params`` entries are kept."""
+    params = getattr(model.config, "task_specific_params", None)
+    params = dict(params) if isinstance(params, dict) else {}
+    params["summarization"] = {**params.get("summarization", {}), "prefix": prefix}
+    model.config.task_specific_params = params
+
+
 def default_prefix(model_or_config: Any) -> str:
-    """The task prefix a model family expects: ``"summarize: "`` for T5-family models, ``""`` otherwise.
+    """The prefix a model expects: the one its checkpoint records (:func:`recorded_prefix`), else its
+    family's: ``"summarize: "`` for T5-family models, ``""`` otherwise.
 
     Accepts a model, a config, or a ``model_type`` string. T5 was pre-trained multi-task with text
     prefixes (Raffel et al. 2020, Section 2.4 and Appendix D); BART/PEGASUS take no prefix.
@@ -177,13 +202,17 @@ def default_prefix(model_or_config: Any) -> str:
     if isinstance(model_or_config, str):
         model_type = model_or_config
     else:
+        recorded = recorded_prefix(model_or_config)
+        if recorded is not None:
+            return recorded
         config = getattr(model_or_config, "config", model_or_config)
         model_type = getattr(config, "model_type", "") or ""
     return "summarize: " if model_type in T5_FAMILY else ""
 
 
 def resolve_prefix(args: DataArgs, model: Any) -> str:
-    """``args.prefix`` when set (``""`` included), else :func:`default_prefix` of ``model``."""
+    """``args.prefix`` when set (``""`` included), else :func:`default_prefix` of ``model`` (the
+    prefix its checkpoint records, else its family's)."""
     return args.prefix if args.prefix is not None else default_prefix(model)
 
 

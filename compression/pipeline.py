@@ -22,7 +22,7 @@ from pathlib import Path
 from .auto_quantize import auto_quantization
 from .card import ModelCard
 from .config import IMPORTANCE, RunConfig
-from .data import prepare_data, tokenize_pairs
+from .data import prepare_data, record_prefix, tokenize_pairs
 from .errors import CompressionError, DeployUnsupportedError
 from .evaluate import evaluate_model
 from .export import save_model
@@ -224,6 +224,7 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar, 
         student = shrink(base_model, config.shrink.encoder_layers, config.shrink.decoder_layers,
                          config.shrink.strategy)
     student.config.shrink["teacher"] = config.model
+    record_prefix(student, prefix)
     run.write_json("architecture.json", {"base": describe_model(base_model), "student": describe_model(student)})
 
     if config.method == "kd":

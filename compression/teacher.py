@@ -61,7 +61,7 @@ from pathlib import Path
 import torch
 
 from .config import DataArgs, EvalArgs, TrainArgs
-from .data import load_pairs, resolve_prefix, tokenize_pairs
+from .data import load_pairs, record_prefix, resolve_prefix, tokenize_pairs
 from .dataset_presets import DEFAULT_OFFLINE_DATASET, shared_dir
 from .errors import CompressionError
 from .evaluate import evaluate_model
@@ -167,6 +167,7 @@ def train_teacher(data: DataArgs, train: TrainArgs, output: str | Path, *, prese
             module.p = dropout
     pairs = load_pairs(data)
     prefix = resolve_prefix(data, model)
+    record_prefix(model, prefix)
     if prune_vocab:
         texts = [prefix + text for split in pairs.values() for text in split["document"]]
         texts += [text for split in pairs.values() for text in split["summary"]]

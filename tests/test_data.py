@@ -166,6 +166,35 @@ def test_resolve_prefix(tiny_t5, tiny_bart):
     assert resolve_prefix(DataArgs(prefix="tl;dr: "), tiny_bart) == "tl;dr: "
 
 
+def test_a_recorded_prefix_wins_over_the_family_default(tiny_t5, tmp_path):
+    """A checkpoint trained without a prefix records it (``task_specific_params``, where the hub's
+    T5 checkpoints keep ``"summarize: "``) and is read back with it, not with T5's default."""
+    from transformers import AutoConfig
+
+    from compression.data import record_prefix, recorded_prefix
+
+    assert recorded_prefix(tiny_t5) is None
+    tiny_t5.config.task_specific_params = {"translation_en_to_de": {"prefix": "translate: "}}
+    record_prefix(tiny_t5, "")
+    assert tiny_t5.config.task_specific_params == {"translation_en_to_de": {"prefix": "translate: "},
+                                                   "summarization": {"prefix": ""}}
+    assert default_prefix(tiny_t5) == "" and resolve_prefix(DataArgs(), tiny_t5) == ""
+    assert resolve_prefix(DataArgs(prefix="summarize: "), tiny_t5) == "summarize: "  # an explicit prefix wins
+    tiny_t5.config.save_pretrained(tmp_path)
+    assert default_prefix(AutoConfig.from_pretrained(tmp_path)) == ""
+    hub_like = tiny_t5_config(task_specific_params={"summarization": {"prefix": "summarize: ", "max_length": 200}})
+    assert default_prefix(hub_like) == "summarize: "
+    assert default_prefix("t5") == "summarize: "  # a model type alone has nothing recorded
+
+
+def test_the_committed_teacher_records_that_it_was_trained_without_a_prefix():
+    from transformers import AutoConfig
+
+    from compression.teacher import BUNDLED_TEACHER
+
+    assert default_prefix(AutoConfig.from_pretrained(BUNDLED_TEACHER)) == ""
+
+
 def test_tokenize_truncates_without_padding(tiny_jsonl, byt5_tokenizer):
     pairs = load_pairs(DataArgs(train_file=str(tiny_jsonl[0])))
     tokens = tokenize_pairs(pairs["train"], byt5_tokenizer, prefix="summarize: ", max_source_length=40,

@@ -62,6 +62,7 @@ def test_run_pipeline_writes_a_complete_run(tiny_t5_dir, tiny_jsonl, tmp_path):
     student_config = json.loads((run / "student" / "config.json").read_text())
     assert student_config["shrink"]["encoder_layers_kept"] == [0, 3]
     assert student_config["shrink"]["decoder_layers_kept"] == [1, 3]
+    assert student_config["task_specific_params"]["summarization"]["prefix"] == "summarize: "  # what it learned
     assert "Kept decoder layers: 1, 3 (of 4 teacher layers)" in (run / "student" / "README.md").read_text()
     summaries = [json.loads(line) for line in (run / "summaries.jsonl").read_text().splitlines()]
     assert len(summaries) == 4 and set(summaries[0]) >= {"document", "reference", "base", "student", "quantized",

@@ -47,6 +47,7 @@ def test_teacher_command_trains_prunes_and_saves(tiny_jsonl, tmp_path, capsys):
     model, _ = load_model(output)
     assert next(model.parameters()).dtype == torch.float32  # read back as fp32 for training and scoring
     assert not is_untrained(model)  # training removed the preset's mark
+    assert model.config.task_specific_params["summarization"]["prefix"] == "summarize: "  # the prefix it learned
     info = pruning_info(model)
     assert info is not None and model.config.vocab_size == len(info["kept_ids"]) < info["original_vocab_size"]
     card = (output / "README.md").read_text()

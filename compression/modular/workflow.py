@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DataArgs, TrainArgs
-from ..data import load_pairs, prepare_data, resolve_prefix
+from ..data import load_pairs, prepare_data, record_prefix, resolve_prefix
 from ..errors import DatasetError
 from ..evaluate import score_model
 from ..metrics import Point
@@ -83,6 +83,7 @@ def _train_modular(config, stage, on_progress, cancel, token, progress_bar, resu
     stage("load", f"loading {config.teacher} and the data")
     teacher, tokenizer = load_model(config.teacher, tokenizer=config.tokenizer, token=token)
     data = prepare_data(config.data, teacher, tokenizer, validation_fallback=VALIDATION_FALLBACK)
+    record_prefix(teacher, data.prefix)  # the modules learn this prompt; assembled students inherit it
     resuming = f", continuing from {Path(resume_from).name}/" if resume_from is not None else ""
     stage("train", f"training granularities {', '.join(map(str, config.modular.granularities))} on "
                    f"{len(data.train)} pairs for {config.train.epochs:g} epoch(s){resuming}")
