@@ -48,7 +48,8 @@ def load_calibration(path: str | Path, tokenizer, model, *, samples: int = 32, p
     sample of the whole file instead of one end of it.
 
     Returns a ``datasets.Dataset`` with ``input_ids``, ``attention_mask`` and ``labels`` (see
-    :func:`compression.data.prepare_data`); ``prefix=None`` uses the model family's default.
+    :func:`compression.data.prepare_data`); ``prefix=None`` uses the prefix the checkpoint records,
+    else its family's (:func:`compression.data.default_prefix`).
 
     Raises:
         DatasetError: the file is missing, unreadable, lacks the columns, or ``samples`` < 1.
