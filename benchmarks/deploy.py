@@ -220,17 +220,20 @@ def speed_tables(quick: bool, rounds: int) -> dict:
             "max_source_length": max_source_length, "cores": cores, "rounds": rounds}
 
 
-def quality_table(teacher_dir: str, quick: bool, dataset: str = "debian-descriptions") -> dict:
+def quality_table(teacher_dir: str, quick: bool, dataset: str = "debian-descriptions",
+                  pairs: int | None = -1) -> dict:
     """Validation loss and identical greedy summaries: fp32 teacher against its CTranslate2 copies,
-    on the first 100 (quick: 50) validation pairs of the dataset preset ``dataset`` with its lengths
-    and prefix (:mod:`compression.dataset_presets`)."""
+    on the first ``pairs`` validation pairs (default -1: 100, quick 50; ``None``: all) of the
+    dataset preset ``dataset`` with its lengths, prefix and shuffle (:mod:`compression.dataset_presets`)."""
     from compression.config import DataArgs, EvalArgs
     from compression.data import load_pairs
     from compression.deploy import DeployedModel, export_ct2
     from compression.evaluate import compute_validation_loss, generate_summaries
     from compression.load import load_model
 
-    data = DataArgs(dataset=dataset, max_train_samples=1, max_eval_samples=50 if quick else 100)
+    if pairs == -1:
+        pairs = 50 if quick else 100
+    data = DataArgs(dataset=dataset, max_train_samples=1, max_eval_samples=pairs)
     pairs = load_pairs(data)["validation"]
     documents, references = list(pairs["document"]), list(pairs["summary"])
     model, tokenizer = load_model(teacher_dir)
@@ -320,10 +323,12 @@ def run(quick: bool = False, teacher: str | None = None) -> dict:
     return payload
 
 
-def run_quality(quick: bool = False, teacher: str | None = None) -> dict:
+def run_quality(quick: bool = False, teacher: str | None = None, pairs: int | None = -1) -> dict:
     """Only the quality table (minutes, no timing): print it and write
-    ``benchmarks/results/deploy-quality.json`` (and ``.md``), leaving the speed tables of the last
-    full run as they are; for re-scoring a new teacher. ``teacher``: as in :func:`run`.
+    ``benchmarks/results/deploy-quality.json`` (and ``.md``; ``deploy-quality-all.*`` when scored on
+    every validation pair, ``pairs=None``), leaving the speed tables of the last full run as they
+    are; for re-scoring a new teacher. ``teacher``: as in :func:`run`; ``pairs``: as in
+    :func:`quality_table`.
 
     Raises:
         SystemExit: no ``teacher`` given and no committed offline teacher in this checkout.
@@ -331,10 +336,10 @@ def run_quality(quick: bool = False, teacher: str | None = None) -> dict:
     teacher = _teacher_or_bundled(teacher)
     if teacher is None:
         raise SystemExit("--quality-only needs --teacher DIR (this checkout has no committed offline teacher)")
-    quality = quality_table(teacher, quick)
+    quality = quality_table(teacher, quick, pairs=pairs)
     text = quality_report(quality)
     print(text)
-    common.write_result(f"{NAME}-quality", {"quality": quality}, text)
+    common.write_result(f"{NAME}-quality" + ("-all" if pairs is None else ""), {"quality": quality}, text)
     return quality
 
 
@@ -346,9 +351,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality-only", action="store_true",
                         help="only the quality table (validation loss, identical greedy summaries) of the teacher "
                              "and its CTranslate2 copies, written to deploy-quality.{json,md}; no timing")
+    parser.add_argument("--quality-pairs", default=None, metavar="N|all",
+                        help="validation pairs of the quality table (default 100, quick 50; 'all': every pair, "
+                             "written to deploy-quality-all.{json,md})")
     args = parser.parse_args(argv)
+    pairs = -1
+    if args.quality_pairs is not None:
+        if not args.quality_only:
+            parser.error("--quality-pairs goes with --quality-only (the full run scores 100 pairs)")
+        if args.quality_pairs == "all":
+            pairs = None
+        elif args.quality_pairs.isdigit() and int(args.quality_pairs) > 0:
+            pairs = int(args.quality_pairs)
+        else:
+            parser.error(f"--quality-pairs takes a positive count or 'all' (got {args.quality_pairs!r})")
     common.use_results_dir(args.quick)
-    (run_quality if args.quality_only else run)(args.quick, args.teacher)
+    if args.quality_only:
+        run_quality(args.quick, args.teacher, pairs)
+    else:
+        run(args.quick, args.teacher)
     return 0
 
 

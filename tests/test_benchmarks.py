@@ -191,3 +191,21 @@ def test_cpu_kind_avx2_limits_every_library_and_keeps_its_results_apart():
     assert (capability, native_bf16, results_dir, limit) == ("AVX2", False, "cpu-kind-avx2", "avx2")
     assert "limited to AVX2 code paths" in note
     assert cpu_kind.main(["sse2", "benchmarks.deploy"]) == 2
+
+
+def test_deploy_quality_pairs_flag(monkeypatch, tmp_path):
+    """``--quality-pairs`` picks how many validation pairs the quality table scores ('all': every
+    one, under its own result name) and is refused where it would be ignored."""
+    from benchmarks import deploy
+
+    calls = []
+    monkeypatch.setattr(deploy, "run_quality", lambda quick, teacher, pairs: calls.append((quick, pairs)))
+    monkeypatch.setattr(common, "use_results_dir", lambda quick: tmp_path)
+    assert deploy.main(["--quality-only"]) == 0
+    assert deploy.main(["--quality-only", "--quality-pairs", "all"]) == 0
+    assert deploy.main(["--quality-only", "--quick", "--quality-pairs", "300"]) == 0
+    assert calls == [(False, -1), (False, None), (True, 300)]
+    for argv in (["--quality-only", "--quality-pairs", "0"], ["--quality-pairs", "all"]):
+        with pytest.raises(SystemExit) as stop:
+            deploy.main(argv)
+        assert stop.value.code == 2
