@@ -234,8 +234,8 @@ def quality_table(teacher_dir: str, quick: bool, dataset: str = "debian-descript
     if pairs == -1:
         pairs = 50 if quick else 100
     data = DataArgs(dataset=dataset, max_train_samples=1, max_eval_samples=pairs)
-    pairs = load_pairs(data)["validation"]
-    documents, references = list(pairs["document"]), list(pairs["summary"])
+    split = load_pairs(data)["validation"]
+    documents, references = list(split["document"]), list(split["summary"])
     model, tokenizer = load_model(teacher_dir)
     lengths = dict(prefix=data.prefix if data.prefix is not None else "summarize: ",
                    max_source_length=data.max_source_length)
