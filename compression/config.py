@@ -255,6 +255,9 @@ class TrainArgs(_Settings):
     learning_rate: float = setting(3e-4, "peak learning rate of the optimizer", gt=0)
     weight_decay: float = setting(0.0, "decoupled weight decay", ge=0)
     warmup_ratio: float = setting(0.0, "share of the steps spent warming the learning rate up, in [0, 1)", ge=0, lt=1)
+    label_smoothing: float = setting(0.0, "share of the target probability spread evenly over the vocabulary "
+                                          "(label-smoothed cross-entropy on the references; validation loss "
+                                          "stays the plain cross-entropy)", ge=0, lt=1)
     gradient_accumulation_steps: int = setting(1, "steps whose gradients are summed before an update", ge=1)
     freeze_embeddings: bool = setting(False, "keep the token embeddings fixed")
     freeze_encoder: bool = setting(False, "keep the whole encoder fixed")

@@ -176,7 +176,8 @@ class DistillationTrainer(TermsTrainerMixin, CompressionTrainer):
         with torch.no_grad():
             teacher_out = self.teacher(**teacher_inputs, **flags)
         terms = distillation_loss(student_out, teacher_out, labels, inputs.get("attention_mask"), self.kd_args,
-                                  self.encoder_mapping, self.decoder_mapping)
+                                  self.encoder_mapping, self.decoder_mapping,
+                                  label_smoothing=self.args.label_smoothing_factor)
         if model.training:
             self._record_terms(terms)
         return (terms["loss"], student_out) if return_outputs else terms["loss"]

@@ -29,28 +29,34 @@ TERMS = ("ce", "kl", "hidden", "attention")
 # Cross-entropy
 # --------------------------------------------------------------------------------------------
 
-def example_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def example_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                          label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher-forced cross-entropy summed per example and target tokens per example.
 
     Args:
         logits: ``[batch, tgt_len, vocab]`` (any float dtype; computed in float32).
         labels: ``[batch, tgt_len]`` with :data:`~compression.data.LABEL_PAD` at padding.
+        label_smoothing: ε of the label-smoothed cross-entropy, ``(1 - ε) · NLL + ε · mean over the
+            vocabulary of −log p`` per token (Szegedy et al. 2016, §7; as transformers'
+            ``LabelSmoother`` and PyTorch's ``cross_entropy(label_smoothing=...)``, which computes
+            it). 0 (the default, and always for a validation loss): the plain cross-entropy.
 
     Returns:
         ``(sums [batch] float32 nats, counts [batch] int64 tokens)``; padding contributes to neither.
     """
     losses = F.cross_entropy(logits.float().transpose(1, 2), labels.to(logits.device),
-                             ignore_index=LABEL_PAD, reduction="none")
+                             ignore_index=LABEL_PAD, reduction="none", label_smoothing=label_smoothing)
     return losses.sum(dim=1), (labels != LABEL_PAD).sum(dim=1)
 
 
 def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
-                        num_tokens: torch.Tensor | int | None = None) -> torch.Tensor:
+                        num_tokens: torch.Tensor | int | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
     """Token-weighted cross-entropy: the sum over real target tokens divided by ``num_tokens``
     (default: the number of real target tokens in ``labels``), nats per token, 0-dim float32.
     ``logits`` ``[batch, tgt_len, vocab]``, ``labels`` ``[batch, tgt_len]`` with
-    :data:`~compression.data.LABEL_PAD` padding."""
-    sums, counts = example_cross_entropy(logits, labels)
+    :data:`~compression.data.LABEL_PAD` padding; ``label_smoothing`` as in
+    :func:`example_cross_entropy`."""
+    sums, counts = example_cross_entropy(logits, labels, label_smoothing)
     if num_tokens is None:
         num_tokens = counts.sum()
     if isinstance(num_tokens, torch.Tensor):
@@ -58,17 +64,19 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
     return sums.sum() / num_tokens
 
 
-def token_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+def token_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None,
+               label_smoothing: float = 0.0) -> torch.Tensor:
     """Training loss: cross-entropy summed over target tokens / ``num_items_in_batch`` (the Trainer's
     count of target tokens in the whole accumulated, all-process batch), so gradient accumulation and
     DDP give a true per-token mean. Passed as the Trainer's ``compute_loss_func``: T5 and BART return a
     per-batch mean and ignore ``num_items_in_batch``, while the Trainer assumes they use it (it skips
     the division by accumulation steps and multiplies by the process count), which would scale the
     gradients by ``accumulation steps x processes``. The same arithmetic as transformers'
-    ``fixed_cross_entropy``. ``logits`` ``[batch, tgt_len, vocab]``, ``labels`` ``[batch, tgt_len]``.
+    ``fixed_cross_entropy``. ``logits`` ``[batch, tgt_len, vocab]``, ``labels`` ``[batch, tgt_len]``;
+    ``label_smoothing`` (``TrainArgs.label_smoothing``) as in :func:`example_cross_entropy`.
     """
     logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-    return token_cross_entropy(logits, labels, num_items_in_batch)
+    return token_cross_entropy(logits, labels, num_items_in_batch, label_smoothing)
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,7 +258,8 @@ def require_outputs(outputs: Any, name: str, what: str) -> Sequence[torch.Tensor
 def distillation_loss(student_out: Any, teacher_out: Any, labels: torch.Tensor,
                       attention_mask: torch.Tensor | None, kd_args: KDArgs,
                       encoder_mapping: Sequence[int] | None = None,
-                      decoder_mapping: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+                      decoder_mapping: Sequence[int] | None = None,
+                      label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
     """Every KD term and their weighted total for one batch.
 
     Args:
@@ -262,6 +271,7 @@ def distillation_loss(student_out: Any, teacher_out: Any, labels: torch.Tensor,
         kd_args: weights and settings.
         encoder_mapping, decoder_mapping: teacher layer matched with each student layer
             (default: identity, for a student as deep as the teacher).
+        label_smoothing: ε of the label cross-entropy term (:func:`example_cross_entropy`).
 
     Returns:
         ``{"ce", "kl", "hidden", "attention", "loss"}``: 0-dim float32 tensors. A term whose weight
@@ -275,7 +285,7 @@ def distillation_loss(student_out: Any, teacher_out: Any, labels: torch.Tensor,
     zero = zero_loss(student_logits)
     terms = {name: zero for name in TERMS}
     if kd_args.alpha_ce > 0:
-        terms["ce"] = token_cross_entropy(student_logits, labels)
+        terms["ce"] = token_cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
     if kd_args.alpha_kl > 0:
         terms["kl"] = kl_div_loss(student_logits, teacher_out.logits, target_mask, kd_args.temperature)
     stacks = (("encoder", attention_mask, encoder_mapping), ("decoder", target_mask, decoder_mapping))
@@ -308,7 +318,8 @@ def distillation_loss(student_out: Any, teacher_out: Any, labels: torch.Tensor,
 # --------------------------------------------------------------------------------------------
 
 def modular_loss(logits: torch.Tensor, labels: torch.Tensor, hidden_terms: Sequence[torch.Tensor],
-                 attention_terms: Sequence[torch.Tensor], args: Any) -> dict[str, torch.Tensor]:
+                 attention_terms: Sequence[torch.Tensor], args: Any,
+                 label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
     """Modular Transformers' objective for one batch (Zhou, Le Bras & Choi 2023, section 3):
     ``alpha_ce`` x cross-entropy of the mixed model on the labels + ``alpha_hidden`` x the summed
     hidden-state MSE of the replaced spans + ``alpha_attention`` x their summed attention-map losses.
@@ -318,13 +329,14 @@ def modular_loss(logits: torch.Tensor, labels: torch.Tensor, hidden_terms: Seque
         labels: ``[batch, tgt_len]`` with :data:`~compression.data.LABEL_PAD` padding.
         hidden_terms, attention_terms: per-span terms (:func:`masked_mse`, :func:`attention_map_loss`).
         args: anything with ``alpha_ce``, ``alpha_hidden``, ``alpha_attention`` (``ModularArgs``).
+        label_smoothing: ε of the label cross-entropy term (:func:`example_cross_entropy`).
 
     Returns:
         ``{"ce", "hidden", "attention", "loss"}``: 0-dim float32 tensors.
     """
     zero = zero_loss(logits)
     terms = {
-        "ce": token_cross_entropy(logits, labels),
+        "ce": token_cross_entropy(logits, labels, label_smoothing=label_smoothing),
         "hidden": sum(hidden_terms, zero),
         "attention": sum(attention_terms, zero),
     }

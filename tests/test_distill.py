@@ -248,3 +248,31 @@ def test_distill_with_an_8bit_teacher(tmp_path, tiny_t5, byt5_tokenizer, tiny_da
                                  for name in ("loss", "ce", "kl", "hidden", "attention"))
     assert all(torch.equal(teacher_state[k], v) for k, v in teacher.state_dict().items())
     assert any(not torch.equal(start[k], v) for k, v in student.state_dict().items())
+
+
+def test_label_smoothing_of_the_kd_and_modular_label_terms():
+    """The KD and Modular Transformers label terms use the run's label smoothing; 0 is the plain
+    cross-entropy; smoothing is (1 - eps) NLL + eps x the mean over the vocabulary of -log p."""
+    from types import SimpleNamespace
+
+    from compression.losses import example_cross_entropy, modular_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 7)
+    labels = torch.tensor([[1, 2, -100], [3, -100, -100]])
+    log_p = logits.log_softmax(-1)
+    real = labels != -100
+    nll = -log_p.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)[real]
+    uniform = -log_p.mean(-1)[real]
+    expected = (0.8 * nll + 0.2 * uniform).sum() / real.sum()
+    sums, counts = example_cross_entropy(logits, labels, 0.2)
+    assert (sums.sum() / counts.sum()).item() == pytest.approx(expected.item(), rel=1e-6)
+    student = SimpleNamespace(logits=logits)
+    kd = KDArgs(alpha_ce=1.0, alpha_kl=0.0)
+    assert distillation_loss(student, student, labels, None, kd, label_smoothing=0.2)["ce"].item() == pytest.approx(
+        expected.item(), rel=1e-6)
+    assert distillation_loss(student, student, labels, None, kd)["ce"].item() == pytest.approx(
+        (nll.sum() / real.sum()).item(), rel=1e-6)
+    weights = SimpleNamespace(alpha_ce=1.0, alpha_hidden=0.0, alpha_attention=0.0)
+    assert modular_loss(logits, labels, [], [], weights, label_smoothing=0.2)["ce"].item() == pytest.approx(
+        expected.item(), rel=1e-6)

@@ -310,3 +310,27 @@ def test_padding_fraction_and_length_sorted_validation(tiny_jsonl, byt5_tokenize
     # The validation loss does not depend on the evaluation order.
     assert evaluate_loss(model, byt5_tokenizer, ordered) == pytest.approx(
         evaluate_loss(model, byt5_tokenizer, validation), rel=1e-5)
+
+
+def test_label_smoothing_trains_on_the_smoothed_loss_and_validates_on_the_plain_one(tiny_jsonl, byt5_tokenizer,
+                                                                                    tmp_path):
+    """``label_smoothing`` reaches the training loss the Trainer uses (this project's token loss,
+    not the Trainer's LabelSmoother, which the custom loss replaces), while the validation loss
+    stays the plain cross-entropy."""
+    from compression.losses import token_cross_entropy
+
+    model = _model("t5")  # dropout 0: the training forward is the evaluation forward
+    train, validation = _tokenized(tiny_jsonl, byt5_tokenizer, model)
+    batch = make_collator(byt5_tokenizer, model)([train[i] for i in range(len(train))])
+    with torch.no_grad():
+        logits = model(**batch).logits
+    smoothed = token_cross_entropy(logits, batch["labels"], label_smoothing=0.3).item()
+    plain = token_cross_entropy(logits, batch["labels"]).item()
+    assert abs(smoothed - plain) > 0.01  # an untrained model: NLL and the smooth term are both near log V
+    result = finetune(model, byt5_tokenizer, train, validation,
+                      _fast(max_steps=1, batch_size=len(train), learning_rate=1e-12, label_smoothing=0.3),
+                      tmp_path / "out", progress_bar=False)
+    assert result.train_loss == pytest.approx(smoothed, rel=1e-5)
+    assert result.eval_loss == pytest.approx(evaluate_loss(model, byt5_tokenizer, validation), rel=1e-6)
+    with pytest.raises(CompressionError, match="label smoothing must be >= 0 and < 1"):
+        TrainArgs(label_smoothing=1.0)

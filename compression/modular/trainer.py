@@ -58,7 +58,8 @@ class _ModularTrainer(TermsTrainerMixin, CompressionTrainer):
         supervise = args.alpha_hidden > 0 or args.alpha_attention > 0
         with modular.use_plan(plan, recorder if supervise else None):
             outputs = model(**inputs)
-        terms = modular_loss(outputs.logits, labels, recorder.hidden_terms, recorder.attention_terms, args)
+        terms = modular_loss(outputs.logits, labels, recorder.hidden_terms, recorder.attention_terms, args,
+                             label_smoothing=self.args.label_smoothing_factor)
         loss = terms.pop("loss")
         if model.training:
             self._record_terms(terms)
