@@ -136,6 +136,11 @@ def test_build_run_config_for_kd(settings, loaded, tiny_jsonl):
     assert pruned.prune_vocab and pruned.method == "sft" and not pruned.quantize_wo
     smallest = train_panel.build_run_config(settings, session, _form(tiny_jsonl, prune_vocab=True, quantize_wo=True))
     assert smallest.prune_vocab and smallest.quantize_wo
+    assert config.train.label_smoothing == 0.0  # the field's default when the page sends none
+    smoothed = train_panel.build_run_config(settings, session, _form(tiny_jsonl, **{"train.label_smoothing": 0.1}))
+    assert smoothed.train.label_smoothing == 0.1
+    with pytest.raises(CompressionError, match="label smoothing must be >= 0 and < 1"):
+        train_panel.build_run_config(settings, session, _form(tiny_jsonl, **{"train.label_smoothing": 1}))
     with pytest.raises(CompressionError, match="training method"):
         train_panel.build_run_config(settings, session, _form(tiny_jsonl, method="theseus"))
 
