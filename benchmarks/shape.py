@@ -49,13 +49,8 @@ from pathlib import Path
 
 from benchmarks import common
 from benchmarks.methods import CACHE_DIR, _fresh, load_teacher
-from compression.dataset_presets import DATASET_PRESETS
 
 NAME = "shape"
-DEBIAN_DIR = common.SHARED_DIR / "data" / "debian-descriptions"
-#: The ``debian-descriptions`` preset, whose prefix (none: the committed teacher was trained without
-#: one) and shuffle seed (the files are sorted by package name) the default files are read with.
-DEBIAN = DATASET_PRESETS["debian-descriptions"]
 METHODS = ("depth (spread)", "depth (importance)", "width", "depth+width")
 FOLDERS = dict(zip(METHODS, ("spread", "importance", "width", "depth-width")))
 COLUMNS = ["student", "target", "enc/dec", "heads", "d_ff", "non-emb params", "% teacher", "R-1", "R-2", "R-L",
@@ -76,12 +71,8 @@ class Settings:
 
     quick: bool
     teacher: str | None = None
-    train_file: str = str(DEBIAN_DIR / "train.jsonl")
-    validation_file: str = str(DEBIAN_DIR / "validation.jsonl")
-    #: text before each document (the Debian preset's: none) and the seed both files are shuffled
-    #: with before the first ``max_*_samples`` pairs are kept (the preset's; ``None``: file order)
-    prefix: str | None = DEBIAN.prefix
-    shuffle_seed: int | None = DEBIAN.shuffle_seed
+    #: the dataset preset read, with its prefix and shuffle seed (:func:`data_args`)
+    dataset: str = "debian-descriptions"
     cache_dir: Path = CACHE_DIR
     teacher_cache: str = "shape-teacher"
     preset: str = "tiny"
@@ -381,6 +372,18 @@ def _write_outputs(payload: dict, rows: list[dict], settings: Settings) -> dict:
     return paths
 
 
+def data_args(settings: Settings):
+    """The :class:`compression.config.DataArgs` the benchmark reads: the settings' dataset preset
+    (its prefix and shuffle seed: for the Debian descriptions no prefix, as the committed teacher
+    was trained, and seed 0, the files being sorted by package name) with the settings' lengths and
+    pair counts."""
+    from compression.config import DataArgs
+
+    return DataArgs(dataset=settings.dataset, max_train_samples=settings.max_train_samples,
+                    max_eval_samples=settings.max_eval_samples, max_source_length=settings.max_source_length,
+                    max_target_length=settings.max_target_length)
+
+
 def benchmark(settings: Settings) -> dict:
     """Run the comparison of the module docstring; returns the JSON payload.
 
@@ -389,8 +392,9 @@ def benchmark(settings: Settings) -> dict:
         compression.errors.CompressionError: bad settings, a teacher that cannot be loaded or is not a T5.
     """
     from compression.arch import model_family
-    from compression.config import DataArgs, TrainArgs
+    from compression.config import TrainArgs
     from compression.data import load_pairs, resolve_prefix, tokenize_pairs
+    from compression.dataset_presets import DATASET_PRESETS
     from compression.errors import CompressionError
     from compression.importance import shrink_by_importance
     from compression.layers import shrink
@@ -398,13 +402,10 @@ def benchmark(settings: Settings) -> dict:
     from compression.width import prune_width
 
     started = time.perf_counter()
-    if not Path(settings.train_file).is_file():
-        raise common.SharedDataMissing(f"{settings.train_file} not found: the shape benchmark reads the Debian "
-                                       "description pairs from ../shared/data/debian-descriptions")
-    data = DataArgs(train_file=settings.train_file, validation_file=settings.validation_file,
-                    max_train_samples=settings.max_train_samples, max_eval_samples=settings.max_eval_samples,
-                    max_source_length=settings.max_source_length, max_target_length=settings.max_target_length,
-                    prefix=settings.prefix, shuffle_seed=settings.shuffle_seed)
+    if not DATASET_PRESETS[settings.dataset].available():
+        raise common.SharedDataMissing(f"the {settings.dataset} files are not on this machine: the shape benchmark "
+                                       "reads them from ../shared/data (or COMPRESSION_SHARED_DIR)")
+    data = data_args(settings)
     pairs = load_pairs(data)
 
     def tokenized(tokenizer, model):

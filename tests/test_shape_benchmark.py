@@ -49,10 +49,12 @@ def test_reads_the_debian_files_as_the_preset_does():
     """The committed teacher was trained without a prefix on the preset's seeded shuffle: the
     benchmark's default files are read the same way (T5's ``summarize:`` would be a prompt the
     teacher never saw, and the files' first pairs one end of the package-name order)."""
-    from benchmarks.shape import DEBIAN_DIR, full_settings, quick_settings
-    from compression.dataset_presets import DATASET_PRESETS
+    from benchmarks.shape import data_args, full_settings, quick_settings
 
-    preset = DATASET_PRESETS["debian-descriptions"]
     for settings in (full_settings(), quick_settings()):
-        assert (settings.prefix, settings.shuffle_seed) == (preset.prefix, preset.shuffle_seed) == ("", 0)
-        assert settings.train_file == str(DEBIAN_DIR / preset.train_file)
+        data = data_args(settings)
+        assert (data.dataset, data.prefix, data.shuffle_seed) == ("debian-descriptions", "", 0)
+        assert (data.max_source_length, data.max_target_length) == (settings.max_source_length,
+                                                                    settings.max_target_length)
+        assert (data.max_train_samples, data.max_eval_samples) == (settings.max_train_samples,
+                                                                   settings.max_eval_samples)
