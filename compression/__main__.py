@@ -156,11 +156,12 @@ def cmd_importance(args) -> None:
 
 
 def _tokenized(data: DataArgs, model, tokenizer):
-    """(train, validation or None) tokenized with the model family's prefix."""
+    """(train, validation or None, prefix): both splits tokenized with the prefix
+    :func:`compression.data.resolve_prefix` gives for ``model``, and that prefix."""
     from .data import prepare_data
 
     prepared = prepare_data(data, model, tokenizer)
-    return prepared.train, prepared.validation
+    return prepared.train, prepared.validation, prepared.prefix
 
 
 def _evaluation_data(data: DataArgs) -> DataArgs:
@@ -198,14 +199,14 @@ def cmd_finetune(args) -> None:
     preflight.check_checkpoint(args.model)
     preflight.check_data(data)
 
-    from .data import record_prefix, resolve_prefix
+    from .data import record_prefix
     from .export import save_model
     from .progress import LOSS_LOG
     from .train import discard_checkpoint, finetune
 
     model, tokenizer = _load_base(args)
-    train_set, validation = _tokenized(data, model, tokenizer)
-    record_prefix(model, resolve_prefix(data, model))
+    train_set, validation, prefix = _tokenized(data, model, tokenizer)
+    record_prefix(model, prefix)
     output = Path(args.output)
     result = finetune(model, tokenizer, train_set, validation, train_args, output, progress_bar=not args.json,
                       resume_from=resume_from)
@@ -383,7 +384,7 @@ def cmd_distill(args) -> None:
         preflight.check_layers(teacher_config, plan.encoder_layers, plan.decoder_layers, plan.strategy)
     preflight.check_data(data)
 
-    from .data import record_prefix, resolve_prefix
+    from .data import record_prefix
     from .distill import distill
     from .export import save_model
     from .load import load_model
@@ -395,8 +396,8 @@ def cmd_distill(args) -> None:
     else:
         student = _make_student(args, teacher, tokenizer, data.train_file, "--train-file FILE")
         student.config.shrink["teacher"] = args.teacher
-    train_set, validation = _tokenized(data, teacher, tokenizer)
-    record_prefix(student, resolve_prefix(data, teacher))
+    train_set, validation, prefix = _tokenized(data, teacher, tokenizer)
+    record_prefix(student, prefix)
     output = Path(args.output)
     result = distill(student, teacher, tokenizer, train_set, validation, train_args, kd_args, output,
                      progress_bar=not args.json, resume_from=resume_from)

@@ -188,7 +188,9 @@ def test_cli_distill_modular_train_and_assemble(tiny_t5_dir, tiny_jsonl, tmp_pat
     assert main(["--json", "distill", "--teacher", str(tiny_t5_dir), "--encoder-layers", "2",
                  "--decoder-layers", "2", "--alpha-hidden", "1.0", *data, "--output", str(tmp_path / "kd")]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 2
-    assert json.loads((tmp_path / "kd" / "config.json").read_text())["shrink"]["decoder_layers_kept"] == [0, 3]
+    kd_config = json.loads((tmp_path / "kd" / "config.json").read_text())
+    assert kd_config["shrink"]["decoder_layers_kept"] == [0, 3]
+    assert kd_config["task_specific_params"]["summarization"]["prefix"] == "summarize: "  # the prompt it learned
 
     assert main(["--json", "modular-train", "--teacher", str(tiny_t5_dir), "--granularities", "2", *data,
                  "--output", str(tmp_path / "modular")]) == 0
@@ -228,6 +230,8 @@ def test_cli_finetune_saves_model_beside_its_loss_log(tiny_t5_dir, tiny_jsonl, t
     assert json.loads(capsys.readouterr().out)["steps"] == 2
     assert (tmp_path / "teacher" / "model.safetensors").is_file()
     assert len((tmp_path / "teacher" / "loss_log.jsonl").read_text().splitlines()) >= 2
+    saved = json.loads((tmp_path / "teacher" / "config.json").read_text())
+    assert saved["task_specific_params"]["summarization"]["prefix"] == "summarize: "  # the prompt it learned
     assert main(argv) == 0  # fine-tuning again into the same folder replaces the model
 
 
