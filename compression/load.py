@@ -237,8 +237,12 @@ def describe_model(model: PreTrainedModel) -> dict:
         dict with ``family``, ``model_type``, ``encoder_layers``, ``decoder_layers``, ``d_model``,
         ``vocab_size``, ``params`` (:func:`compression.arch.count_parameters`), ``size_mib`` (bytes of
         those parameters and buffers at their dtypes / 2**20, i.e. the fp32 file size for an fp32
-        model) and ``shrink`` (kept indices when the model is a student, else ``None``).
+        model), ``shrink`` (kept indices when the model is a student, else ``None``) and ``prefix``
+        (the source prefix it expects: the one its checkpoint records, else its family's,
+        :func:`compression.data.default_prefix`).
     """
+    from .data import default_prefix
+
     family = model_family(model)
     encoder, decoder = get_layer_stacks(model)
     tensors = {id(t): t for t in list(model.parameters()) + list(model.buffers())}.values()
@@ -254,4 +258,5 @@ def describe_model(model: PreTrainedModel) -> dict:
         "params": count_parameters(model),
         "size_mib": size / 2**20,
         "shrink": getattr(config, "shrink", None),
+        "prefix": default_prefix(model),
     }

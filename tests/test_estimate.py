@@ -108,6 +108,22 @@ def test_estimate_run_reads_the_data_of_the_config(tiny_jsonl, byt5_tokenizer, t
                                              / reference_throughput().param_tokens_per_s)
 
 
+def test_estimate_run_counts_the_prefix_the_base_model_records(tiny_jsonl, byt5_tokenizer, tmp_path):
+    """A T5 checkpoint trained without a prefix records "" (compression.data.record_prefix): the estimate
+    counts no "summarize: " tokens for it, as its run will tokenize; a prefix set on the data wins."""
+    from compression.config import DataArgs, RunConfig
+
+    def tokens(prefix=None, **kwargs):
+        data = DataArgs(train_file=str(tiny_jsonl[0]), max_source_length=512, max_target_length=16, prefix=prefix)
+        config = RunConfig(model="m", output_dir=str(tmp_path / "out"), data=data)
+        return estimate_run(config, byt5_tokenizer, 1_000_000, tmp_path / "runs", **kwargs).tokens_per_pair
+
+    plain = tokens(prefix="")
+    assert tokens(model_type="t5", model_prefix="") == plain
+    assert tokens(model_type="t5") == tokens(prefix="summarize: ") > plain  # nothing recorded: the family's
+    assert tokens(prefix="", model_type="t5", model_prefix="summarize: ") == plain
+
+
 def test_train_panel_shows_the_estimate_and_its_basis(settings, loaded, tiny_jsonl):
     from test_train_panel import _form
 
