@@ -211,13 +211,25 @@ def _project(model, tokenizer, train, validation, output_dir: Path, train_args):
         holder.append(CountingCollator(original(tok, mdl), eval_rows))
         return holder[-1]
 
+    loop = train_module.CompressionTrainer.evaluation_loop
+    evaluation_seconds = [0.0]
+
+    def timed_loop(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return loop(self, *args, **kwargs)
+        finally:
+            evaluation_seconds[0] += time.perf_counter() - start
+
     train_module.make_collator = counting
+    train_module.CompressionTrainer.evaluation_loop = timed_loop
     try:
         result = train_module.finetune(model, tokenizer, train, validation, train_args, output_dir,
                                        progress_bar=False)
     finally:
         train_module.make_collator = original
-    return result, holder[0]
+        train_module.CompressionTrainer.evaluation_loop = loop
+    return result, holder[0], evaluation_seconds[0]
 
 
 def child_main(variant: str, n_train: int | None, n_validation: int | None) -> None:
@@ -242,9 +254,9 @@ def child_main(variant: str, n_train: int | None, n_validation: int | None) -> N
         else:
             train_args = {"project": TrainArgs(), "project_fp32": TrainArgs(bf16="no"),
                           "project_fp32_torch_masks": TrainArgs(bf16="no", dropout_masks="torch")}[variant]
-            result, counter = _project(model, tokenizer, train, validation, Path(tmp), train_args)
+            result, counter, evaluation_seconds = _project(model, tokenizer, train, validation, Path(tmp), train_args)
             train_loss = result.train_loss
-            extra = {"in_training_eval_loss": result.eval_loss,
+            extra = {"in_training_eval_loss": result.eval_loss, "evaluation_seconds": evaluation_seconds,
                      "evaluations": sum(1 for r in result.log_history if r["kind"] == "eval"),
                      "reported_padding_fraction": result.padding_fraction}
     seconds, cpu_seconds = time.perf_counter() - wall_start, time.process_time() - cpu_start
@@ -269,9 +281,13 @@ def run_round(variants: list[str], n_train: int | None, n_validation: int | None
         result = common.run_child(argv + ["--variant", variant], env=common.child_env())
         flops = sum(flop_model.flops(*shape) for shape in result.pop("shapes"))
         seconds = result["seconds"]
+        training_seconds = seconds - result.get("evaluation_seconds", 0.0)
         rows.append({
             "variant": variant,
             "real_tokens_per_s": result["real_tokens"] / seconds,
+            "training_seconds": training_seconds,
+            "training_tokens_per_s": result["real_tokens"] / training_seconds,
+            "evaluation_seconds": result.get("evaluation_seconds", 0.0),
             "padding_fraction": 1 - result["real_tokens"] / result["processed_tokens"],
             "gflops_per_s": flops / seconds / 1e9,
             "train_gflop": flops / 1e9,
@@ -306,7 +322,7 @@ def _summary(rows: list[dict], variants: tuple[str, ...]) -> list[dict]:
             continue
         med = {key: statistics.median([r[key] for r in rs if r.get(key) is not None] or [float("nan")])
                for key in ("seconds", "cpu_seconds", "real_tokens_per_s", "padding_fraction", "train_loss",
-                           "validation_loss", "gflops_per_s", "peak_rss_mib")}
+                           "validation_loss", "gflops_per_s", "peak_rss_mib", "evaluation_seconds")}
         out.append({"variant": v, "runs": len(rs), **med})
     base = {v: by[v] for v in variants}
     for row in out:
@@ -315,14 +331,21 @@ def _summary(rows: list[dict], variants: tuple[str, ...]) -> list[dict]:
                 ratios = [r["real_tokens_per_s"] / b["real_tokens_per_s"] for r, b in zip(base[row["variant"]], base[ref])]
                 row[f"speedup_vs_{ref.split('_')[1]}"] = statistics.median(ratios)
                 row[f"speedup_vs_{ref.split('_')[1]}_range"] = [min(ratios), max(ratios)]
+        if base.get("trainer_default") and row["variant"].startswith("project"):
+            ratios = [r["training_tokens_per_s"] / b["real_tokens_per_s"]
+                      for r, b in zip(base[row["variant"]], base["trainer_default"])]
+            row["training_only_vs_default"] = statistics.median(ratios)
+            row["training_only_vs_default_range"] = [min(ratios), max(ratios)]
     return out
 
 
 def run(quick: bool, *, variants: tuple[str, ...] | None = None, repeats: int | None = None,
-        name: str = NAME) -> dict:
+        name: str = NAME, bf16_peak: bool = True) -> dict:
     """Run the comparison (quick: 168 train / 24 validation pairs, 1 round, :data:`QUICK_VARIANTS`;
     full: 699 / 100, 3 rounds, :data:`FULL_VARIANTS`; ``variants`` and ``repeats`` override), print
-    the tables, write ``results/<name>.json`` (and ``.md``) and return the payload."""
+    the tables, write ``results/<name>.json`` (and ``.md``) and return the payload. ``bf16_peak=False``
+    skips the bf16 GEMM peak (``--fp32``: no variant uses bf16, and without native bf16 the emulated
+    2048^3 products take minutes)."""
     from compression.config import TrainArgs
     from compression.train import bf16_enabled, resolve_device
 
@@ -336,7 +359,11 @@ def run(quick: bool, *, variants: tuple[str, ...] | None = None, repeats: int | 
     flop_model = FlopModel(model)
     del model
 
-    gemm = {"fp32": gemm_gflops(torch.float32), "bf16": gemm_gflops(torch.bfloat16)}
+    def peaks() -> dict:
+        return {"fp32": gemm_gflops(torch.float32),
+                "bf16": gemm_gflops(torch.bfloat16) if bf16_peak else {"peak": None, "median": None}}
+
+    gemm = peaks()
     rows = []
     variants = variants or (QUICK_VARIANTS if quick else FULL_VARIANTS)
     for round_index in range(repeats):
@@ -347,7 +374,7 @@ def run(quick: bool, *, variants: tuple[str, ...] | None = None, repeats: int | 
             print(f"[finetune] round {round_index + 1}/{repeats} {row['variant']}: {row['seconds']:.1f} s, "
                   f"{row['real_tokens_per_s']:,.0f} real tokens/s, padding {row['padding_fraction']:.1%}, "
                   f"train loss {row['train_loss']:.3f}, validation loss {row['validation_loss']:.3f}", flush=True)
-    gemm_after = {"fp32": gemm_gflops(torch.float32), "bf16": gemm_gflops(torch.bfloat16)}
+    gemm_after = peaks()
     summary = _summary(rows, variants)
     peak = {k: max(x for x in (gemm[k]["peak"], gemm_after[k]["peak"]) if x is not None)
             if gemm[k]["peak"] is not None else None for k in gemm}
@@ -403,6 +430,12 @@ def table(payload: dict) -> str:
              + (f"{peak['bf16']:.0f}" if peak["bf16"] else "-") + " GFLOP/s; training FLOPs: "
              + payload["flop_formula"]]
     variants = {row["variant"] for row in payload["summary"]}
+    for row in payload["summary"]:
+        if row.get("training_only_vs_default") is not None:
+            lo, hi = row["training_only_vs_default_range"]
+            lines.append(f"{row['variant']}: {row['evaluation_seconds']:.1f} s of its {row['seconds']:.1f} s are its "
+                         "in-training validations (Seq2SeqTrainer's defaults run none); training alone "
+                         f"{row['training_only_vs_default']:.2f}x ({lo:.2f}-{hi:.2f}) the defaults' tokens/s")
     if {"project_fp32", "project_fp32_torch_masks"} <= variants:
         lines.append("fast dropout masks (compression.fast_dropout) against PyTorch's, both fp32: "
                      + _ratio_text(payload["runs"], "project_fp32", "project_fp32_torch_masks"))
@@ -472,7 +505,7 @@ if __name__ == "__main__":
     cli = parser.parse_args()
     if cli.fp32:
         run(cli.quick, variants=FP32_VARIANTS, repeats=cli.rounds,
-            name="finetune-fp32-quick" if cli.quick else "finetune-fp32")
+            name="finetune-fp32-quick" if cli.quick else "finetune-fp32", bf16_peak=False)
     elif cli.variant:
         child_main(cli.variant, cli.train or None, cli.validation or None)
     else:

@@ -209,3 +209,27 @@ def test_deploy_quality_pairs_flag(monkeypatch, tmp_path):
         with pytest.raises(SystemExit) as stop:
             deploy.main(argv)
         assert stop.value.code == 2
+
+
+def test_finetune_table_separates_the_projects_validations_from_its_training():
+    """The project's timed epoch includes its in-training validations, which Seq2SeqTrainer's defaults
+    do not run: the summary also gives the training-alone ratio (real tokens over training seconds)."""
+    from benchmarks import finetune
+
+    def row(variant, seconds, evaluation=0.0):
+        return {"variant": variant, "seconds": seconds, "cpu_seconds": seconds, "real_tokens_per_s": 1000 / seconds,
+                "training_seconds": seconds - evaluation, "training_tokens_per_s": 1000 / (seconds - evaluation),
+                "evaluation_seconds": evaluation, "padding_fraction": 0.1, "train_loss": 9.0,
+                "validation_loss": 8.6, "gflops_per_s": 80.0, "peak_rss_mib": 2000.0}
+
+    runs = [row("trainer_default", 100.0), row("project_fp32", 60.0, evaluation=10.0)]
+    summary = finetune._summary(runs, ("trainer_default", "project_fp32"))
+    project = summary[1]
+    assert project["speedup_vs_default"] == pytest.approx(100 / 60)
+    assert project["training_only_vs_default"] == pytest.approx(2.0) and project["evaluation_seconds"] == 10.0
+    assert "training_only_vs_default" not in summary[0]
+    payload = {"settings": {"train_pairs": 699, "rounds": 1}, "gemm_gflops": {"peak": {"fp32": 200.0, "bf16": None}},
+               "flop_formula": "exact", "summary": summary, "runs": runs}
+    text = finetune.table(payload)
+    assert "project_fp32: 10.0 s of its 60.0 s are its in-training validations" in text
+    assert "training alone 2.00x (2.00-2.00)" in text and "bf16 - GFLOP/s" in text
