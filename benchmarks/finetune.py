@@ -28,7 +28,9 @@ the epoch. Each run reports real tokens/s (source + target tokens that are not p
 the fraction of processed (padded) tokens that are padding, the CPU seconds, the peak RSS of its
 process during training (peak CUDA memory on a GPU), the mean training loss of the epoch and the
 validation loss afterwards (fp32, token-weighted, ``compression.train.evaluate_loss``, the same
-function for every variant).
+function for every variant). The project's in-training validations (its ``evaluation_loop``) are
+timed apart as ``evaluation_seconds``: ``Seq2SeqTrainer``'s defaults run none, so the table also
+gives the project's training-alone tokens/s against the defaults (``training_only_vs_default``).
 
 Distance to the limit: ``torch.matmul`` of two 2048x2048 matrices in fp32 and bf16 (FLOPs = 2 n^3)
 gives the GEMM peak. Training FLOPs are counted exactly with ``torch.utils.flop_counter.FlopCounterMode``
