@@ -513,7 +513,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     handler = globals()["cmd_" + args.command.replace("-", "_")]
     try:
-        return handler(args) or 0
+        status = handler(args) or 0
+        if "compression.train" in sys.modules:  # a training command: under torchrun, end its process group
+            from .train import close_distributed
+
+            close_distributed()
+        return status
     except CompressionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

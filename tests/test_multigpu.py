@@ -51,3 +51,14 @@ def test_two_process_ddp_finetune(tmp_path, tiny_t5_dir):
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
     # The logged training loss is a per-token mean, not multiplied by the process count.
     assert all(0 < r["loss"] < 7.5 for r in records if r["kind"] == "train")
+
+
+@pytest.mark.skipif(not _gloo_available(), reason="torch.distributed with gloo is unavailable")
+def test_close_distributed_ends_the_process_group_and_is_a_no_op_without_one(tmp_path):
+    from compression.train import close_distributed
+
+    close_distributed()  # no process group: nothing to do
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert torch.distributed.is_initialized()
+    close_distributed()
+    assert not torch.distributed.is_initialized()

@@ -18,7 +18,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer  # noqa: E402
 
 from compression.config import DataArgs, TrainArgs  # noqa: E402
 from compression.data import load_pairs, resolve_prefix, tokenize_pairs  # noqa: E402
-from compression.train import finetune  # noqa: E402
+from compression.train import close_distributed, finetune  # noqa: E402
 
 
 def state_hash(model) -> str:
@@ -45,6 +45,7 @@ def main(model_dir: str, train: str, validation: str, output_dir: str, hash_dir:
     (Path(hash_dir) / f"rank{rank}.txt").write_text(f"{state_hash(model)} {result.steps}\n")
     if rank == 0:
         model.save_pretrained(Path(output_dir) / "model")
+    close_distributed()  # as the CLI does: without it a rank can abort at exit (SIGABRT from gloo's threads)
 
 
 if __name__ == "__main__":
