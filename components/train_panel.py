@@ -584,7 +584,6 @@ def estimate_time(settings: AppSettings, keys: list[str], session: Session, *val
                                           form.get("decoder_custom"))
     params, _ = estimate_student(session.footprint, kept_enc, kept_dec)
     estimate = estimate_run(config, load_tokenizer(config.tokenizer or config.model), params, settings.runs_dir,
-                            model_type=(session.facts or {}).get("model_type"),
                             model_prefix=(session.facts or {}).get("prefix"))
     kd = " (KD also runs the base model at every step: expect longer)" if config.method == "kd" else ""
     return (f"⏱ **About {_clock(estimate.seconds)} of training**{kd}: {estimate.steps} steps × "

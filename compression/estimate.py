@@ -163,27 +163,23 @@ def pair_tokens(documents: list[str], summaries: list[str], tokenizer: Any, *, p
 
 
 def estimate_run(config, tokenizer: Any, student_params: int, runs_dir: str | Path, *,
-                 model_type: Any = None, model_prefix: str | None = None) -> RunEstimate:
+                 model_prefix: str | None = None) -> RunEstimate:
     """The training-time estimate of the run ``config`` (:class:`compression.config.RunConfig`) for a
     student of ``student_params`` parameters: its data's pairs (``max_train_samples`` of them at most)
     and mean tokens per pair over the first :data:`TOKEN_SAMPLE` (:func:`pair_tokens`; the data's prefix,
-    else ``model_prefix`` - the prefix the base model expects, as ``describe_model(...)["prefix"]``
-    gives it -, else the one of ``model_type``: a model, config or ``model_type`` string,
-    :func:`compression.data.default_prefix`), and this machine's rate (:func:`measured_throughput`
-    in ``runs_dir``, else :func:`reference_throughput`).
+    else ``model_prefix`` - the prefix the base model expects, ``describe_model(...)["prefix"]``: the
+    one its checkpoint records, else its family's -, else none), and this machine's rate
+    (:func:`measured_throughput` in ``runs_dir``, else :func:`reference_throughput`).
 
     Raises:
         DatasetError: the data cannot be read (see :func:`compression.data.load_pairs`).
     """
-    from .data import load_pairs, resolve_prefix
+    from .data import load_pairs
 
     train = load_pairs(config.data)["train"]
     count = len(train)
     sample = train.select(range(min(TOKEN_SAMPLE, len(train))))
-    if config.data.prefix is None and model_prefix is not None:
-        prefix = model_prefix
-    else:
-        prefix = resolve_prefix(config.data, model_type) if model_type is not None else (config.data.prefix or "")
+    prefix = config.data.prefix if config.data.prefix is not None else (model_prefix or "")
     tokens = pair_tokens(list(sample["document"]), list(sample["summary"]), tokenizer, prefix=prefix,
                          max_source_length=config.data.max_source_length,
                          max_target_length=config.data.max_target_length)

@@ -16,6 +16,7 @@ def test_load_local_folder_shows_architecture_and_bounds_sliders(settings, loade
     session, (info, encoder, decoder) = loaded
     facts = describe_model(tiny_t5)
     assert session.facts["params"] == facts["params"]
+    assert session.facts["prefix"] == "summarize: "  # nothing recorded: the T5 family's (the estimate counts it)
     assert session.model_source.endswith("tiny-t5")
     assert "encoder **4** layers · decoder **4** layers · d_model 32 · vocabulary 384" in info
     assert f"**{facts['params'] / 1e6:.2f} M** parameters" in info
