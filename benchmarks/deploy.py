@@ -31,6 +31,13 @@ Size: files on disk (safetensors for PyTorch, ``model.bin`` + vocabulary for CTr
 fraction of the fp32 base; the 3/3 also with its vocabulary pruned to the XSum texts
 (:mod:`compression.vocab`), which the converter takes as it is.
 
+The t5-base shape (full mode, or ``--shape t5-base`` alone; 12/12, d_model 768, random weights, as
+in :mod:`benchmarks.generation`): the PyTorch fp32 12/12 base against the CTranslate2 int8 copies
+of itself and of its 12/6 (decoder halved) and 6/6 students, greedy at batch 1 (four articles one by
+one) and 16 and beam 4 at batch 1, both cores, 64 forced new tokens, sources cut to 512 tokens, each pair A/B alternated
+three times; and their sizes on disk. Only these pairs: the 8-setting table at this shape would
+take hours on a 2-core machine (PyTorch fp32 beam 4 at batch 16 alone is ~8 s per summary).
+
 Quality (the committed offline teacher, or ``--teacher DIR`` trained on the same data): validation
 loss (nats/token, teacher-forced; PyTorch, and CTranslate2's ``score_batch``) of the fp32 teacher
 and its float32 and int8 copies on the first 100 Debian description validation pairs (after the preset's seeded shuffle), and the
@@ -57,6 +64,10 @@ STUDENTS = (("3/3", 3, 3), ("6/3", None, 3))
 PRUNED = "3/3 + pruned vocab"
 #: The deployed copies timed A/B against the fp32 base for the headline: (model, variant).
 HEADLINE_COPIES = (("3/3", "CT2 int8"), (PRUNED, "CT2 int8"))
+#: The t5-base shape's students (label, encoder layers or None for all, decoder layers) and the
+#: copies timed against its PyTorch fp32 12/12 base (:func:`base_shape_table`).
+BASE_SHAPE_STUDENTS = (("12/6", None, 6), ("6/6", 6, 6))
+BASE_SHAPE_COPIES = ("12/12 (base)", "12/6", "6/6")
 VARIANTS = ("PyTorch fp32", "PyTorch bf16", "bnb 8-bit", "CT2 int8", "CT2 float32")
 SPEED_COLUMNS = ["model", "variant", "beams", "batch", "threads", "ms_per_sample", "speedup"]
 
@@ -220,6 +231,70 @@ def speed_tables(quick: bool, rounds: int) -> dict:
             "max_source_length": max_source_length, "cores": cores, "rounds": rounds}
 
 
+def base_shape_table(rounds: int = 3, *, new_tokens: int = 64, max_source_length: int = 512,
+                     singles: int = 4, settings: tuple[tuple[int, int], ...] = ((1, 1), (1, 16), (4, 1))) -> dict:
+    """The deployed copies at the t5-base shape against the PyTorch fp32 12/12 base (see the module
+    docstring): each (beams, batch) of ``settings`` (default greedy at batch 1 and 16, beam 4 at
+    batch 1), all cores, ``new_tokens`` forced new tokens, ``singles`` articles one by one at batch
+    1, A/B alternated ``rounds`` times per pair. Returns ``{"pairs": [...], "size": [...]}``: per
+    pair the copy, beams, batch, ms per summary of both (medians), speedup median / min / max; per
+    model its MiB on disk (fp32 safetensors, CTranslate2 int8 ``model.bin`` + vocabulary) and the
+    fraction of the fp32 base."""
+    from compression.deploy import DeployedModel, deployed_size_mib, export_ct2
+    from compression.export import model_files_size_mib
+    from compression.layers import shrink
+    from compression.load import build_preset, load_tokenizer
+
+    cores = torch.get_num_threads()
+    documents = [p["document"] for p in common.xsum_pairs("validation")]
+    tokenizer = load_tokenizer(common.tokenizer_path())
+    base, _ = build_preset("base", common.tokenizer_path(), seed=0)
+    pairs, sizes = [], []
+    with tempfile.TemporaryDirectory(prefix="deploy-base-") as tmp:
+        deployed = {}
+        for label, enc, dec in (("12/12 (base)", None, None), *BASE_SHAPE_STUDENTS):
+            model = base if enc is None and dec is None else shrink(base, enc, dec).eval()
+            folder = Path(tmp) / label.split(" ")[0].replace("/", "x")
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            int8 = export_ct2(folder, Path(tmp) / f"{folder.name}-int8", quantization="int8")
+            deployed[label] = DeployedModel(int8)
+            sizes += [{"model": label, "variant": "PyTorch fp32", "mib": model_files_size_mib(folder)},
+                      {"model": label, "variant": "CT2 int8", "mib": deployed_size_mib(int8)}]
+            if model is not base:
+                del model
+        for row in sizes:
+            row["of_base"] = row["mib"] / sizes[0]["mib"]
+        for beams, batch in settings:
+            docs = documents[:batch if batch > 1 else singles]
+            base_run = _torch_runner(base, tokenizer, docs, batch, beams, new_tokens, max_source_length, cores)
+            base_run()  # warm-up
+            for label in BASE_SHAPE_COPIES:
+                copy_run = _ct2_runner(deployed[label], docs, batch, beams, new_tokens, max_source_length)
+                copy_run()
+                pair = common.alternate(base_run, copy_run, rounds)
+                print(f"[deploy] t5-base shape: CT2 int8 {label} beams {beams} batch {batch}: "
+                      f"{pair['ratio_median']:.2f}x ({pair['ratio_min']:.2f}-{pair['ratio_max']:.2f})", flush=True)
+                pairs.append({"model": label, "variant": "CT2 int8", "beams": beams, "batch": batch, "threads": cores,
+                              "base_ms_per_sample": 1000 * pair["a_median"] / len(docs),
+                              "ms_per_sample": 1000 * pair["b_median"] / len(docs),
+                              "speedup": pair["ratio_median"], "speedup_min": pair["ratio_min"],
+                              "speedup_max": pair["ratio_max"]})
+    return {"pairs": pairs, "size": sizes, "new_tokens": new_tokens, "max_source_length": max_source_length,
+            "singles": singles, "rounds": rounds, "cores": cores}
+
+
+def base_shape_report(section: dict) -> str:
+    """The printed t5-base shape section of :func:`base_shape_table`'s result."""
+    return "\n".join([
+        f"t5-base shape (12/12, d_model 768): CTranslate2 int8 copies against PyTorch fp32 12/12, "
+        f"{section['new_tokens']} new tokens, A/B alternated x{section['rounds']}:",
+        common.format_table(section["pairs"], ["model", "variant", "beams", "batch", "base_ms_per_sample", "ms_per_sample",
+                                               "speedup", "speedup_min", "speedup_max"]),
+        "Size on disk (fraction of the fp32 12/12 base):",
+        common.format_table(section["size"], ["model", "variant", "mib", "of_base"])])
+
+
 def quality_table(teacher_dir: str, quick: bool, dataset: str = "debian-descriptions",
                   pairs: int | None = -1) -> dict:
     """Validation loss and identical greedy summaries: fp32 teacher against its CTranslate2 copies,
@@ -268,6 +343,8 @@ def report(payload: dict) -> str:
                      f"{h['speedup_max']:.2f}); goal >= {goal}x: {'met' if h['speedup'] >= goal else 'NOT met'}")
     lines += ["", "Size on disk (fraction of the fp32 6/6 base):",
               common.format_table(payload["size"], ["model", "variant", "mib", "of_base"])]
+    if payload.get("t5_base"):
+        lines += ["", base_shape_report(payload["t5_base"])]
     quality = payload.get("quality")
     lines += ["", quality_report(quality) if quality else
               "Quality: give --teacher DIR (a fine-tuned checkpoint) to measure it"]
@@ -293,6 +370,13 @@ def headline(payload: dict) -> list[dict]:
                      "measure": "ms per sample", "result": f"{h['ms_per_sample']:,.1f}",
                      "baseline": f"{h['base_ms_per_sample']:,.1f} (PyTorch fp32 6/6)",
                      "ratio": f"{h['speedup']:.2f}x ({h['speedup_min']:.2f}-{h['speedup_max']:.2f})"})
+    for h in (payload.get("t5_base") or {}).get("pairs", []):
+        search = "greedy" if h.get("beams", 1) == 1 else f"beam {h['beams']}"
+        rows.append({"benchmark": f"Deployed CTranslate2 int8 {h['model'].split(' ')[0]}, t5-base shape, {search}, "
+                                  f"batch {h['batch']}",
+                     "measure": "ms per sample", "result": f"{h['ms_per_sample']:,.1f}",
+                     "baseline": f"{h['base_ms_per_sample']:,.1f} (PyTorch fp32 12/12)",
+                     "ratio": f"{h['speedup']:.2f}x ({h['speedup_min']:.2f}-{h['speedup_max']:.2f})"})
     pruned = next((r for r in payload["size"] if r["model"].startswith("3/3 + pruned")), None)
     if pruned:
         rows.append({"benchmark": "Deployed CTranslate2 int8 3/3 + pruned vocab, size", "measure": "MiB on disk",
@@ -316,6 +400,8 @@ def run(quick: bool = False, teacher: str | None = None) -> dict:
     teacher = _teacher_or_bundled(teacher)
     quality = quality_table(teacher, quick) if teacher else None  # first: minutes, where speed takes long
     payload = speed_tables(quick, rounds=1 if quick else 3)
+    if not quick:
+        payload["t5_base"] = base_shape_table()
     payload["quality"] = quality
     text = report(payload)
     print(text)
@@ -343,6 +429,16 @@ def run_quality(quick: bool = False, teacher: str | None = None, pairs: int | No
     return quality
 
 
+def run_base_shape() -> dict:
+    """Only the t5-base shape section (about 15 minutes on 2 cores): print it and write
+    ``benchmarks/results/full/deploy-t5-base.json`` (and ``.md``)."""
+    section = base_shape_table()
+    text = base_shape_report(section)
+    print(text)
+    common.write_result(f"{NAME}-t5-base", {"t5_base": section}, text)
+    return section
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -351,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality-only", action="store_true",
                         help="only the quality table (validation loss, identical greedy summaries) of the teacher "
                              "and its CTranslate2 copies, written to deploy-quality.{json,md}; no timing")
+    parser.add_argument("--shape", choices=["t5-base"], default=None,
+                        help="only the t5-base shape section of the full run (headline pairs and sizes), written "
+                             "to full/deploy-t5-base.{json,md}")
     parser.add_argument("--quality-pairs", default=None, metavar="N|all",
                         help="validation pairs of the quality table (default 100, quick 50; 'all': every pair, "
                              "written to deploy-quality-all.{json,md})")
@@ -365,8 +464,12 @@ def main(argv: list[str] | None = None) -> int:
             pairs = int(args.quality_pairs)
         else:
             parser.error(f"--quality-pairs takes a positive count or 'all' (got {args.quality_pairs!r})")
+    if args.shape and (args.quick or args.quality_only):
+        parser.error("--shape t5-base is a full-mode section on its own: not with --quick or --quality-only")
     common.use_results_dir(args.quick)
-    if args.quality_only:
+    if args.shape:
+        run_base_shape()
+    elif args.quality_only:
         run_quality(args.quick, args.teacher, pairs)
     else:
         run(args.quick, args.teacher)

@@ -211,6 +211,39 @@ def test_deploy_quality_pairs_flag(monkeypatch, tmp_path):
         assert stop.value.code == 2
 
 
+def test_deploy_t5_base_shape_section(monkeypatch, tmp_path):
+    """``--shape t5-base`` runs only the t5-base section (refused with --quick or --quality-only); its
+    pairs reach the printed report and the suite's headline rows, against the 12/12 base."""
+    from benchmarks import deploy
+
+    calls = []
+    monkeypatch.setattr(deploy, "run_base_shape", lambda: calls.append("t5-base"))
+    monkeypatch.setattr(deploy, "run", lambda quick, teacher: calls.append("all"))
+    monkeypatch.setattr(common, "use_results_dir", lambda quick: tmp_path)
+    assert deploy.main(["--shape", "t5-base"]) == 0
+    assert calls == ["t5-base"]
+    for argv in (["--shape", "t5-base", "--quick"], ["--shape", "t5-base", "--quality-only"],
+                 ["--shape", "t5-small"]):
+        with pytest.raises(SystemExit) as stop:
+            deploy.main(argv)
+        assert stop.value.code == 2
+    pair = {"model": "6/6", "variant": "CT2 int8", "beams": 1, "batch": 16, "threads": 2, "base_ms_per_sample": 1200.0,
+            "ms_per_sample": 200.0, "speedup": 6.0, "speedup_min": 5.5, "speedup_max": 6.5}
+    section = {"pairs": [pair], "size": [{"model": "12/12 (base)", "variant": "PyTorch fp32", "mib": 850.0,
+                                          "of_base": 1.0}],
+               "new_tokens": 64, "max_source_length": 512, "singles": 4, "rounds": 3, "cores": 2}
+    text = deploy.base_shape_report(section)
+    assert "PyTorch fp32 12/12" in text and "6/6" in text and "850" in text
+    payload = {"headline": [], "size": [{"model": "6/6 (base)", "variant": "PyTorch fp32", "mib": 230.8,
+                                         "of_base": 1.0}], "t5_base": section}
+    rows = deploy.headline(payload | {"t5_base": section | {"pairs": [pair, pair | {"beams": 4, "batch": 1}]}})
+    assert rows[1]["benchmark"] == "Deployed CTranslate2 int8 6/6, t5-base shape, beam 4, batch 1"
+    rows = deploy.headline(payload)
+    assert rows == [{"benchmark": "Deployed CTranslate2 int8 6/6, t5-base shape, greedy, batch 16",
+                     "measure": "ms per sample", "result": "200.0", "baseline": "1,200.0 (PyTorch fp32 12/12)",
+                     "ratio": "6.00x (5.50-6.50)"}]
+
+
 def test_finetune_table_separates_the_projects_validations_from_its_training():
     """The project's timed epoch includes its in-training validations, which Seq2SeqTrainer's defaults
     do not run: the summary also gives the training-alone ratio (real tokens over training seconds)."""
