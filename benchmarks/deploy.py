@@ -1,7 +1,8 @@
 """Deployed copies against PyTorch: speed, size and quality cost of CTranslate2 int8.
 
 ``python -m benchmarks --only deploy [--quick] [--teacher DIR]`` (or ``python -m benchmarks.deploy``;
-``python -m benchmarks.deploy --quality-only`` scores only the quality table, for a new teacher).
+``python -m benchmarks.deploy --quality-only`` scores only the quality table, for a new teacher;
+``--headline-only`` times only the headline pairs and sizes, a few minutes even in full mode).
 
 Models: the t5-small shape (preset ``"small"``: 6/6 layers, d_model 512, the real 32,128-piece T5
 vocabulary, random weights - the output length is forced, so weights do not matter for speed) and
@@ -157,7 +158,9 @@ def _build(work: Path, prune_texts: list[str]):
     return tokenizer, models, sizes, rest, DeployedModel
 
 
-def speed_tables(quick: bool, rounds: int) -> dict:
+def speed_tables(quick: bool, rounds: int, *, table: bool = True) -> dict:
+    """The headline pairs and (``table``) the speed table of the module docstring, with the sizes;
+    ``table=False``: the headline pairs only (``--headline-only``), ``"speed"`` left empty."""
     cores = torch.get_num_threads()
     new_tokens = 16 if quick else 64
     singles = 1 if quick else 4  # documents timed one by one at batch 1
@@ -205,7 +208,7 @@ def speed_tables(quick: bool, rounds: int) -> dict:
                                  "ms_per_sample": 1000 * pair["b_median"] / docs})
 
         rows = []
-        for beams, batch, threads in settings:
+        for beams, batch, threads in settings if table else []:
             docs = batch if batch > 1 else singles
             cells = {(label, variant): runner(label, variant, beams, batch, threads)
                      for label in models for variant in variants if variant in models[label]}
@@ -334,9 +337,10 @@ def quality_table(teacher_dir: str, quick: bool, dataset: str = "debian-descript
 
 
 def report(payload: dict) -> str:
-    lines = ["Deployed copy: speedup over PyTorch fp32 6/6 (same setting, same round)",
-             common.format_table(payload["speed"], SPEED_COLUMNS), "",
-             "Headline, A/B alternated: CTranslate2 int8 3/3 against PyTorch fp32 6/6, greedy:"]
+    lines = (["Deployed copy: speedup over PyTorch fp32 6/6 (same setting, same round)",
+              common.format_table(payload["speed"], SPEED_COLUMNS), ""] if payload["speed"] else [])
+    lines += [f"Headline, A/B alternated: CTranslate2 int8 3/3 against PyTorch fp32 6/6, greedy, "
+              f"{payload['new_tokens']} new tokens, sources cut to {payload['max_source_length']} tokens:"]
     for h in payload["headline"]:
         goal = GOALS["batch1"] if h["batch"] == 1 else GOALS["batch16"]
         lines.append(f"  {h.get('model', '3/3')}, batch {h['batch']}, {h['threads']} threads: {h['speedup']:.2f}x ({h['speedup_min']:.2f}-"
@@ -429,6 +433,18 @@ def run_quality(quick: bool = False, teacher: str | None = None, pairs: int | No
     return quality
 
 
+def run_headline(quick: bool = False) -> dict:
+    """Only the headline pairs (the CTranslate2 int8 3/3, plain and with the pruned vocabulary,
+    against PyTorch fp32 6/6, greedy, batch 1 and 16, A/B alternated; a few minutes) and the
+    sizes, in the mode's settings (full: 64 new tokens, 512-token sources, four articles at batch
+    1): print them and write ``benchmarks/results/[full/]deploy-headline.json`` (and ``.md``)."""
+    payload = speed_tables(quick, rounds=3, table=False)
+    text = report(payload)
+    print(text)
+    common.write_result(f"{NAME}-headline", payload, text)
+    return payload
+
+
 def run_base_shape() -> dict:
     """Only the t5-base shape section (about 15 minutes on 2 cores): print it and write
     ``benchmarks/results/full/deploy-t5-base.json`` (and ``.md``)."""
@@ -450,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", choices=["t5-base"], default=None,
                         help="only the t5-base shape section of the full run (headline pairs and sizes), written "
                              "to full/deploy-t5-base.{json,md}")
+    parser.add_argument("--headline-only", action="store_true",
+                        help="only the A/B headline pairs and sizes (no 8-setting table, no quality table), "
+                             "written to deploy-headline.{json,md}")
     parser.add_argument("--quality-pairs", default=None, metavar="N|all",
                         help="validation pairs of the quality table (default 100, quick 50; 'all': every pair, "
                              "written to deploy-quality-all.{json,md})")
@@ -464,11 +483,16 @@ def main(argv: list[str] | None = None) -> int:
             pairs = int(args.quality_pairs)
         else:
             parser.error(f"--quality-pairs takes a positive count or 'all' (got {args.quality_pairs!r})")
-    if args.shape and (args.quick or args.quality_only):
-        parser.error("--shape t5-base is a full-mode section on its own: not with --quick or --quality-only")
+    if args.shape and (args.quick or args.quality_only or args.headline_only):
+        parser.error("--shape t5-base is a full-mode section on its own: not with --quick, --quality-only "
+                     "or --headline-only")
+    if args.headline_only and args.quality_only:
+        parser.error("--headline-only and --quality-only are two separate parts: give one")
     common.use_results_dir(args.quick)
     if args.shape:
         run_base_shape()
+    elif args.headline_only:
+        run_headline(args.quick)
     elif args.quality_only:
         run_quality(args.quick, args.teacher, pairs)
     else:

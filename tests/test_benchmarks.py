@@ -212,17 +212,22 @@ def test_deploy_quality_pairs_flag(monkeypatch, tmp_path):
 
 
 def test_deploy_t5_base_shape_section(monkeypatch, tmp_path):
-    """``--shape t5-base`` runs only the t5-base section (refused with --quick or --quality-only); its
-    pairs reach the printed report and the suite's headline rows, against the 12/12 base."""
+    """``--shape t5-base`` runs only the t5-base section and ``--headline-only`` only the headline
+    pairs (each refused with a flag it would ignore); the t5-base pairs reach the printed report and
+    the suite's headline rows, against the 12/12 base; a headline-only report has no speed table."""
     from benchmarks import deploy
 
     calls = []
     monkeypatch.setattr(deploy, "run_base_shape", lambda: calls.append("t5-base"))
     monkeypatch.setattr(deploy, "run", lambda quick, teacher: calls.append("all"))
+    monkeypatch.setattr(deploy, "run_headline", lambda quick: calls.append(("headline", quick)))
     monkeypatch.setattr(common, "use_results_dir", lambda quick: tmp_path)
     assert deploy.main(["--shape", "t5-base"]) == 0
-    assert calls == ["t5-base"]
+    assert deploy.main(["--headline-only"]) == 0
+    assert deploy.main(["--headline-only", "--quick"]) == 0
+    assert calls == ["t5-base", ("headline", False), ("headline", True)]
     for argv in (["--shape", "t5-base", "--quick"], ["--shape", "t5-base", "--quality-only"],
+                 ["--shape", "t5-base", "--headline-only"], ["--headline-only", "--quality-only"],
                  ["--shape", "t5-small"]):
         with pytest.raises(SystemExit) as stop:
             deploy.main(argv)
@@ -238,6 +243,12 @@ def test_deploy_t5_base_shape_section(monkeypatch, tmp_path):
                                          "of_base": 1.0}], "t5_base": section}
     rows = deploy.headline(payload | {"t5_base": section | {"pairs": [pair, pair | {"beams": 4, "batch": 1}]}})
     assert rows[1]["benchmark"] == "Deployed CTranslate2 int8 6/6, t5-base shape, beam 4, batch 1"
+    only = {"headline": [{"model": "3/3", "batch": 1, "threads": 2, "speedup": 4.3, "speedup_min": 3.8,
+                          "speedup_max": 4.5}], "speed": [], "size": payload["size"], "new_tokens": 64,
+            "max_source_length": 512}
+    text = deploy.report(only)
+    assert "speedup over PyTorch fp32 6/6 (same setting" not in text
+    assert "64 new tokens, sources cut to 512 tokens" in text and "4.30x (3.80-4.50); goal >= 4.0x: met" in text
     rows = deploy.headline(payload)
     assert rows == [{"benchmark": "Deployed CTranslate2 int8 6/6, t5-base shape, greedy, batch 16",
                      "measure": "ms per sample", "result": "200.0", "baseline": "1,200.0 (PyTorch fp32 12/12)",
