@@ -264,8 +264,6 @@ def base_shape_table(rounds: int = 3, *, new_tokens: int = 64, max_source_length
             deployed[label] = DeployedModel(int8)
             sizes += [{"model": label, "variant": "PyTorch fp32", "mib": model_files_size_mib(folder)},
                       {"model": label, "variant": "CT2 int8", "mib": deployed_size_mib(int8)}]
-            if model is not base:
-                del model
         for row in sizes:
             row["of_base"] = row["mib"] / sizes[0]["mib"]
         for beams, batch in settings:
@@ -488,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
                      "or --headline-only")
     if args.headline_only and args.quality_only:
         parser.error("--headline-only and --quality-only are two separate parts: give one")
+    if args.teacher and (args.shape or args.headline_only):
+        parser.error("--teacher is for the quality table, which --shape and --headline-only do not run")
     common.use_results_dir(args.quick)
     if args.shape:
         run_base_shape()

@@ -228,6 +228,7 @@ def test_deploy_t5_base_shape_section(monkeypatch, tmp_path):
     assert calls == ["t5-base", ("headline", False), ("headline", True)]
     for argv in (["--shape", "t5-base", "--quick"], ["--shape", "t5-base", "--quality-only"],
                  ["--shape", "t5-base", "--headline-only"], ["--headline-only", "--quality-only"],
+                 ["--headline-only", "--teacher", str(tmp_path)],
                  ["--shape", "t5-small"]):
         with pytest.raises(SystemExit) as stop:
             deploy.main(argv)
