@@ -158,6 +158,18 @@ def _build(work: Path, prune_texts: list[str]):
     return tokenizer, models, sizes, rest, DeployedModel
 
 
+def _timed_pair(base_run, copy_run, rounds: int, docs: int, name: str, **row) -> dict:
+    """``base_run`` and ``copy_run`` (both warmed up) timed A/B alternately ``rounds`` times
+    (:func:`benchmarks.common.alternate`), printed as ``name``; returns ``row`` with the speedup
+    (median, min, max of the per-pair ratios) and both medians in ms per summary of ``docs``."""
+    pair = common.alternate(base_run, copy_run, rounds)
+    print(f"[deploy] {name}: {pair['ratio_median']:.2f}x ({pair['ratio_min']:.2f}-{pair['ratio_max']:.2f})",
+          flush=True)
+    return {**row, "speedup": pair["ratio_median"], "speedup_min": pair["ratio_min"],
+            "speedup_max": pair["ratio_max"], "base_ms_per_sample": 1000 * pair["a_median"] / docs,
+            "ms_per_sample": 1000 * pair["b_median"] / docs}
+
+
 def speed_tables(quick: bool, rounds: int, *, table: bool = True) -> dict:
     """The headline pairs and (``table``) the speed table of the module docstring, with the sizes;
     ``table=False``: the headline pairs only (``--headline-only``), ``"speed"`` left empty."""
@@ -197,15 +209,9 @@ def speed_tables(quick: bool, rounds: int, *, table: bool = True) -> dict:
                 base = runner("6/6 (base)", "PyTorch fp32", 1, batch, cores)
                 deployed = runner(model_label, variant, 1, batch, cores)
                 base(), deployed()  # warm-up
-                pair = common.alternate(base, deployed, 3)
-                print(f"[deploy] headline {model_label} batch {batch}: {pair['ratio_median']:.2f}x "
-                      f"({pair['ratio_min']:.2f}-{pair['ratio_max']:.2f})", flush=True)
-                docs = batch if batch > 1 else singles
-                headline.append({"model": model_label, "variant": variant, "batch": batch, "threads": cores,
-                                 "speedup": pair["ratio_median"], "speedup_min": pair["ratio_min"],
-                                 "speedup_max": pair["ratio_max"],
-                                 "base_ms_per_sample": 1000 * pair["a_median"] / docs,
-                                 "ms_per_sample": 1000 * pair["b_median"] / docs})
+                headline.append(_timed_pair(base, deployed, 3, batch if batch > 1 else singles,
+                                            f"headline {model_label} batch {batch}", model=model_label,
+                                            variant=variant, batch=batch, threads=cores))
 
         rows = []
         for beams, batch, threads in settings if table else []:
@@ -273,14 +279,9 @@ def base_shape_table(rounds: int = 3, *, new_tokens: int = 64, max_source_length
             for label in BASE_SHAPE_COPIES:
                 copy_run = _ct2_runner(deployed[label], docs, batch, beams, new_tokens, max_source_length)
                 copy_run()
-                pair = common.alternate(base_run, copy_run, rounds)
-                print(f"[deploy] t5-base shape: CT2 int8 {label} beams {beams} batch {batch}: "
-                      f"{pair['ratio_median']:.2f}x ({pair['ratio_min']:.2f}-{pair['ratio_max']:.2f})", flush=True)
-                pairs.append({"model": label, "variant": "CT2 int8", "beams": beams, "batch": batch, "threads": cores,
-                              "base_ms_per_sample": 1000 * pair["a_median"] / len(docs),
-                              "ms_per_sample": 1000 * pair["b_median"] / len(docs),
-                              "speedup": pair["ratio_median"], "speedup_min": pair["ratio_min"],
-                              "speedup_max": pair["ratio_max"]})
+                pairs.append(_timed_pair(base_run, copy_run, rounds, len(docs),
+                                         f"t5-base shape: CT2 int8 {label} beams {beams} batch {batch}",
+                                         model=label, variant="CT2 int8", beams=beams, batch=batch, threads=cores))
     return {"pairs": pairs, "size": sizes, "new_tokens": new_tokens, "max_source_length": max_source_length,
             "singles": singles, "rounds": rounds, "cores": cores}
 
@@ -365,20 +366,16 @@ def table(payload: dict) -> str:
 
 
 def headline(payload: dict) -> list[dict]:
-    rows = []
-    for h in payload["headline"]:
-        rows.append({"benchmark": f"Deployed CTranslate2 int8 {h.get('model', '3/3')}, t5-small shape, greedy, "
-                                  f"batch {h['batch']}",
-                     "measure": "ms per sample", "result": f"{h['ms_per_sample']:,.1f}",
-                     "baseline": f"{h['base_ms_per_sample']:,.1f} (PyTorch fp32 6/6)",
-                     "ratio": f"{h['speedup']:.2f}x ({h['speedup_min']:.2f}-{h['speedup_max']:.2f})"})
-    for h in (payload.get("t5_base") or {}).get("pairs", []):
+    def pair_row(h: dict, shape: str, base: str) -> dict:
         search = "greedy" if h.get("beams", 1) == 1 else f"beam {h['beams']}"
-        rows.append({"benchmark": f"Deployed CTranslate2 int8 {h['model'].split(' ')[0]}, t5-base shape, {search}, "
-                                  f"batch {h['batch']}",
-                     "measure": "ms per sample", "result": f"{h['ms_per_sample']:,.1f}",
-                     "baseline": f"{h['base_ms_per_sample']:,.1f} (PyTorch fp32 12/12)",
-                     "ratio": f"{h['speedup']:.2f}x ({h['speedup_min']:.2f}-{h['speedup_max']:.2f})"})
+        return {"benchmark": f"Deployed CTranslate2 int8 {h.get('model', '3/3').split(' (')[0]}, {shape} shape, "
+                             f"{search}, batch {h['batch']}",
+                "measure": "ms per sample", "result": f"{h['ms_per_sample']:,.1f}",
+                "baseline": f"{h['base_ms_per_sample']:,.1f} (PyTorch fp32 {base})",
+                "ratio": f"{h['speedup']:.2f}x ({h['speedup_min']:.2f}-{h['speedup_max']:.2f})"}
+
+    rows = [pair_row(h, "t5-small", "6/6") for h in payload["headline"]]
+    rows += [pair_row(h, "t5-base", "12/12") for h in (payload.get("t5_base") or {}).get("pairs", [])]
     pruned = next((r for r in payload["size"] if r["model"].startswith("3/3 + pruned")), None)
     if pruned:
         rows.append({"benchmark": "Deployed CTranslate2 int8 3/3 + pruned vocab, size", "measure": "MiB on disk",
