@@ -53,6 +53,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -298,9 +299,9 @@ def base_shape_report(section: dict) -> str:
 
 
 def quality_table(teacher_dir: str, quick: bool, dataset: str = "debian-descriptions",
-                  pairs: int | None = -1) -> dict:
+                  pairs: int | Literal["all"] | None = None) -> dict:
     """Validation loss and identical greedy summaries: fp32 teacher against its CTranslate2 copies,
-    on the first ``pairs`` validation pairs (default -1: 100, quick 50; ``None``: all) of the
+    on the first ``pairs`` validation pairs (``None``: 100, quick 50; ``"all"``: every pair) of the
     dataset preset ``dataset`` with its lengths, prefix and shuffle (:mod:`compression.dataset_presets`)."""
     from compression.config import DataArgs, EvalArgs
     from compression.data import load_pairs
@@ -308,9 +309,9 @@ def quality_table(teacher_dir: str, quick: bool, dataset: str = "debian-descript
     from compression.evaluate import compute_validation_loss, generate_summaries
     from compression.load import load_model
 
-    if pairs == -1:
+    if pairs is None:
         pairs = 50 if quick else 100
-    data = DataArgs(dataset=dataset, max_train_samples=1, max_eval_samples=pairs)
+    data = DataArgs(dataset=dataset, max_train_samples=1, max_eval_samples=None if pairs == "all" else pairs)
     split = load_pairs(data)["validation"]
     documents, references = list(split["document"]), list(split["summary"])
     model, tokenizer = load_model(teacher_dir)
@@ -408,10 +409,11 @@ def run(quick: bool = False, teacher: str | None = None) -> dict:
     return payload
 
 
-def run_quality(quick: bool = False, teacher: str | None = None, pairs: int | None = -1) -> dict:
+def run_quality(quick: bool = False, teacher: str | None = None,
+                pairs: int | Literal["all"] | None = None) -> dict:
     """Only the quality table (minutes, no timing): print it and write
     ``benchmarks/results/deploy-quality.json`` (and ``.md``; ``deploy-quality-all.*`` when scored on
-    every validation pair, ``pairs=None``), leaving the speed tables of the last full run as they
+    every validation pair, ``pairs="all"``), leaving the speed tables of the last full run as they
     are; for re-scoring a new teacher. ``teacher``: as in :func:`run`; ``pairs``: as in
     :func:`quality_table`.
 
@@ -424,7 +426,7 @@ def run_quality(quick: bool = False, teacher: str | None = None, pairs: int | No
     quality = quality_table(teacher, quick, pairs=pairs)
     text = quality_report(quality)
     print(text)
-    common.write_result(f"{NAME}-quality" + ("-all" if pairs is None else ""), {"quality": quality}, text)
+    common.write_result(f"{NAME}-quality" + ("-all" if pairs == "all" else ""), {"quality": quality}, text)
     return quality
 
 
@@ -468,15 +470,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="validation pairs of the quality table (default 100, quick 50; 'all': every pair, "
                              "written to deploy-quality-all.{json,md})")
     args = parser.parse_args(argv)
-    pairs = -1
-    if args.quality_pairs is not None:
+    pairs = args.quality_pairs
+    if pairs is not None:
         if not args.quality_only:
             parser.error("--quality-pairs goes with --quality-only (the full run scores 100 pairs)")
-        if args.quality_pairs == "all":
-            pairs = None
-        elif args.quality_pairs.isdigit() and int(args.quality_pairs) > 0:
-            pairs = int(args.quality_pairs)
-        else:
+        if pairs.isdigit() and int(pairs) > 0:
+            pairs = int(pairs)
+        elif pairs != "all":
             parser.error(f"--quality-pairs takes a positive count or 'all' (got {args.quality_pairs!r})")
     if args.shape and (args.quick or args.quality_only or args.headline_only):
         parser.error("--shape t5-base is a full-mode section on its own: not with --quick, --quality-only "

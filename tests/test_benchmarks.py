@@ -204,7 +204,7 @@ def test_deploy_quality_pairs_flag(monkeypatch, tmp_path):
     assert deploy.main(["--quality-only"]) == 0
     assert deploy.main(["--quality-only", "--quality-pairs", "all"]) == 0
     assert deploy.main(["--quality-only", "--quick", "--quality-pairs", "300"]) == 0
-    assert calls == [(False, -1), (False, None), (True, 300)]
+    assert calls == [(False, None), (False, "all"), (True, 300)]
     for argv in (["--quality-only", "--quality-pairs", "0"], ["--quality-pairs", "all"]):
         with pytest.raises(SystemExit) as stop:
             deploy.main(argv)
