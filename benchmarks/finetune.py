@@ -14,12 +14,14 @@ batch size (8), learning rate (3e-4), seed (42) and one epoch for every variant:
 * ``project_fp32`` (full mode only): the same with ``bf16="no"``, to show what bf16 autocast buys
   and that it costs no loss;
 * ``project_fp32_torch_masks``: ``bf16="no"`` and ``dropout_masks="torch"`` (PyTorch's own dropout
-  masks instead of :mod:`compression.fast_dropout`'s), to show what the fast masks buy.
+  masks instead of :mod:`compression.fast_dropout`'s), to show what the fast masks buy;
+* ``project_fp32_system_allocator``: ``bf16="no"`` and ``allocator="system"`` (glibc's own ``malloc``
+  settings instead of :mod:`compression.cpu_allocator`'s), to show what holding freed memory buys.
 
 ``python -m benchmarks.finetune --fp32 [--quick] [--rounds N]`` compares what a CPU **without
-native bf16** runs, on any CPU: ``trainer_default``, ``project_fp32`` (the project's defaults there)
-and ``project_fp32_torch_masks``, and writes ``results/finetune-fp32.{json,md}`` (``-quick`` with
-``--quick``). On a CPU that has native bf16 this runs the same fp32 code an AVX2-only CPU runs, not
+native bf16** runs, on any CPU: ``trainer_default``, ``project_fp32`` (the project's defaults there),
+``project_fp32_torch_masks`` and ``project_fp32_system_allocator``, and writes
+``results/finetune-fp32.{json,md}`` (``-quick`` with ``--quick``). On a CPU that has native bf16 this runs the same fp32 code an AVX2-only CPU runs, not
 at its speed: the README names the machine of every row.
 
 Each run is a fresh process (:func:`benchmarks.common.run_child`), one at a time, alternating A, B, C,
@@ -55,10 +57,11 @@ from . import common
 
 NAME = "finetune"
 SOURCE_LENGTH, TARGET_LENGTH, BATCH_SIZE, LEARNING_RATE, SEED = 512, 64, 8, 3e-4, 42
-VARIANTS = ("trainer_default", "trainer_grouped", "project", "project_fp32", "project_fp32_torch_masks")
+VARIANTS = ("trainer_default", "trainer_grouped", "project", "project_fp32", "project_fp32_torch_masks",
+            "project_fp32_system_allocator")
 #: Variants of each mode: quick, full (the fp32 ablation added) and ``--fp32`` (what a CPU without bf16 runs).
 QUICK_VARIANTS, FULL_VARIANTS = VARIANTS[:3], VARIANTS[:4]
-FP32_VARIANTS = ("trainer_default", "project_fp32", "project_fp32_torch_masks")
+FP32_VARIANTS = ("trainer_default", "project_fp32", "project_fp32_torch_masks", "project_fp32_system_allocator")
 GEMM_SIZE = 2048
 
 
@@ -255,7 +258,8 @@ def child_main(variant: str, n_train: int | None, n_validation: int | None) -> N
             train_loss, counter = _plain_trainer(model, tokenizer, train, Path(tmp), variant == "trainer_grouped")
         else:
             train_args = {"project": TrainArgs(), "project_fp32": TrainArgs(bf16="no"),
-                          "project_fp32_torch_masks": TrainArgs(bf16="no", dropout_masks="torch")}[variant]
+                          "project_fp32_torch_masks": TrainArgs(bf16="no", dropout_masks="torch"),
+                          "project_fp32_system_allocator": TrainArgs(bf16="no", allocator="system")}[variant]
             result, counter, evaluation_seconds = _project(model, tokenizer, train, validation, Path(tmp), train_args)
             train_loss = result.train_loss
             extra = {"in_training_eval_loss": result.eval_loss, "evaluation_seconds": evaluation_seconds,
@@ -441,6 +445,9 @@ def table(payload: dict) -> str:
     if {"project_fp32", "project_fp32_torch_masks"} <= variants:
         lines.append("fast dropout masks (compression.fast_dropout) against PyTorch's, both fp32: "
                      + _ratio_text(payload["runs"], "project_fp32", "project_fp32_torch_masks"))
+    if {"project_fp32", "project_fp32_system_allocator"} <= variants:
+        lines.append("freed memory held for reuse (compression.cpu_allocator) against glibc's defaults, both fp32: "
+                     + _ratio_text(payload["runs"], "project_fp32", "project_fp32_system_allocator"))
     return "\n".join(lines)
 
 
@@ -497,8 +504,9 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="--fp32: what a CPU without native bf16 runs, against "
                                                  "Seq2SeqTrainer's defaults; --variant: one run, as a child of run_child")
-    parser.add_argument("--fp32", action="store_true", help="trainer_default, project_fp32 and "
-                                                            "project_fp32_torch_masks; writes results/finetune-fp32.*")
+    parser.add_argument("--fp32", action="store_true", help="trainer_default, project_fp32, project_fp32_torch_masks "
+                                                            "and project_fp32_system_allocator; writes "
+                                                            "results/finetune-fp32.*")
     parser.add_argument("--quick", action="store_true", help="with --fp32: 168 pairs, 1 round")
     parser.add_argument("--rounds", type=int, help="with --fp32: rounds (default: 1 quick, 3 full)")
     parser.add_argument("--variant", choices=VARIANTS)

@@ -41,6 +41,8 @@ GradientCheckpointing = Literal["auto", "yes", "no"]
 Optimizer = Literal["adamw", "adafactor"]
 #: ``auto``: ``fast`` on a CPU, ``torch`` elsewhere (:mod:`compression.fast_dropout`).
 DropoutMasks = Literal["auto", "fast", "torch"]
+#: ``auto``: ``hold`` on a CPU where the C library is glibc (:mod:`compression.cpu_allocator`).
+Allocator = Literal["auto", "hold", "system"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 #: ``auto``: the smallest copy not slower than float32 here, measured (:mod:`compression.auto_quantize`).
 Quantize = Literal["auto", "none", "8bit", "4bit", "fp4", "fp16", "bf16"]
@@ -267,6 +269,11 @@ class TrainArgs(_Settings):
         "auto", "how dropout draws its random masks while training: fast draws 15 bits per element, four "
                 "elements per 64-bit draw (compression.fast_dropout; same dropout, different random stream); "
                 "torch: PyTorch's own, a random number per element; auto: fast on a CPU")
+    allocator: Allocator = setting(
+        "auto", "memory while training on a CPU: hold keeps freed memory in the process for the next step "
+                "(glibc mallopt: no mmap per large tensor, no heap trimming; handed back after training; "
+                "compression.cpu_allocator), system: the C library's defaults; auto: hold on a CPU where "
+                "the C library is glibc")
     gradient_checkpointing: GradientCheckpointing = setting(
         "auto", "recompute each layer's activations in the backward pass instead of keeping them: less memory, "
                 "more time per step; auto: on for long sources (see compression.train.CHECKPOINTING_FROM)")

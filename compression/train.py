@@ -35,6 +35,7 @@ from transformers.trainer_utils import EvalLoopOutput
 from transformers.utils import is_torch_tf32_available
 
 from .config import TrainArgs
+from .cpu_allocator import hold_freed_memory, why_not_available
 from .data import count_tokens, make_collator
 from .device import bf16_native, cpu_has_native_bf16, resolve_device  # noqa: F401  (re-exported)
 from .errors import CompressionError, OutOfMemoryError, RunError
@@ -331,7 +332,8 @@ def fast_attention(model: torch.nn.Module, device: torch.device, bf16: bool) -> 
 
 def speed_choices(args: TrainArgs, device: torch.device, bf16: bool) -> dict:
     """What a training on ``device`` runs with, and why, in words (``train.json``'s ``speed``):
-    ``{"bf16_autocast": bool, "bf16_why", "dropout_masks": "fast"|"torch", "dropout_masks_why"}``."""
+    ``{"bf16_autocast": bool, "bf16_why", "dropout_masks": "fast"|"torch", "dropout_masks_why",
+    "allocator": "hold"|"system", "allocator_why"}``."""
     if args.bf16 != "auto":
         bf16_why = f"bf16={args.bf16} was asked for"
     elif bf16:
@@ -347,8 +349,20 @@ def speed_choices(args: TrainArgs, device: torch.device, bf16: bool) -> dict:
                      "compression.fast_dropout one per four (python -m benchmarks.step_profile)")
     else:
         masks_why = "auto: a GPU draws dropout masks in parallel already"
+    hold = allocator_held(args, device)
+    if args.allocator != "auto":
+        allocator_why = f"allocator={args.allocator} was asked for" + (
+            f", but {why_not_available()}" if args.allocator == "hold" and not hold else "")
+    elif hold:
+        allocator_why = ("auto: on a CPU glibc would unmap and trim the memory of every large activation and "
+                         "fault it in again the next step; held for reuse instead (compression.cpu_allocator)")
+    elif device.type != "cpu":
+        allocator_why = f"auto: training on {device.type.upper()} memory, not the C library's"
+    else:
+        allocator_why = f"auto: {why_not_available()}"
     return {"bf16_autocast": bf16, "bf16_why": bf16_why, "dropout_masks": "fast" if fast else "torch",
-            "dropout_masks_why": masks_why}
+            "dropout_masks_why": masks_why, "allocator": "hold" if hold else "system",
+            "allocator_why": allocator_why}
 
 
 def dropout_masks_enabled(args: TrainArgs, device: torch.device) -> bool:
@@ -357,6 +371,14 @@ def dropout_masks_enabled(args: TrainArgs, device: torch.device) -> bool:
     ``python -m benchmarks.step_profile``). GPUs draw their masks in parallel kernels already, so
     ``auto`` keeps PyTorch's there."""
     return args.dropout_masks == "fast" or (args.dropout_masks == "auto" and device.type == "cpu")
+
+
+def allocator_held(args: TrainArgs, device: torch.device) -> bool:
+    """Whether training keeps freed memory for reuse (:func:`compression.cpu_allocator.hold_freed_memory`):
+    ``args.allocator`` ``"hold"``, or ``"auto"`` on a CPU, in both cases only where the C library is
+    glibc. A GPU's activations live in PyTorch's own caching allocator already."""
+    wanted = args.allocator == "hold" or (args.allocator == "auto" and device.type == "cpu")
+    return wanted and why_not_available() is None
 
 
 def restore_forward(model: torch.nn.Module) -> None:
@@ -587,6 +609,8 @@ def run_trainer(
     restores = [fast_attention(each, device, bool(training_args.bf16)) for each in attending]
     if dropout_masks_enabled(args, device):
         restores += [use_fast_dropout(each) for each in {id(m): m for m in [model, *attending]}.values()]
+    if allocator_held(args, device):
+        restores.append(hold_freed_memory())
     trainer = None
     callback = ProgressCallback(on_progress, cancel, output_dir / LOSS_LOG,
                                 lambda: trainer.tokens_seen if trainer is not None else 0, extra_keys,
