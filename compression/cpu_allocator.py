@@ -17,7 +17,9 @@ and ``malloc_trim(0)`` hands what lies free to the kernel again. Memory is only 
 a training computes exactly the same numbers either way (``tests/test_cpu_allocator.py``). Only glibc
 has ``mallopt`` with these parameters (Linux distributions other than Alpine's musl); elsewhere the
 settings are left alone and the reason says so. Measured in ``python -m benchmarks.finetune --fp32``
-(``TrainArgs.allocator``: ``"hold"`` against ``"system"``).
+(``TrainArgs.allocator``: ``"hold"`` against ``"system"``): one fp32 epoch of the tiny preset on 699
+XSum pairs, 2-core AMD EPYC, 1.19x faster natively and 1.16x (1.11-1.21) with every library held to
+AVX2 code paths, at a peak RSS of 2,100 MiB against 1,876 MiB (2026-12-05).
 """
 
 from __future__ import annotations
