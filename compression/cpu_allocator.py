@@ -48,13 +48,11 @@ def glibc() -> ctypes.CDLL | None:
     """The process's C library when it is glibc (has ``mallopt`` and ``malloc_trim``), else ``None``."""
     name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
-        libc.gnu_get_libc_version.restype = ctypes.c_char_p
-        libc.gnu_get_libc_version()
-        libc.mallopt, libc.malloc_trim  # noqa: B018 - both must exist
-    except (OSError, AttributeError, TypeError):
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
         return None
-    return libc
+    names = ("gnu_get_libc_version", "mallopt", "malloc_trim")  # the first one only glibc has
+    return libc if libc is not None and all(hasattr(libc, each) for each in names) else None
 
 
 def why_not_available() -> str | None:

@@ -46,6 +46,13 @@ def test_hold_sets_once_and_the_last_restore_puts_glibc_defaults_back(monkeypatc
     assert cpu_allocator.M_MMAP_THRESHOLD not in GLIBC_DEFAULTS  # setting it would end glibc's dynamic threshold
 
 
+def test_no_c_library_found_means_no_glibc(monkeypatch):
+    import ctypes.util
+
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)  # as on Windows
+    assert cpu_allocator.glibc.__wrapped__() is None  # the uncached lookup
+
+
 def test_without_glibc_nothing_is_set_and_the_reason_is_given(monkeypatch):
     monkeypatch.setattr(cpu_allocator, "glibc", lambda: None)
     monkeypatch.setattr(train_module, "why_not_available", cpu_allocator.why_not_available)
