@@ -21,8 +21,9 @@ batch size (8), learning rate (3e-4), seed (42) and one epoch for every variant:
 ``python -m benchmarks.finetune --fp32 [--quick] [--rounds N]`` compares what a CPU **without
 native bf16** runs, on any CPU: ``trainer_default``, ``project_fp32`` (the project's defaults there),
 ``project_fp32_torch_masks`` and ``project_fp32_system_allocator``, and writes
-``results/finetune-fp32.{json,md}`` (``-quick`` with ``--quick``). On a CPU that has native bf16 this runs the same fp32 code an AVX2-only CPU runs, not
-at its speed: the README names the machine of every row.
+``results/finetune-fp32.{json,md}`` (``-quick`` with ``--quick``). On a CPU that has native bf16
+this runs the same fp32 code an AVX2-only CPU runs, not at its speed: the README names the machine
+of every row.
 
 Each run is a fresh process (:func:`benchmarks.common.run_child`), one at a time, alternating A, B, C,
 A, B, C ... with the order rotated every round; it is timed from building its Trainer to the end of
