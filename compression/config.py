@@ -43,6 +43,8 @@ Optimizer = Literal["adamw", "adafactor"]
 DropoutMasks = Literal["auto", "fast", "torch"]
 #: ``auto``: ``hold`` on a CPU where the C library is glibc (:mod:`compression.cpu_allocator`).
 Allocator = Literal["auto", "hold", "system"]
+#: ``auto``: ``fused`` for a T5-family fine-tune in fp32 on a CPU (:mod:`compression.fused_cross_entropy`).
+LmHeadLoss = Literal["auto", "fused", "full"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 #: ``auto``: the smallest copy not slower than float32 here, measured (:mod:`compression.auto_quantize`).
 Quantize = Literal["auto", "none", "8bit", "4bit", "fp4", "fp16", "bf16"]
@@ -274,6 +276,11 @@ class TrainArgs(_Settings):
                 "(glibc mallopt: no mmap per large tensor, no heap trimming; handed back after training; "
                 "compression.cpu_allocator), system: the C library's defaults; auto: hold on a CPU where "
                 "the C library is glibc")
+    lm_head_loss: LmHeadLoss = setting(
+        "auto", "how fine-tuning computes its cross-entropy: fused runs the LM head and the loss together, "
+                "chunk by chunk over the real target tokens only, never writing the full vocabulary logits "
+                "(compression.fused_cross_entropy; T5, mT5, UMT5 and LongT5); full: the model's own logits; "
+                "auto: fused for those families when training in fp32 on a CPU")
     gradient_checkpointing: GradientCheckpointing = setting(
         "auto", "recompute each layer's activations in the backward pass instead of keeping them: less memory, "
                 "more time per step; auto: on for long sources (see compression.train.CHECKPOINTING_FROM)")

@@ -12,6 +12,10 @@ autocast via accelerate). Two small additions on top of the library:
 * the validation loss is the token-weighted mean cross-entropy (nats per target token) over the
   whole validation set, the same figure :func:`evaluate_loss` gives offline. (The stock Trainer
   averages per-batch means, which depends on the batch size.)
+* on a CPU, speed settings chosen per machine and recorded with their reasons (:func:`speed_choices`):
+  cheaper dropout masks, freed memory held for reuse and, for T5-family fine-tunes in fp32, the
+  cross-entropy computed with the LM head, chunked, over the real target tokens
+  (:mod:`compression.fused_cross_entropy`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from .device import bf16_native, cpu_has_native_bf16, resolve_device  # noqa: F4
 from .errors import CompressionError, OutOfMemoryError, RunError
 from .fast_dropout import use_fast_dropout
 from .files import replace_folder
+from .fused_cross_entropy import example_linear_cross_entropy, fused_token_loss, use_hidden_state_head, why_unsupported
 from .losses import example_cross_entropy, token_loss  # noqa: F401  (token_loss re-exported)
 from .progress import LOSS_LOG, ProgressCallback  # noqa: F401  (re-exported)
 from .resume import LAST_CHECKPOINT, checkpoint_step  # noqa: F401  (re-exported)
@@ -239,6 +244,8 @@ class CompressionTrainer(Seq2SeqTrainer):
         self._local_processed = 0
         self.tokens_seen = 0
         self._staging_root: str | None = None
+        #: The LM head while the model hands out hidden states (:func:`use_hidden_state_head`), else None.
+        self.fused_head: torch.nn.Linear | None = None
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
@@ -299,8 +306,15 @@ class CompressionTrainer(Seq2SeqTrainer):
         with torch.no_grad():
             for batch in dataloader:
                 batch = self._prepare_inputs(batch)
+                labels = batch["labels"]
+                if "decoder_input_ids" in batch:  # the model's own loss is not needed (nor possible when fused)
+                    batch = {key: value for key, value in batch.items() if key != "labels"}
                 with self.compute_loss_context_manager():
-                    sums, counts = example_cross_entropy(model(**batch).logits, batch["labels"])
+                    outputs = model(**batch)
+                    if self.fused_head is not None:
+                        sums, counts = example_linear_cross_entropy(outputs.logits, self.fused_head.weight, labels)
+                    else:
+                        sums, counts = example_cross_entropy(outputs.logits, labels)
                 # gather_for_metrics drops the rows accelerate duplicated to even out the last batch.
                 sums, counts = self.accelerator.gather_for_metrics((sums, counts))
                 total += sums.sum().item()
@@ -330,10 +344,13 @@ def fast_attention(model: torch.nn.Module, device: torch.device, bf16: bool) -> 
     return lambda: model.set_attn_implementation(previous)
 
 
-def speed_choices(args: TrainArgs, device: torch.device, bf16: bool) -> dict:
+def speed_choices(args: TrainArgs, device: torch.device, bf16: bool,
+                  lm_head_loss: tuple[bool, str] | None = None) -> dict:
     """What a training on ``device`` runs with, and why, in words (``train.json``'s ``speed``):
     ``{"bf16_autocast": bool, "bf16_why", "dropout_masks": "fast"|"torch", "dropout_masks_why",
-    "allocator": "hold"|"system", "allocator_why"}``."""
+    "allocator": "hold"|"system", "allocator_why", "lm_head_loss": "fused"|"full", "lm_head_loss_why"}``;
+    ``lm_head_loss`` is :func:`fused_loss_choice`'s answer (default: a training whose loss needs the
+    full logits)."""
     if args.bf16 != "auto":
         bf16_why = f"bf16={args.bf16} was asked for"
     elif bf16:
@@ -361,9 +378,34 @@ def speed_choices(args: TrainArgs, device: torch.device, bf16: bool) -> dict:
         allocator_why = f"auto: training on {device.type.upper()} memory, not the C library's"
     else:
         allocator_why = f"auto: {why_not_available()}"
+    fused, fused_why = lm_head_loss or (False, "the training's loss reads the full logits (knowledge "
+                                                   "distillation, Modular Transformers)")
     return {"bf16_autocast": bf16, "bf16_why": bf16_why, "dropout_masks": "fast" if fast else "torch",
             "dropout_masks_why": masks_why, "allocator": "hold" if hold else "system",
-            "allocator_why": allocator_why}
+            "allocator_why": allocator_why, "lm_head_loss": "fused" if fused else "full",
+            "lm_head_loss_why": fused_why}
+
+
+def fused_loss_choice(args: TrainArgs, device: torch.device, bf16: bool, model: torch.nn.Module) -> tuple[bool, str]:
+    """Whether a fine-tune of ``model`` computes its cross-entropy with
+    :mod:`compression.fused_cross_entropy` (LM head and loss chunked over the real target tokens),
+    and why, in words: ``args.lm_head_loss`` ``"fused"``, or ``"auto"`` on a CPU without bf16
+    autocast (what was measured); in both cases only for the families that hand out hidden states
+    (:func:`compression.fused_cross_entropy.why_unsupported`). Under bf16 autocast ``auto`` keeps the
+    full logits: the fused loss computes in float32 and was not measured against bf16's head."""
+    if args.lm_head_loss == "full":
+        return False, "lm_head_loss=full was asked for"
+    reason = why_unsupported(model)
+    if reason is not None:
+        return False, (f"lm_head_loss={args.lm_head_loss}, but " if args.lm_head_loss == "fused" else "auto: ") + reason
+    if args.lm_head_loss == "fused":
+        return True, "lm_head_loss=fused was asked for"
+    if device.type != "cpu":
+        return False, f"auto: measured on CPUs only; the {device.type.upper()} keeps the full logits"
+    if bf16:
+        return False, "auto: bf16 autocast computes the LM head in bf16; the fused loss is measured in fp32"
+    return True, ("auto: in fp32 on a CPU the full logits, their log-softmax and gradient (all vocabulary-wide, "
+                  "padding included) cost twice the fused head's time (compression.fused_cross_entropy)")
 
 
 def dropout_masks_enabled(args: TrainArgs, device: torch.device) -> bool:
@@ -534,10 +576,9 @@ def finetune(
         OutOfMemoryError: the device ran out of memory (lower the batch size or the max lengths).
     """
     with frozen_weights(model, args):
-        return run_trainer(model, tokenizer, train_dataset, eval_dataset, args, output_dir,
-                           trainer_kwargs={"compute_loss_func": functools.partial(
-                               token_loss, label_smoothing=args.label_smoothing)}, on_progress=on_progress,
-                           cancel=cancel, progress_bar=progress_bar, resume_from=resume_from)
+        return run_trainer(model, tokenizer, train_dataset, eval_dataset, args, output_dir, cross_entropy=True,
+                           on_progress=on_progress, cancel=cancel, progress_bar=progress_bar,
+                           resume_from=resume_from)
 
 
 def run_trainer(
@@ -551,6 +592,7 @@ def run_trainer(
     trainer_class: type[CompressionTrainer] = CompressionTrainer,
     trainer_kwargs: dict | None = None,
     collator_model: torch.nn.Module | None = None,
+    cross_entropy: bool = False,
     attention_models: Sequence[torch.nn.Module] | None = None,
     extra_keys: Sequence[str] = (),
     on_progress: Callable[[dict], None] | None = None,
@@ -574,6 +616,12 @@ def run_trainer(
     ``args.checkpoint_minutes`` minutes of training. A ``trainer_class`` whose model is not a
     ``PreTrainedModel`` writes and reads the weights with its own ``_save`` and
     ``_load_from_checkpoint`` (Modular Transformers: a modular checkpoint folder).
+
+    ``cross_entropy=True`` (fine-tuning): the loss is the token cross-entropy of ``model``'s own
+    targets (:func:`token_loss`, label-smoothed per ``args.label_smoothing``), set here as the Trainer's
+    ``compute_loss_func``; when :func:`fused_loss_choice` says so, ``model`` hands out its decoder's
+    hidden states for the length of the training and the loss and the validation loss are computed
+    with its LM head, chunked (:mod:`compression.fused_cross_entropy`).
 
     ``resume_from``: a ``last-checkpoint`` folder of the same training (same model shape, data and
     ``args``) to continue, through the Trainer's ``resume_from_checkpoint``: weights, optimizer and
@@ -612,6 +660,16 @@ def run_trainer(
         restores += [use_fast_dropout(each) for each in {id(m): m for m in [model, *attending]}.values()]
     if allocator_held(args, device):
         restores.append(hold_freed_memory())
+    trainer_kwargs = dict(trainer_kwargs or {})
+    fused_choice, fused_head = None, None
+    if cross_entropy:
+        fused_choice = fused_loss_choice(args, device, bool(training_args.bf16), model)
+        loss = functools.partial(token_loss, label_smoothing=args.label_smoothing)
+        if fused_choice[0]:
+            fused_head = model.get_output_embeddings()
+            loss = functools.partial(fused_token_loss, head=fused_head, label_smoothing=args.label_smoothing)
+            restores.append(use_hidden_state_head(model))
+        trainer_kwargs["compute_loss_func"] = loss
     trainer = None
     callback = ProgressCallback(on_progress, cancel, output_dir / LOSS_LOG,
                                 lambda: trainer.tokens_seen if trainer is not None else 0, extra_keys,
@@ -631,8 +689,9 @@ def run_trainer(
             processing_class=tokenizer,
             callbacks=[callback],
             **({"optimizer_cls_and_kwargs": adafactor_kwargs(args)} if args.optimizer == "adafactor" else {}),
-            **(trainer_kwargs or {}),
+            **trainer_kwargs,
         )
+        trainer.fused_head = fused_head
         trainer.remove_callback(PrinterCallback)  # without tqdm the Trainer prints every log dict to stdout
         start = time.perf_counter()
         try:
@@ -668,7 +727,7 @@ def run_trainer(
         cancelled=callback.cancelled,
         log_history=list(callback.records),
         padding_fraction=trainer.padding_fraction(),
-        speed=speed_choices(args, device, bool(training_args.bf16)),
+        speed=speed_choices(args, device, bool(training_args.bf16), fused_choice),
     )
 
 
