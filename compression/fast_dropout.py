@@ -66,18 +66,23 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, *, device: torch.de
 
 
 class _ScaleByMask(torch.autograd.Function):
-    """``x * mask * scale`` keeping only the bool mask for the backward (as nn.Dropout keeps its mask)."""
+    """``x * mask * scale`` keeping only the bool mask for the backward (as nn.Dropout keeps its mask).
+
+    Computed as ``torch.where(mask, x, 0) * scale`` (dropped elements are +0.0): multiplying by the
+    bool mask makes PyTorch cast it to ``x``'s dtype element by element, 24.4 ms against 15.8 ms for
+    an attention-probability tensor of the fine-tune benchmark (8 x 4 x 512 x 512 fp32, emulated
+    AVX2, median of 5)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(mask)
         ctx.scale = scale
-        return x.mul(mask).mul_(scale)
+        return torch.where(mask, x, 0.0).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (mask,) = ctx.saved_tensors
-        return grad.mul(mask).mul_(ctx.scale), None, None
+        return torch.where(mask, grad, 0.0).mul_(ctx.scale), None, None
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -117,7 +122,9 @@ def eager_attention_fast_dropout(module: nn.Module, query: torch.Tensor, key: to
     """
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    weights = torch.matmul(query, key.transpose(2, 3))
+    if scaling != 1.0:  # T5 passes 1.0: its query weights carry the scale; a pass over the scores saved
+        weights = weights * scaling
     if position_bias is not None:
         weights = weights + position_bias
     if attention_mask is not None:
