@@ -16,11 +16,14 @@ batch size (8), learning rate (3e-4), seed (42) and one epoch for every variant:
 * ``project_fp32_torch_masks``: ``bf16="no"`` and ``dropout_masks="torch"`` (PyTorch's own dropout
   masks instead of :mod:`compression.fast_dropout`'s), to show what the fast masks buy;
 * ``project_fp32_system_allocator``: ``bf16="no"`` and ``allocator="system"`` (glibc's own ``malloc``
-  settings instead of :mod:`compression.cpu_allocator`'s), to show what holding freed memory buys.
+  settings instead of :mod:`compression.cpu_allocator`'s), to show what holding freed memory buys;
+* ``project_fp32_full_logits``: ``bf16="no"`` and ``lm_head_loss="full"`` (the cross-entropy from the
+  model's full logits instead of :mod:`compression.fused_cross_entropy`'s chunked head over the real
+  target tokens), to show what the fused loss buys.
 
 ``python -m benchmarks.finetune --fp32 [--quick] [--rounds N]`` compares what a CPU **without
 native bf16** runs, on any CPU: ``trainer_default``, ``project_fp32`` (the project's defaults there),
-``project_fp32_torch_masks`` and ``project_fp32_system_allocator``, and writes
+``project_fp32_torch_masks``, ``project_fp32_system_allocator`` and ``project_fp32_full_logits``, and writes
 ``results/finetune-fp32.{json,md}`` (``-quick`` with ``--quick``). On a CPU that has native bf16
 this runs the same fp32 code an AVX2-only CPU runs, not at its speed: the README names the machine
 of every row.
@@ -40,7 +43,9 @@ gives the GEMM peak. Training FLOPs are counted exactly with ``torch.utils.flop_
 (every matmul of forward and backward, i.e. ``mm``/``bmm``/``addmm``/attention; elementwise work not
 counted): the count of one batch is a polynomial a*S + b*S^2 + c*T + d*S*T + e*T^2 times the batch
 size (S/T = padded source/target length), fitted exactly on a few counted shapes and summed over
-the batches each run actually processed.
+the batches each run actually processed. The count includes the LM head's matmuls on padded target
+positions, which the fused loss (:mod:`compression.fused_cross_entropy`, the project's fp32 default)
+skips, so its FLOP/s read somewhat high (up to ~5 % at this benchmark's 28 % target padding).
 """
 
 from __future__ import annotations
@@ -59,10 +64,11 @@ from . import common
 NAME = "finetune"
 SOURCE_LENGTH, TARGET_LENGTH, BATCH_SIZE, LEARNING_RATE, SEED = 512, 64, 8, 3e-4, 42
 VARIANTS = ("trainer_default", "trainer_grouped", "project", "project_fp32", "project_fp32_torch_masks",
-            "project_fp32_system_allocator")
+            "project_fp32_system_allocator", "project_fp32_full_logits")
 #: Variants of each mode: quick, full (the fp32 ablation added) and ``--fp32`` (what a CPU without bf16 runs).
 QUICK_VARIANTS, FULL_VARIANTS = VARIANTS[:3], VARIANTS[:4]
-FP32_VARIANTS = ("trainer_default", "project_fp32", "project_fp32_torch_masks", "project_fp32_system_allocator")
+FP32_VARIANTS = ("trainer_default", "project_fp32", "project_fp32_torch_masks", "project_fp32_system_allocator",
+                 "project_fp32_full_logits")
 GEMM_SIZE = 2048
 
 
@@ -260,7 +266,8 @@ def child_main(variant: str, n_train: int | None, n_validation: int | None) -> N
         else:
             train_args = {"project": TrainArgs(), "project_fp32": TrainArgs(bf16="no"),
                           "project_fp32_torch_masks": TrainArgs(bf16="no", dropout_masks="torch"),
-                          "project_fp32_system_allocator": TrainArgs(bf16="no", allocator="system")}[variant]
+                          "project_fp32_system_allocator": TrainArgs(bf16="no", allocator="system"),
+                          "project_fp32_full_logits": TrainArgs(bf16="no", lm_head_loss="full")}[variant]
             result, counter, evaluation_seconds = _project(model, tokenizer, train, validation, Path(tmp), train_args)
             train_loss = result.train_loss
             extra = {"in_training_eval_loss": result.eval_loss, "evaluation_seconds": evaluation_seconds,
@@ -449,6 +456,9 @@ def table(payload: dict) -> str:
     if {"project_fp32", "project_fp32_system_allocator"} <= variants:
         lines.append("freed memory held for reuse (compression.cpu_allocator) against glibc's defaults, both fp32: "
                      + _ratio_text(payload["runs"], "project_fp32", "project_fp32_system_allocator"))
+    if {"project_fp32", "project_fp32_full_logits"} <= variants:
+        lines.append("cross-entropy fused with the LM head (compression.fused_cross_entropy) against the full "
+                     "logits, both fp32: " + _ratio_text(payload["runs"], "project_fp32", "project_fp32_full_logits"))
     return "\n".join(lines)
 
 
@@ -505,8 +515,9 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="--fp32: what a CPU without native bf16 runs, against "
                                                  "Seq2SeqTrainer's defaults; --variant: one run, as a child of run_child")
-    parser.add_argument("--fp32", action="store_true", help="trainer_default, project_fp32, project_fp32_torch_masks "
-                                                            "and project_fp32_system_allocator; writes "
+    parser.add_argument("--fp32", action="store_true", help="trainer_default, project_fp32, project_fp32_torch_masks, "
+                                                            "project_fp32_system_allocator and "
+                                                            "project_fp32_full_logits; writes "
                                                             "results/finetune-fp32.*")
     parser.add_argument("--quick", action="store_true", help="with --fp32: 168 pairs, 1 round")
     parser.add_argument("--rounds", type=int, help="with --fp32: rounds (default: 1 quick, 3 full)")
