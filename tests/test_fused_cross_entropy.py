@@ -68,15 +68,28 @@ def test_example_sums_equal_the_full_logits(small_chunks):
     assert counts.tolist() == want_counts.tolist() == [5, 7, 1]
 
 
-@pytest.mark.parametrize("family", ["t5", "t5-untied", "longt5"])
+@pytest.mark.parametrize("family", ["t5", "t5-untied", "longt5", "mt5", "umt5"])
 def test_the_model_hands_out_what_its_head_receives(family):
     """Under use_hidden_state_head the model's logits are its head's input (T5's d_model ** -0.5 scale
-    included); the head applied to them gives the model's own logits; restored, nothing changed."""
-    from transformers import LongT5ForConditionalGeneration, T5ForConditionalGeneration
+    included); the head applied to them gives the model's own logits; restored, nothing changed.
+    Every family of HIDDEN_STATE_FAMILIES is checked."""
+    from transformers import (
+        LongT5ForConditionalGeneration,
+        MT5Config,
+        MT5ForConditionalGeneration,
+        T5ForConditionalGeneration,
+        UMT5Config,
+        UMT5ForConditionalGeneration,
+    )
 
     torch.manual_seed(0)
-    model = (LongT5ForConditionalGeneration(tiny_longt5_config()) if family == "longt5" else
-             T5ForConditionalGeneration(tiny_t5_config(tie_word_embeddings=family == "t5"))).eval()
+    t5_values = tiny_t5_config().to_dict()
+    model = {"longt5": lambda: LongT5ForConditionalGeneration(tiny_longt5_config()),
+             "mt5": lambda: MT5ForConditionalGeneration(MT5Config(**t5_values)),
+             "umt5": lambda: UMT5ForConditionalGeneration(UMT5Config(**t5_values)),
+             }.get(family, lambda: T5ForConditionalGeneration(tiny_t5_config(tie_word_embeddings=family == "t5")))()
+    model.eval()
+    assert fce.why_unsupported(model) is None
     ids, decoder_ids = torch.randint(2, 300, (2, 9)), torch.randint(2, 300, (2, 5))
     keys = list(model.state_dict())
     with torch.no_grad():
