@@ -135,6 +135,18 @@ def tiny_jsonl(tmp_path):
 
 
 @pytest.fixture
+def tiny_splits(tiny_jsonl, byt5_tokenizer):
+    """(train, validation): :func:`tiny_jsonl`'s pairs tokenized with the ByT5 tokenizer, no prefix,
+    sources 64 / targets 24 tokens (``compression.data.tokenize_pairs``)."""
+    from compression.config import DataArgs
+    from compression.data import load_pairs, tokenize_pairs
+
+    pairs = load_pairs(DataArgs(train_file=str(tiny_jsonl[0]), validation_file=str(tiny_jsonl[1])))
+    return tuple(tokenize_pairs(pairs[split], byt5_tokenizer, prefix="", max_source_length=64, max_target_length=24)
+                 for split in ("train", "validation"))
+
+
+@pytest.fixture
 def shared_dir():
     """The read-only ../shared folder (real XSum pairs, T5 vocabulary); skips when absent."""
     if not SHARED.is_dir():

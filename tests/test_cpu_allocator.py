@@ -75,22 +75,18 @@ def test_auto_means_a_cpu_with_glibc(monkeypatch):
     assert speed_choices(TrainArgs(), cuda, bf16=False)["allocator"] == "system"
 
 
-def test_training_computes_the_same_numbers_with_memory_held(tiny_jsonl, byt5_tokenizer, tmp_path, monkeypatch):
+def test_training_computes_the_same_numbers_with_memory_held(tiny_splits, byt5_tokenizer, tmp_path, monkeypatch):
     """Holding freed memory changes where tensors live, not what is computed: the same seed gives
     bit-identical losses and weights with glibc's settings held (forced, as on any machine) and with
     its defaults; and the settings are put back when the training ends."""
     from transformers import T5ForConditionalGeneration
 
-    from compression.config import DataArgs
-    from compression.data import load_pairs, tokenize_pairs
     from compression.train import finetune
 
     recorded = RecordingLibc(real=cpu_allocator.glibc())  # the real settings too, where this is glibc
     monkeypatch.setattr(cpu_allocator, "glibc", lambda: recorded)
     monkeypatch.setattr(train_module, "why_not_available", lambda: None)
-    pairs = load_pairs(DataArgs(train_file=str(tiny_jsonl[0]), validation_file=str(tiny_jsonl[1])))
-    train, validation = (tokenize_pairs(pairs[split], byt5_tokenizer, prefix="", max_source_length=64,
-                                        max_target_length=24) for split in ("train", "validation"))
+    train, validation = tiny_splits
     results, weights = {}, {}
     for allocator in ("system", "hold"):
         torch.manual_seed(0)

@@ -102,16 +102,12 @@ def test_auto_means_the_cpu_and_never_the_isa():
     assert not choices["bf16_autocast"] and choices["bf16_why"].startswith("auto: this CPU has no native bf16")
 
 
-def _train(tiny_jsonl, tokenizer, tmp_path, monkeypatch, masks: str, seed: int = 11):
+def _train(splits, tokenizer, tmp_path, monkeypatch, masks: str, seed: int = 11):
     from transformers import T5ForConditionalGeneration
 
-    from compression.config import DataArgs
-    from compression.data import load_pairs, tokenize_pairs
     from compression.train import finetune
 
-    pairs = load_pairs(DataArgs(train_file=str(tiny_jsonl[0]), validation_file=str(tiny_jsonl[1])))
-    train, validation = (tokenize_pairs(pairs[split], tokenizer, prefix="", max_source_length=64, max_target_length=24)
-                         for split in ("train", "validation"))
+    train, validation = splits
     torch.manual_seed(0)
     model = T5ForConditionalGeneration(tiny_t5_config(dropout_rate=0.1))
     used = []
@@ -125,13 +121,13 @@ def _train(tiny_jsonl, tokenizer, tmp_path, monkeypatch, masks: str, seed: int =
     return model, result, used
 
 
-def test_training_with_fast_masks_reaches_the_loss_of_torch_masks(tiny_jsonl, byt5_tokenizer, tmp_path, monkeypatch):
+def test_training_with_fast_masks_reaches_the_loss_of_torch_masks(tiny_splits, byt5_tokenizer, tmp_path, monkeypatch):
     """Tolerance: the masks are a different random stream, so the losses differ as two seeds of
     PyTorch's own dropout do. Measured on this setting (tiny T5, dropout 0.1, 6 steps): validation
     loss 5.266 / 5.244 / 5.228 nats with torch masks at seeds 11 / 12 / 13 (spread 0.038), 5.245 /
     5.272 / 5.254 with fast masks; 0.1 nats is 2.5x that spread."""
-    torch_model, torch_result, torch_used = _train(tiny_jsonl, byt5_tokenizer, tmp_path, monkeypatch, "torch")
-    fast_model, fast_result, fast_used = _train(tiny_jsonl, byt5_tokenizer, tmp_path, monkeypatch, "fast")
+    torch_model, torch_result, torch_used = _train(tiny_splits, byt5_tokenizer, tmp_path, monkeypatch, "torch")
+    fast_model, fast_result, fast_used = _train(tiny_splits, byt5_tokenizer, tmp_path, monkeypatch, "fast")
     assert torch_used == [] and fast_used == [fast_model]
     assert (torch_result.speed["dropout_masks"], fast_result.speed["dropout_masks"]) == ("torch", "fast")
     assert "asked for" in fast_result.speed["dropout_masks_why"]
@@ -141,6 +137,6 @@ def test_training_with_fast_masks_reaches_the_loss_of_torch_masks(tiny_jsonl, by
     assert not any(isinstance(module, FastDropout) for module in fast_model.modules())
     assert fast_model.config._attn_implementation == torch_model.config._attn_implementation != ATTENTION_NAME
     assert fast_model.state_dict().keys() == torch_model.state_dict().keys()
-    again, _, _ = _train(tiny_jsonl, byt5_tokenizer, tmp_path / "again", monkeypatch, "fast")  # same seed, same weights
+    again, _, _ = _train(tiny_splits, byt5_tokenizer, tmp_path / "again", monkeypatch, "fast")  # same seed, same weights
     for name, tensor in fast_model.state_dict().items():
         assert torch.equal(tensor, again.state_dict()[name]), name

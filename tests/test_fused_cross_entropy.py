@@ -129,7 +129,7 @@ def test_auto_is_fused_for_fp32_on_a_cpu_only(tiny_t5):
 
 
 @pytest.mark.parametrize("family", ["t5", "bart"])
-def test_fine_tune_trains_to_the_same_losses_fused(family, tiny_jsonl, byt5_tokenizer, tmp_path, small_chunks):
+def test_fine_tune_trains_to_the_same_losses_fused(family, tiny_splits, byt5_tokenizer, tmp_path, small_chunks):
     """A fine-tune forced fused (bf16 off, no dropout, so both paths are deterministic) gives the
     full-logits training loss and validation loss within 1e-5 nats and weights within 1e-4 after 4
     AdamW steps at 3e-3 (float32 sums in another order are the only difference), records its choice,
@@ -137,13 +137,9 @@ def test_fine_tune_trains_to_the_same_losses_fused(family, tiny_jsonl, byt5_toke
     the full logits and says why."""
     from transformers import BartForConditionalGeneration, T5ForConditionalGeneration
 
-    from compression.config import DataArgs
-    from compression.data import load_pairs, tokenize_pairs
     from compression.train import finetune
 
-    pairs = load_pairs(DataArgs(train_file=str(tiny_jsonl[0]), validation_file=str(tiny_jsonl[1])))
-    train, validation = (tokenize_pairs(pairs[split], byt5_tokenizer, prefix="", max_source_length=64,
-                                        max_target_length=24) for split in ("train", "validation"))
+    train, validation = tiny_splits
     results, weights = {}, {}
     for loss in ("full", "fused"):
         torch.manual_seed(0)
