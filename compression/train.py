@@ -46,7 +46,7 @@ from .errors import CompressionError, OutOfMemoryError, RunError
 from .fast_dropout import use_fast_dropout
 from .files import replace_folder
 from .fused_cross_entropy import example_linear_cross_entropy, fused_token_loss, use_hidden_state_head, why_unsupported
-from .losses import example_cross_entropy, token_loss  # noqa: F401  (token_loss re-exported)
+from .losses import example_cross_entropy, token_loss
 from .progress import LOSS_LOG, ProgressCallback  # noqa: F401  (re-exported)
 from .resume import LAST_CHECKPOINT, checkpoint_step  # noqa: F401  (re-exported)
 
