@@ -119,6 +119,14 @@ def eager_attention_fast_dropout(module: nn.Module, query: torch.Tensor, key: to
     d_head), ``attention_mask`` and ``position_bias`` broadcastable to (batch, heads, target,
     source), additive. Returns ``(output (batch, target, heads, d_head), probabilities (batch, heads,
     target, source))``, as transformers' attention functions do.
+
+    Inverted dropout's ``1 / (1 - p)`` is applied to the (batch, heads, target, d_head) output of the
+    probability-value product rather than to the probabilities, ``d_head / source`` as many elements
+    (the same value up to float rounding: ``(m * P) @ V * s`` against ``(m * P * s) @ V``); it saves a
+    pass over the (batch, heads, target, source) probabilities forward and one backward, ~12 % of the
+    attention core at 8 x 4 x 512 x 512 fp32 (emulated AVX2). The probabilities returned are then the
+    kept ones unscaled; when the caller asks for them (``output_attentions``, e.g. attention
+    distillation) they are scaled as ``nn.functional.dropout`` returns them.
     """
     if scaling is None:
         scaling = query.size(-1) ** -0.5
@@ -130,9 +138,13 @@ def eager_attention_fast_dropout(module: nn.Module, query: torch.Tensor, key: to
     if attention_mask is not None:
         weights = weights + attention_mask
     weights = nn.functional.softmax(weights, dim=-1)
-    weights = fast_dropout(weights, dropout, module.training)
-    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
-    return output, weights
+    if module.training and 0.0 < dropout < 1.0 and not kwargs.get("output_attentions"):
+        weights = torch.where(keep_mask(weights.shape, dropout, device=weights.device), weights, 0.0)
+        output = torch.matmul(weights, value).mul_(1.0 / (1.0 - dropout))
+    else:
+        weights = fast_dropout(weights, dropout, module.training)
+        output = torch.matmul(weights, value)
+    return output.transpose(1, 2).contiguous(), weights
 
 
 def _register_attention() -> None:

@@ -12,6 +12,7 @@ from compression.config import TrainArgs
 from compression.fast_dropout import (
     ATTENTION_NAME,
     FastDropout,
+    eager_attention_fast_dropout,
     fast_dropout,
     keep_mask,
     use_fast_dropout,
@@ -80,6 +81,41 @@ def test_swap_reproduces_eager_attention_and_is_undone(family):
     restore()
     assert model.config._attn_implementation == "eager" and model.training
     assert {name: type(module) for name, module in model.named_modules()} == names
+
+
+def test_attention_dropout_scales_the_output_and_returns_scaled_probabilities_when_asked():
+    """Training attention: ``(m * P) @ V * s`` equals ``(m * P * s) @ V`` (the same keep-mask from the
+    same seed) to float rounding, gradients too; with ``output_attentions`` the probabilities come
+    back as ``nn.functional.dropout`` returns them (kept ones scaled), and p = 1 gives zeros."""
+    module = nn.Module().train()
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    bias = torch.randn(1, 3, 7, 7, dtype=torch.float64, requires_grad=True)
+    mask = torch.zeros(2, 1, 7, 7, dtype=torch.float64)
+    mask[1, :, :, 5:] = torch.finfo(torch.float64).min
+
+    def attend(**kwargs):
+        torch.manual_seed(5)
+        out, probs = eager_attention_fast_dropout(module, q, k, v, mask, scaling=1.0, dropout=0.25,
+                                                  position_bias=bias, **kwargs)
+        grads = torch.autograd.grad(out.sum(), (q, k, v, bias))
+        return out, probs, grads
+
+    out, probs, grads = attend()
+    torch.manual_seed(5)
+    keep = keep_mask((2, 3, 7, 7), 0.25)
+    reference_probs = torch.softmax(q @ k.transpose(2, 3) + bias + mask, dim=-1) * keep / 0.75
+    reference = (reference_probs @ v).transpose(1, 2)
+    reference_grads = torch.autograd.grad(reference.sum(), (q, k, v, bias))
+    torch.testing.assert_close(out, reference, rtol=1e-12, atol=1e-12)
+    for grad, expected in zip(grads, reference_grads):
+        torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(probs, reference_probs * 0.75, rtol=1e-12, atol=1e-12)  # kept, unscaled: unread
+    out_asked, probs_asked, _ = attend(output_attentions=True)
+    torch.testing.assert_close(probs_asked, reference_probs, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out_asked, reference, rtol=1e-12, atol=1e-12)
+    all_dropped, _ = eager_attention_fast_dropout(module, q, k, v, mask, scaling=1.0, dropout=1.0, position_bias=bias)
+    assert torch.equal(all_dropped, torch.zeros_like(all_dropped))
 
 
 def test_a_model_without_dropout_is_left_alone(tiny_t5):
