@@ -21,10 +21,11 @@ batch size (8), learning rate (3e-4), seed (42) and one epoch for every variant:
   model's full logits instead of :mod:`compression.fused_cross_entropy`'s chunked head over the real
   target tokens), to show what the fused loss buys.
 
-``python -m benchmarks.finetune --fp32 [--quick] [--rounds N]`` compares what a CPU **without
+``python -m benchmarks.finetune --fp32 [--pair] [--quick] [--rounds N]`` compares what a CPU **without
 native bf16** runs, on any CPU: ``trainer_default``, ``project_fp32`` (the project's defaults there),
 ``project_fp32_torch_masks``, ``project_fp32_system_allocator`` and ``project_fp32_full_logits``, and writes
-``results/finetune-fp32.{json,md}`` (``-quick`` with ``--quick``). On a CPU that has native bf16
+``results/finetune-fp32.{json,md}`` (``-quick`` with ``--quick``); ``--pair`` runs only the first two,
+the headline ratio, so more rounds fit the same time (``results/finetune-fp32-pair.*``). On a CPU that has native bf16
 this runs the same fp32 code an AVX2-only CPU runs, not at its speed: the README names the machine
 of every row.
 
@@ -519,15 +520,21 @@ if __name__ == "__main__":
                                                             "project_fp32_system_allocator and "
                                                             "project_fp32_full_logits; writes "
                                                             "results/finetune-fp32.*")
+    parser.add_argument("--pair", action="store_true", help="with --fp32: only trainer_default and project_fp32 "
+                                                            "(the headline ratio; more rounds in the same time); "
+                                                            "writes results/finetune-fp32-pair.*")
     parser.add_argument("--quick", action="store_true", help="with --fp32: 168 pairs, 1 round")
     parser.add_argument("--rounds", type=int, help="with --fp32: rounds (default: 1 quick, 3 full)")
     parser.add_argument("--variant", choices=VARIANTS)
     parser.add_argument("--train", type=int, default=0, help="training pairs (0: all)")
     parser.add_argument("--validation", type=int, default=0, help="validation pairs (0: all)")
     cli = parser.parse_args()
+    if cli.pair and not cli.fp32:
+        parser.error("--pair goes with --fp32")
     if cli.fp32:
-        run(cli.quick, variants=FP32_VARIANTS, repeats=cli.rounds,
-            name="finetune-fp32-quick" if cli.quick else "finetune-fp32", bf16_peak=False)
+        name = "finetune-fp32" + ("-pair" if cli.pair else "") + ("-quick" if cli.quick else "")
+        run(cli.quick, variants=FP32_VARIANTS[:2] if cli.pair else FP32_VARIANTS, repeats=cli.rounds, name=name,
+            bf16_peak=False)
     elif cli.variant:
         child_main(cli.variant, cli.train or None, cli.validation or None)
     else:
