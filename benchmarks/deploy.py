@@ -2,7 +2,8 @@
 
 ``python -m benchmarks --only deploy [--quick] [--teacher DIR]`` (or ``python -m benchmarks.deploy``;
 ``python -m benchmarks.deploy --quality-only`` scores only the quality table, for a new teacher;
-``--headline-only`` times only the headline pairs and sizes, a few minutes even in full mode).
+``--headline-only`` times only the headline pairs and sizes, a few minutes even in full mode;
+``--table-only [--rounds N]`` only the speed table and sizes, printed setting by setting).
 
 Models: the t5-small shape (preset ``"small"``: 6/6 layers, d_model 512, the real 32,128-piece T5
 vocabulary, random weights - the output length is forced, so weights do not matter for speed) and
@@ -171,9 +172,11 @@ def _timed_pair(base_run, copy_run, rounds: int, docs: int, name: str, **row) ->
             "ms_per_sample": 1000 * pair["b_median"] / docs}
 
 
-def speed_tables(quick: bool, rounds: int, *, table: bool = True) -> dict:
+def speed_tables(quick: bool, rounds: int, *, table: bool = True, headline_pairs: bool = True) -> dict:
     """The headline pairs and (``table``) the speed table of the module docstring, with the sizes;
-    ``table=False``: the headline pairs only (``--headline-only``), ``"speed"`` left empty."""
+    ``table=False``: the headline pairs only (``--headline-only``), ``"speed"`` left empty;
+    ``headline_pairs=False``: the table only (``--table-only``), ``"headline"`` left empty. Each
+    setting's rows are printed as soon as it is done, so a stopped run leaves what it measured."""
     cores = torch.get_num_threads()
     new_tokens = 16 if quick else 64
     singles = 1 if quick else 4  # documents timed one by one at batch 1
@@ -205,7 +208,7 @@ def speed_tables(quick: bool, rounds: int, *, table: bool = True) -> dict:
             return _torch_runner(model, tokenizer, docs, batch, beams, new_tokens, max_source_length, threads)
 
         headline = []
-        for model_label, variant in HEADLINE_COPIES:
+        for model_label, variant in HEADLINE_COPIES if headline_pairs else ():
             for batch in (1, 16):
                 base = runner("6/6 (base)", "PyTorch fp32", 1, batch, cores)
                 deployed = runner(model_label, variant, 1, batch, cores)
@@ -231,11 +234,12 @@ def speed_tables(quick: bool, rounds: int, *, table: bool = True) -> dict:
                 for key, seconds in elapsed.items():
                     times[key].append(seconds)
                     ratios[key].append(reference / seconds)
-            for (label, variant), values in times.items():
-                rows.append({"model": label, "variant": variant, "beams": beams, "batch": batch, "threads": threads,
-                             "ms_per_sample": 1000 * statistics.median(values) / docs,
-                             "speedup": statistics.median(ratios[(label, variant)])})
-            print(f"[deploy] beams {beams} batch {batch} threads {threads} done", flush=True)
+            done = [{"model": label, "variant": variant, "beams": beams, "batch": batch, "threads": threads,
+                     "ms_per_sample": 1000 * statistics.median(values) / docs,
+                     "speedup": statistics.median(ratios[(label, variant)])} for (label, variant), values in times.items()]
+            rows += done
+            print(f"[deploy] beams {beams} batch {batch} threads {threads} done\n"
+                  + common.format_table(done, SPEED_COLUMNS), flush=True)
     return {"headline": headline, "speed": rows, "variants": variants, "size": sizes, "rest_dtype_8bit": rest,
             "new_tokens": new_tokens,
             "max_source_length": max_source_length, "cores": cores, "rounds": rounds}
@@ -339,8 +343,9 @@ def quality_table(teacher_dir: str, quick: bool, dataset: str = "debian-descript
 def report(payload: dict) -> str:
     lines = (["Deployed copy: speedup over PyTorch fp32 6/6 (same setting, same round)",
               common.format_table(payload["speed"], SPEED_COLUMNS), ""] if payload["speed"] else [])
-    lines += [f"Headline, A/B alternated: CTranslate2 int8 3/3 against PyTorch fp32 6/6, greedy, "
-              f"{payload['new_tokens']} new tokens, sources cut to {payload['max_source_length']} tokens:"]
+    lines += ([f"Headline, A/B alternated: CTranslate2 int8 3/3 against PyTorch fp32 6/6, greedy, "
+               f"{payload['new_tokens']} new tokens, sources cut to {payload['max_source_length']} tokens:"]
+              if payload["headline"] else [])
     for h in payload["headline"]:
         goal = GOALS["batch1"] if h["batch"] == 1 else GOALS["batch16"]
         lines.append(f"  {h.get('model', '3/3')}, batch {h['batch']}, {h['threads']} threads: {h['speedup']:.2f}x ({h['speedup_min']:.2f}-"
@@ -442,6 +447,19 @@ def run_headline(quick: bool = False) -> dict:
     return payload
 
 
+def run_table(quick: bool = False, rounds: int = 3) -> dict:
+    """Only the speed table (every model, variant and setting of the module docstring, each setting's
+    cells timed ``rounds`` times between two base runs) and the sizes, in the mode's settings (full:
+    eight settings, 64 new tokens, 512-token sources, four articles at batch 1): print them and write
+    ``benchmarks/results/[full/]deploy-table.json`` (and ``.md``). For the full table without the
+    headline pairs, the t5-base section and the quality table, which have runs of their own."""
+    payload = speed_tables(quick, rounds=rounds, headline_pairs=False)
+    text = report(payload)
+    print(text)
+    common.write_result(f"{NAME}-table", payload, text)
+    return payload
+
+
 def run_base_shape() -> dict:
     """Only the t5-base shape section (about 15 minutes on 2 cores): print it and write
     ``benchmarks/results/full/deploy-t5-base.json`` (and ``.md``)."""
@@ -466,6 +484,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--headline-only", action="store_true",
                         help="only the A/B headline pairs and sizes (no 8-setting table, no quality table), "
                              "written to deploy-headline.{json,md}")
+    parser.add_argument("--table-only", action="store_true",
+                        help="only the speed table and sizes (no headline pairs, t5-base section or quality table), "
+                             "written to deploy-table.{json,md}")
+    parser.add_argument("--rounds", type=int, default=None, metavar="N",
+                        help="with --table-only: rounds per setting (default 3, quick 1)")
     parser.add_argument("--quality-pairs", default=None, metavar="N|all",
                         help="validation pairs of the quality table (default 100, quick 50; 'all': every pair, "
                              "written to deploy-quality-all.{json,md})")
@@ -481,15 +504,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.shape and (args.quick or args.quality_only or args.headline_only):
         parser.error("--shape t5-base is a full-mode section on its own: not with --quick, --quality-only "
                      "or --headline-only")
-    if args.headline_only and args.quality_only:
-        parser.error("--headline-only and --quality-only are two separate parts: give one")
-    if args.teacher and (args.shape or args.headline_only):
-        parser.error("--teacher is for the quality table, which --shape and --headline-only do not run")
+    if sum((args.headline_only, args.quality_only, args.table_only, bool(args.shape))) > 1:
+        parser.error("--headline-only, --quality-only, --table-only and --shape are separate parts: give one")
+    if args.rounds is not None and (not args.table_only or args.rounds < 1):
+        parser.error("--rounds takes a positive count and goes with --table-only")
+    if args.teacher and (args.shape or args.headline_only or args.table_only):
+        parser.error("--teacher is for the quality table, which --shape, --headline-only and --table-only do not run")
     common.use_results_dir(args.quick)
     if args.shape:
         run_base_shape()
     elif args.headline_only:
         run_headline(args.quick)
+    elif args.table_only:
+        run_table(args.quick, args.rounds or (1 if args.quick else 3))
     elif args.quality_only:
         run_quality(args.quick, args.teacher, pairs)
     else:

@@ -256,6 +256,31 @@ def test_deploy_t5_base_shape_section(monkeypatch, tmp_path):
                      "ratio": "6.00x (5.50-6.50)"}]
 
 
+def test_deploy_table_only_flag(monkeypatch, tmp_path):
+    """``--table-only`` runs only the speed table (rounds: ``--rounds``, default 3, quick 1), refused
+    beside the other parts; its report has no headline section."""
+    from benchmarks import deploy
+
+    calls = []
+    monkeypatch.setattr(deploy, "run_table", lambda quick, rounds: calls.append((quick, rounds)))
+    monkeypatch.setattr(common, "use_results_dir", lambda quick: tmp_path)
+    assert deploy.main(["--table-only"]) == 0
+    assert deploy.main(["--table-only", "--quick"]) == 0
+    assert deploy.main(["--table-only", "--rounds", "1"]) == 0
+    assert calls == [(False, 3), (True, 1), (False, 1)]
+    for argv in (["--rounds", "2"], ["--table-only", "--rounds", "0"], ["--table-only", "--headline-only"],
+                 ["--table-only", "--quality-only"], ["--table-only", "--teacher", str(tmp_path)]):
+        with pytest.raises(SystemExit) as stop:
+            deploy.main(argv)
+        assert stop.value.code == 2
+    row = {"model": "3/3", "variant": "CT2 int8", "beams": 1, "batch": 1, "threads": 2, "ms_per_sample": 100.0,
+           "speedup": 4.5}
+    text = deploy.report({"headline": [], "speed": [row], "size": [{"model": "6/6 (base)", "variant": "PyTorch fp32",
+                                                                    "mib": 230.8, "of_base": 1.0}],
+                          "new_tokens": 64, "max_source_length": 512})
+    assert "speedup over PyTorch fp32 6/6 (same setting" in text and "Headline" not in text and "4.5" in text
+
+
 def test_finetune_table_separates_the_projects_validations_from_its_training():
     """The project's timed epoch includes its in-training validations, which Seq2SeqTrainer's defaults
     do not run: the summary also gives the training-alone ratio (real tokens over training seconds)."""
