@@ -117,8 +117,9 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
     Returns:
         0-dim float32 tensor, nats per token, differentiable in ``hidden`` and ``weight``.
     """
+    labels = labels.to(hidden.device)  # as example_linear_cross_entropy: the mask indexes the hidden states
     keep = labels != LABEL_PAD
-    total = _LinearCrossEntropy.apply(hidden[keep], weight, labels[keep].to(hidden.device), float(label_smoothing))
+    total = _LinearCrossEntropy.apply(hidden[keep], weight, labels[keep], float(label_smoothing))
     if num_tokens is None:
         num_tokens = keep.sum()
     if isinstance(num_tokens, torch.Tensor):
