@@ -20,7 +20,8 @@ from .state import AppSettings, Session
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 METRIC_COLUMNS = ["model", "parameters (M)", "size (MiB)", "ROUGE-1", "ROUGE-2", "ROUGE-L (sentence)",
                   "ROUGE-Lsum (summary-level)", "% of base ROUGE-1", "% of base ROUGE-L",
-                  "agreement with base ROUGE-1", "agreement with base ROUGE-L", "validation loss (nats/token)",
+                  "agreement with base ROUGE-1", "agreement with base ROUGE-L",
+                  "summaries identical to the student (%)", "validation loss (nats/token)",
                   "latency (ms/summary)", "tokens/s", "output"]
 SUMMARY_COLUMNS = ["article", "reference", "base", "student", "quantized", "deployed"]
 ARTICLE_PREVIEW = 400
@@ -49,7 +50,8 @@ def degenerate_warning(metrics: dict | None) -> str:
 
 def metrics_table(metrics: dict | None) -> pd.DataFrame:
     """One row per evaluated model with every headline number (units in the column names): ROUGE
-    against the references, agreement (ROUGE of its summaries against the base model's), and
+    against the references, agreement (ROUGE of its summaries against the base model's), for the
+    quantized and deployed copies the share of summaries identical to the float32 student's, and
     ``output``: "degenerate: <reasons>" when its summaries are flagged (empty, repetitive, the same
     phrases for every article; ``output_health`` in metrics.json), else "ok"."""
     rows = []
@@ -68,6 +70,7 @@ def metrics_table(metrics: dict | None) -> pd.DataFrame:
                      _round(percent.get("rougeL"), 1) if name != "base" else 100.0,
                      _round((entry.get("agreement") or {}).get("rouge1"), 1) if name != "base" else 100.0,
                      _round((entry.get("agreement") or {}).get("rougeL"), 1) if name != "base" else 100.0,
+                     _round((entry.get("agreement_with_student") or {}).get("identical"), 1),
                      _round(entry.get("validation_loss"), 4), _round(entry.get("latency_ms"), 1),
                      _round(entry.get("tokens_per_s"), 0), _health_cell(entry.get("output_health"))])
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
@@ -116,10 +119,30 @@ def headline_markdown(metrics: dict | None, status: str | None = None, run_dir: 
     auto = ((metrics or {}).get("quantized") or {}).get("auto")
     if isinstance(auto, dict) and auto.get("reason"):
         text += f"\n\n**Quantized copy (auto):** {auto['reason']}."
-    note = ((metrics or {}).get("deployed") or {}).get("note")
-    if note:
-        text += f"\n\n**Deployed copy:** {note}."
+    deployed = (metrics or {}).get("deployed") or {}
+    if deployed.get("note"):
+        text += f"\n\n**Deployed copy:** {deployed['note']}."
+    elif deployed:
+        text += "\n\n" + deployed_sentence(base, deployed)
     return text
+
+
+def deployed_sentence(base: dict, deployed: dict) -> str:
+    """One line on the deployed (CTranslate2) copy: its speed against the base per summary at batch 1,
+    its size, and how many of its validation summaries are the student's own word for word."""
+    parts = []
+    if base.get("latency_ms") and deployed.get("latency_ms"):
+        ratio = base["latency_ms"] / deployed["latency_ms"]
+        parts.append(f"**{ratio:.1f}×** faster per summary than the base" if ratio >= 1
+                     else f"**{1 / ratio:.1f}×** slower per summary than the base")
+    if isinstance(deployed.get("size_mib"), (int, float)):
+        parts.append(f"{deployed['size_mib']:.1f} MiB")
+    same = (deployed.get("agreement_with_student") or {}).get("identical")
+    if isinstance(same, (int, float)):
+        parts.append(f"**{same:.0f}%** of its summaries identical to the student's")
+    kind = deployed.get("quantization")
+    label = f"**Deployed copy (CTranslate2{' ' + kind if kind else ''}):**"
+    return f"{label} " + ", ".join(parts) + "." if parts else f"{label} evaluated."
 
 
 def decoding_markdown(beams, max_new_tokens, where: str) -> str:

@@ -185,7 +185,9 @@ def _generation_settings(model_dir: Path, tokenizer, model_config) -> dict:
 
 
 def deploy_card(info: dict, metrics: dict | None = None) -> str:
-    """The README.md of a deployed folder: what it is, how to load it with ``ctranslate2.Translator``."""
+    """The README.md of a deployed folder: what it is, how to load it with ``ctranslate2.Translator``,
+    and, given the copy's ``metrics`` (:func:`evaluate_deployed`'s, with ``agreement_with_student``
+    where the run compared it with its student), what it measured."""
     prefix = info.get("prefix") or ""
     lines = [
         f"# {info.get('name', 'student')} - CTranslate2 {info['quantization']} copy",
@@ -221,6 +223,14 @@ def deploy_card(info: dict, metrics: dict | None = None) -> str:
         cells = [metrics.get(k) for k in ("rouge1", "rouge2", "rougeL", "validation_loss", "size_mib",
                                           "latency_ms", "latency_ms_batched")]
         lines.append("| " + " | ".join("-" if v is None else f"{v:.4g}" for v in cells) + " |")
+        same = (metrics.get("agreement_with_student") or {}).get("identical")
+        if same is not None:
+            advice = ("" if info.get("quantization") == "float32" else
+                      " Rounding flips near-ties between two next tokens, and a flipped token changes the rest "
+                      "of the summary: convert with `float32` quantization where identical output matters "
+                      "more than speed.")
+            lines += ["", f"{same:.1f} % of the validation summaries are identical to the PyTorch float32 "
+                          f"student's.{advice}"]
     return "\n".join(lines) + "\n"
 
 
@@ -469,7 +479,8 @@ def evaluate_deployed(folder: str | Path, documents: list[str], references: list
     :func:`compression.evaluate.evaluate_model`.
 
     ROUGE-1/2/L/Lsum (``rouge_score``, with bootstrap CIs) of ``Translator.translate_batch``
-    summaries, validation loss in nats/token (:meth:`DeployedModel.validation_loss`), size on disk
+    summaries, ``output_health`` (their degenerate-output flags, :func:`compression.metrics.output_health`),
+    validation loss in nats/token (:meth:`DeployedModel.validation_loss`), size on disk
     (:func:`deployed_size_mib`, MiB), ``latency_ms`` (ms per summary, greedy or ``args.num_beams``,
     batch 1) and ``latency_ms_batched`` (batch ``args.batch_size``, the timed documents repeated
     to fill one batch) on the first ``args.latency_samples`` documents with ``args.max_new_tokens``
@@ -481,7 +492,7 @@ def evaluate_deployed(folder: str | Path, documents: list[str], references: list
     Raises:
         ValueError: documents and references differ in length, or are empty.
     """
-    from .metrics import ROUGE_TYPES, bootstrap_ci, rouge_scores
+    from .metrics import ROUGE_TYPES, bootstrap_ci, output_health, rouge_scores
 
     if len(documents) != len(references):
         raise ValueError(f"{len(documents)} documents but {len(references)} references")
@@ -498,6 +509,7 @@ def evaluate_deployed(folder: str | Path, documents: list[str], references: list
     result["rouge_ci"] = {rouge_type: list(bootstrap_ci(per_sample[rouge_type], samples=args.bootstrap_samples,
                                                         confidence=args.confidence))
                           for rouge_type in ROUGE_TYPES}
+    result["output_health"] = output_health(predictions)
     result["validation_loss"] = model.validation_loss(documents, references, max_target_length=max_target_length,
                                                       batch_size=args.batch_size, **common)
     result.update(latency_ms=None, latency_ms_batched=None, tokens_per_s=None, latency_batch_size=None)

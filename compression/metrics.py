@@ -221,9 +221,12 @@ def agreement(predictions: list[str], teacher_predictions: list[str]) -> dict:
 
     How closely the student reproduces what the teacher writes, beside how well either matches the
     references (the fidelity measure of sequence-level KD, Kim & Rush 2016, section 5). Returns
-    ``{"rouge1", "rouge2", "rougeL", "rougeLsum"}``, means over the documents of :func:`rouge_scores`'
-    per-document F1, except that identical summaries (after stripping; both empty included) count as
-    100 on every measure, even a one-word one that has no bigram for ROUGE-2; only one empty scores 0.
+    ``{"rouge1", "rouge2", "rougeL", "rougeLsum", "identical"}``: the first four are means over the
+    documents of :func:`rouge_scores`' per-document F1, except that identical summaries (after
+    stripping; both empty included) count as 100 on every measure, even a one-word one that has no
+    bigram for ROUGE-2; only one empty scores 0. ``identical`` is the share of the documents (%, 0-100)
+    whose two summaries are identical after stripping: against the float32 student, how often a
+    quantized or deployed copy writes exactly what the student writes.
 
     Raises:
         ValueError: the two lists differ in length, or are empty.
@@ -239,4 +242,6 @@ def agreement(predictions: list[str], teacher_predictions: list[str]) -> dict:
         samples = rouge_scores([p for p, _ in scored], [t for _, t in scored])["per_sample"]
         per_sample = {rouge_type: list(samples[rouge_type]) for rouge_type in ROUGE_TYPES}
     count = len(predictions)
-    return {rouge_type: (sum(per_sample[rouge_type]) + 100.0 * sum(same)) / count for rouge_type in ROUGE_TYPES}
+    result = {rouge_type: (sum(per_sample[rouge_type]) + 100.0 * sum(same)) / count for rouge_type in ROUGE_TYPES}
+    result["identical"] = 100.0 * sum(same) / count
+    return result

@@ -99,13 +99,17 @@ def run_pipeline(config: RunConfig, *, on_progress: Callable[[dict], None] | Non
             ``config`` should be the run's own, :func:`compression.resume.resume_config`).
 
     Returns:
-        ``{"run_dir", "status": "complete"|"cancelled", "metrics": {"base", "student", "quantized"},
-        "summaries": [...], "train": {...}, "timings": {stage: seconds}}``. Each metrics entry: see
-        :func:`compression.evaluate.evaluate_model` (without predictions; with ``output_health``, the
-        degenerate-output flags); student and quantized add ``percent_of_base`` ({rouge1: %, ...},
+        ``{"run_dir", "status": "complete"|"cancelled", "metrics": {"base", "student", "quantized",
+        "deployed"}, "summaries": [...], "train": {...}, "timings": {stage: seconds}}``. Each metrics
+        entry: see :func:`compression.evaluate.evaluate_model` (without predictions; with
+        ``output_health``, the degenerate-output flags), or :func:`compression.deploy.evaluate_deployed`
+        for ``deployed``; student, quantized and deployed add ``percent_of_base`` ({rouge1: %, ...},
         ``None`` where the base scores 0) and ``agreement`` (ROUGE F1 of their summaries against the
-        base model's, :func:`compression.metrics.agreement`). ``quantized`` is
-        ``None`` when ``config.quantize == "none"``.
+        base model's and the share identical to them, :func:`compression.metrics.agreement`); quantized
+        and deployed add ``agreement_with_student`` (the same against the float32 student's summaries:
+        ``identical`` is how often the copy writes exactly what the student writes). ``quantized`` is
+        ``None`` when ``config.quantize == "none"``; ``deployed`` is ``None`` without ``config.deploy``
+        and ``{"note": why}`` where CTranslate2 cannot convert the family.
 
     Raises:
         CompressionError (and subclasses): anything the user can fix. Input errors are found by
@@ -294,6 +298,8 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar, 
         metrics["quantized"]["percent_of_base"] = percent_of_base(metrics["quantized"], metrics["base"])
         metrics["quantized"]["agreement"] = agreement(metrics["quantized"]["predictions"],
                                                       metrics["base"]["predictions"])
+        metrics["quantized"]["agreement_with_student"] = agreement(metrics["quantized"]["predictions"],
+                                                                   metrics["student"]["predictions"])
         metrics["quantized"]["mode"] = mode
         metrics["quantized"]["auto"] = auto.to_dict() if auto is not None else None
         metrics["quantized"]["pruned_vocab"] = config.prune_vocab
@@ -309,8 +315,10 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar, 
         announce("deploy", f"converting the student with CTranslate2 ({config.deploy_quantization})")
         try:
             metrics["deployed"] = _deploy(config, run, student_dir, tok, texts, prefix, documents, references,
-                                          evaluation, on_progress)
+                                          evaluation, metrics["student"]["predictions"], on_progress)
             metrics["deployed"]["percent_of_base"] = percent_of_base(metrics["deployed"], metrics["base"])
+            metrics["deployed"]["agreement"] = agreement(metrics["deployed"]["predictions"],
+                                                         metrics["base"]["predictions"])
         except DeployUnsupportedError as error:
             deploy_note = str(error)
             logger.warning("no deployed copy: %s", deploy_note)
@@ -333,12 +341,14 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar, 
 
 
 def _deploy(config: RunConfig, run: RunFolder, student_dir: Path, tok, texts, prefix: str, documents, references,
-            evaluation: dict, on_progress=None) -> dict:
+            evaluation: dict, student_predictions: list[str], on_progress=None) -> dict:
     """Convert the student (pruned to ``texts``' vocabulary when given) to ``RUN_DIR/deployed`` with
     CTranslate2 and evaluate it (:func:`compression.deploy.evaluate_deployed`, the PyTorch
     thread count), reporting its validation summaries as ``"summaries"`` records of the model
-    ``"deployed"`` (:func:`_summary_progress`). Raises DeployUnsupportedError when CTranslate2
-    cannot take the family."""
+    ``"deployed"`` (:func:`_summary_progress`); ``agreement_with_student`` compares them with
+    ``student_predictions`` (the float32 student's summaries of the same documents), and the folder's
+    README says how many are identical. Raises DeployUnsupportedError when CTranslate2 cannot take
+    the family."""
     import tempfile
 
     import torch
@@ -360,6 +370,7 @@ def _deploy(config: RunConfig, run: RunFolder, student_dir: Path, tok, texts, pr
     result = evaluate_deployed(folder, documents, references, threads=torch.get_num_threads(),
                                on_progress=_summary_progress(on_progress, "deployed"), **evaluation)
     result["pruned_vocab"] = texts is not None
+    result["agreement_with_student"] = agreement(result["predictions"], student_predictions)
     info_path = folder / "deploy.json"
     info = json.loads(info_path.read_text(encoding="utf-8"))
     info["source"] = "student" + (" (vocabulary pruned to the run's data)" if texts is not None else "")

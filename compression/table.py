@@ -7,7 +7,9 @@ from .metrics import percent_of_base, rouge_f1
 #: The legend printed under :func:`compare_table` by :func:`table_notes`.
 ROUGE_LEGEND = ("R-L sent: sentence-level ROUGE-L (rougeL); R-Lsum: summary-level ROUGE-L over newline-split "
                 "sentences (rougeLsum), the one tables of sentence-split summaries report (transformers#6808); "
-                "agree: the model's ROUGE-1/ROUGE-L against the base (teacher) model's own summaries")
+                "agree: the model's ROUGE-1/ROUGE-L against the base (teacher) model's own summaries; "
+                "= student %: share of the validation summaries a quantized or deployed copy writes exactly "
+                "as the float32 student does")
 
 
 def _fmt(value, spec: str) -> str:
@@ -41,7 +43,9 @@ def compare_table(metrics: dict[str, dict]) -> str:
     Columns: parameters, size (MiB), ROUGE-1/2 and ROUGE-L (sentence-level, ``R-L sent``) F1 (0-100),
     the student's ROUGE-1/2/L as % of the base row's (:func:`percent_of_base`; the ``"base"`` row, else
     the first row), ROUGE-Lsum (summary-level), agreement with the teacher (``agree R-1/R-L``: the row's
-    ``agreement`` dict, :func:`compression.metrics.agreement`), validation loss (nats/token), latency
+    ``agreement`` dict, :func:`compression.metrics.agreement`), the share of summaries identical to
+    the float32 student's (``= student %``: ``agreement_with_student["identical"]``, quantized and
+    deployed copies), validation loss (nats/token), latency
     (ms per document at batch 1), batched latency (ms per document at the evaluation batch size) and
     ``output``: ``degenerate`` when the row's ``output_health`` flags
     it (:func:`compression.metrics.output_health`), else ``ok``. Missing values print as ``-``; the
@@ -52,7 +56,7 @@ def compare_table(metrics: dict[str, dict]) -> str:
         return "(no models evaluated)"
     base = metrics.get("base", next(iter(metrics.values())))
     header = ["model", "params", "size MiB", "R-1", "R-2", "R-L sent", "% base R-1/R-2/R-L", "R-Lsum",
-              "agree R-1/R-L", "val loss", "latency ms", "batched ms",
+              "agree R-1/R-L", "= student %", "val loss", "latency ms", "batched ms",
               "output"]
     rows = [header]
     notes = []
@@ -72,6 +76,7 @@ def compare_table(metrics: dict[str, dict]) -> str:
             _fmt(rouge_f1(row, "rougeLsum"), ".2f"),
             "/".join(_fmt((row.get("agreement") or {}).get(m), ".1f") for m in ("rouge1", "rougeL"))
             if row.get("agreement") else "-",
+            _fmt((row.get("agreement_with_student") or {}).get("identical"), ".1f"),
             _fmt(row.get("validation_loss"), ".4f"),
             _fmt(row.get("latency_ms"), ".1f"),
             _fmt(row.get("latency_ms_batched"), ".1f"),

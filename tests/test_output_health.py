@@ -26,10 +26,13 @@ def test_degenerate_flag_quiet_on_normal_text():
 
 
 def test_agreement_is_100_for_identical_outputs():
-    assert agreement(NORMAL, list(NORMAL)) == {"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0, "rougeLsum": 100.0}
+    assert agreement(NORMAL, list(NORMAL)) == {"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0, "rougeLsum": 100.0,
+                                               "identical": 100.0}
     assert agreement(["", "one"], ["", "one"])["rouge2"] == 100.0  # empty pairs and one-word summaries too
     partial = agreement(NORMAL, list(reversed(NORMAL)))
-    assert 0 <= partial["rouge1"] < 50
+    assert 0 <= partial["rouge1"] < 50 and partial["identical"] == 0.0
+    # the identical share counts summaries equal after stripping, one in four here
+    assert agreement(["a cat sat ", "b", "c", "d"], ["a cat sat", "x", "y", "z"])["identical"] == 25.0
 
 
 def test_table_labels_rouge_l_kinds_and_flags():
@@ -58,3 +61,24 @@ def test_page_shows_flags_and_agreement():
     assert list(table["agreement with base ROUGE-1"])[1] == 100.0
     assert "ROUGE-L (sentence)" in table.columns and "ROUGE-Lsum (summary-level)" in table.columns
     assert "Degenerate output" in results_panel.headline_markdown(metrics)
+
+
+def test_copies_show_how_often_they_write_the_students_summary():
+    """``= student %`` in the CLI table and the dashboard's column and headline: the share of a
+    quantized or deployed copy's summaries identical to the float32 student's."""
+    from components import results_panel
+
+    row = {"rouge1": 30.0, "rouge2": 10.0, "rougeL": 28.0, "latency_ms": 100.0, "size_mib": 40.0}
+    metrics = {"base": row, "student": dict(row, latency_ms=60.0),
+               "deployed": dict(row, latency_ms=25.0, size_mib=9.5, quantization="int8",
+                                agreement_with_student={"rouge1": 97.0, "identical": 87.5})}
+    table = compare_table(metrics)
+    header, _, base_row, student_row, deployed_row = table.splitlines()
+    assert "= student %" in header and "87.5" in deployed_row and "87.5" not in student_row
+    assert "= student %" in table_notes(metrics)
+    frame = results_panel.metrics_table(metrics)
+    assert list(frame["summaries identical to the student (%)"])[2] == 87.5
+    assert frame["summaries identical to the student (%)"].isna().tolist()[:2] == [True, True]
+    headline = results_panel.headline_markdown(metrics)
+    assert "**Deployed copy (CTranslate2 int8):** **4.0×** faster per summary than the base" in headline
+    assert "9.5 MiB" in headline and "**88%** of its summaries identical to the student's" in headline

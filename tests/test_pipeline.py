@@ -40,7 +40,16 @@ def test_run_pipeline_writes_a_complete_run(tiny_t5_dir, tiny_jsonl, tmp_path):
     assert set(metrics) == {"base", "student", "quantized", "deployed"}
     assert metrics["deployed"]["quantization"] == "int8" and metrics["deployed"]["latency_ms_batched"] > 0
     assert (run / "deployed" / "model.bin").is_file()
-    assert "ctranslate2.Translator" in (run / "deployed" / "README.md").read_text()
+    card = (run / "deployed" / "README.md").read_text()
+    assert "ctranslate2.Translator" in card
+    # scored like the others (agreement with the base, output health) and against the student it copies
+    assert set(metrics["deployed"]["agreement"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum", "identical"}
+    assert "degenerate" in metrics["deployed"]["output_health"]
+    summaries = [json.loads(line) for line in (run / "summaries.jsonl").read_text().splitlines()]
+    for copy in ("quantized", "deployed"):  # every validation summary is in summaries.jsonl (4 pairs)
+        same = sum(row[copy].strip() == row["student"].strip() for row in summaries)
+        assert metrics[copy]["agreement_with_student"]["identical"] == 100.0 * same / len(summaries)
+    assert f"{metrics['deployed']['agreement_with_student']['identical']:.1f} % of the validation summaries" in card
     for row in metrics.values():
         for key in ("params", "size_mib", "rouge1", "rouge2", "rougeL", "latency_ms", "validation_loss"):
             assert key in row
@@ -64,7 +73,6 @@ def test_run_pipeline_writes_a_complete_run(tiny_t5_dir, tiny_jsonl, tmp_path):
     assert student_config["shrink"]["decoder_layers_kept"] == [1, 3]
     assert student_config["task_specific_params"]["summarization"]["prefix"] == "summarize: "  # what it learned
     assert "Kept decoder layers: 1, 3 (of 4 teacher layers)" in (run / "student" / "README.md").read_text()
-    summaries = [json.loads(line) for line in (run / "summaries.jsonl").read_text().splitlines()]
     assert len(summaries) == 4 and set(summaries[0]) >= {"document", "reference", "base", "student", "quantized",
                                                          "deployed"}
     assert (run / "quantized" / "config.json").is_file()
