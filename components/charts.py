@@ -13,6 +13,9 @@ from plotly.subplots import make_subplots
 MODELS = ("base", "student", "quantized", "deployed")
 LABELS = {"base": "Base (teacher)", "student": "Student", "quantized": "Student, quantized",
           "deployed": "Student, deployed (CTranslate2)"}
+#: The same names broken onto two lines, for the narrow panels of :func:`size_latency_bars`.
+TICK_LABELS = {"base": "Base<br>(teacher)", "student": "Student", "quantized": "Student,<br>quantized",
+               "deployed": "Student, deployed<br>(CTranslate2)"}
 COLORS = {"base": "#6366f1", "student": "#f97316", "quantized": "#10b981", "deployed": "#0ea5e9"}
 RUN_COLORS = ("#6366f1", "#f97316", "#10b981", "#ef4444", "#0ea5e9", "#a855f7", "#eab308", "#14b8a6")
 ROUGE = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L (sentence)"))
@@ -205,7 +208,8 @@ def validation_loss_bars(metrics: dict | None,
 
 def size_latency_bars(metrics: dict | None, title: str = "Size and speed") -> go.Figure:
     """Three bar panels side by side: parameters (millions), size on disk (MiB), latency (ms per
-    summary at batch size 1); one bar per model, its value written on it."""
+    summary at batch size 1); one bar per model, its value written on it, named on two lines
+    (:data:`TICK_LABELS`) so that four names fit under a third of the page."""
     names = _present(metrics)
     panels = (("params", "Parameters (millions)", 1e-6, "{:.2f} M"),
               ("size_mib", "Size on disk (MiB)", 1.0, "{:.1f}"),
@@ -217,10 +221,10 @@ def size_latency_bars(metrics: dict | None, title: str = "Size and speed") -> go
         values = [as_number(metrics[n].get(key)) for n in names]
         shown = [v * scale if v is not None else None for v in values]
         fig.add_trace(go.Bar(
-            x=[LABELS[n] for n in names], y=shown, marker_color=[COLORS[n] for n in names],
+            x=[TICK_LABELS[n] for n in names], y=shown, marker_color=[COLORS[n] for n in names],
             text=[fmt.format(v) if v is not None else "n/a" for v in shown], textposition="outside",
-            cliponaxis=False, showlegend=False, name=label,
-            hovertemplate="%{x}<br>" + label + ": %{y:.3f}<extra></extra>"), row=1, col=col)
+            cliponaxis=False, showlegend=False, name=label, customdata=[LABELS[n] for n in names],
+            hovertemplate="%{customdata}<br>" + label + ": %{y:.3f}<extra></extra>"), row=1, col=col)
     style_figure(fig, title, None, None, height=380)
     fig.update_yaxes(title_text="millions", row=1, col=1)
     fig.update_yaxes(title_text="MiB", row=1, col=2)

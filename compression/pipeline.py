@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .arch import count_parameters
 from .auto_quantize import auto_quantization
 from .card import ModelCard
 from .config import IMPORTANCE, RunConfig
@@ -316,6 +317,8 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar, 
         try:
             metrics["deployed"] = _deploy(config, run, student_dir, tok, texts, prefix, documents, references,
                                           evaluation, metrics["student"]["predictions"], on_progress)
+            if metrics["deployed"]["params"] is None:  # converted as it was: the student's own count
+                metrics["deployed"]["params"] = metrics["student"]["params"]
             metrics["deployed"]["percent_of_base"] = percent_of_base(metrics["deployed"], metrics["base"])
             metrics["deployed"]["agreement"] = agreement(metrics["deployed"]["predictions"],
                                                          metrics["base"]["predictions"])
@@ -345,7 +348,8 @@ def _deploy(config: RunConfig, run: RunFolder, student_dir: Path, tok, texts, pr
     """Convert the student (pruned to ``texts``' vocabulary when given) to ``RUN_DIR/deployed`` with
     CTranslate2 and evaluate it (:func:`compression.deploy.evaluate_deployed`, the PyTorch
     thread count), reporting its validation summaries as ``"summaries"`` records of the model
-    ``"deployed"`` (:func:`_summary_progress`); ``agreement_with_student`` compares them with
+    ``"deployed"`` (:func:`_summary_progress`); ``params`` is the pruned model's count when the
+    vocabulary was pruned (else ``None``: the student's); ``agreement_with_student`` compares them with
     ``student_predictions`` (the float32 student's summaries of the same documents), and the folder's
     README says how many are identical. Raises DeployUnsupportedError when CTranslate2 cannot take
     the family."""
@@ -356,13 +360,14 @@ def _deploy(config: RunConfig, run: RunFolder, student_dir: Path, tok, texts, pr
     from .deploy import deploy_card, evaluate_deployed, export_ct2
     from .files import atomic_write_text
 
-    source = student_dir
+    source, params = student_dir, None
     with tempfile.TemporaryDirectory(prefix="deploy-") as workdir:
         if texts is not None:
             from .vocab import prune_for_texts
 
             source = Path(workdir) / "pruned"
             pruned = prune_for_texts(load_model(student_dir)[0], tok, texts)
+            params = count_parameters(pruned)
             pruned.save_pretrained(source)
             tok.save_pretrained(source)
         folder = export_ct2(source, run.path / "deployed", quantization=config.deploy_quantization, prefix=prefix,
@@ -370,6 +375,7 @@ def _deploy(config: RunConfig, run: RunFolder, student_dir: Path, tok, texts, pr
     result = evaluate_deployed(folder, documents, references, threads=torch.get_num_threads(),
                                on_progress=_summary_progress(on_progress, "deployed"), **evaluation)
     result["pruned_vocab"] = texts is not None
+    result["params"] = params
     result["agreement_with_student"] = agreement(result["predictions"], student_predictions)
     info_path = folder / "deploy.json"
     info = json.loads(info_path.read_text(encoding="utf-8"))

@@ -46,6 +46,9 @@ def test_rouge_and_validation_loss_and_size_bars():
 
     size = charts.size_latency_bars(METRICS)
     assert [list(t.y) for t in size.data] == [[2.0, 1.0], [8.0, 4.0], [40.0, 20.0]]
+    # names on two lines under the narrow panels, whole in the hover text
+    assert list(size.data[0].x) == ["Base<br>(teacher)", "Student"]
+    assert list(size.data[0].customdata) == ["Base (teacher)", "Student"]
     assert [a.text for a in size.layout.annotations] == ["Parameters (millions)", "Size on disk (MiB)",
                                                          "Latency (ms / summary)"]
     for empty in (charts.rouge_bars(None), charts.validation_loss_bars({}), charts.size_latency_bars(None)):

@@ -45,6 +45,7 @@ def test_run_pipeline_writes_a_complete_run(tiny_t5_dir, tiny_jsonl, tmp_path):
     # scored like the others (agreement with the base, output health) and against the student it copies
     assert set(metrics["deployed"]["agreement"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum", "identical"}
     assert "degenerate" in metrics["deployed"]["output_health"]
+    assert metrics["deployed"]["params"] == metrics["student"]["params"]  # converted as it is
     summaries = [json.loads(line) for line in (run / "summaries.jsonl").read_text().splitlines()]
     for copy in ("quantized", "deployed"):  # every validation summary is in summaries.jsonl (4 pairs)
         same = sum(row[copy].strip() == row["student"].strip() for row in summaries)
@@ -260,6 +261,8 @@ def test_run_pipeline_auto_quantization_with_pruned_vocabulary(tiny_t5_dir, tiny
     assert saved["vocab_size"] < 384 and "vocab_pruning" in saved
     deployed = json.loads((Path(result["run_dir"]) / "deployed" / "deploy.json").read_text())
     assert deployed["pruned_vocab"] is True and result["metrics"]["deployed"]["pruned_vocab"] is True
+    # the deployed copy counts the pruned model's weights (fewer embedding rows than the student's)
+    assert result["metrics"]["deployed"]["params"] < result["metrics"]["student"]["params"]
 
 
 def test_run_pipeline_quantizes_wo_too_and_reloads_the_run(tiny_t5_dir, tiny_jsonl, tmp_path):
