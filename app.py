@@ -21,7 +21,8 @@ DESCRIPTION = (
     "Compress a seq2seq summarizer (T5 or BART family) by **Shrink and Fine-Tune** "
     "(Shleifer & Rush 2020): copy a subset of the teacher's layers into a shallower student, "
     "train it on the summaries (SFT) or against the teacher (KD), then compare ROUGE, validation loss, size and "
-    "speed with the teacher and a quantized copy. The second tab trains Modular Transformers modules once and "
+    "speed with the teacher, a quantized copy and a deployed copy (CTranslate2 int8, what a CPU server runs). "
+    "The second tab trains Modular Transformers modules once and "
     "assembles students of any ratio without retraining."
 )
 

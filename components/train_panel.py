@@ -636,7 +636,7 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
     Run click is wired in :mod:`app` (it reads panels 1-2 and feeds panels 5-6)."""
     from functools import partial
 
-    from compression.config import QUANTIZE_CHOICES, EvalArgs, KDArgs, RunConfig, TrainArgs
+    from compression.config import DEPLOY_QUANTIZATIONS, QUANTIZE_CHOICES, EvalArgs, KDArgs, RunConfig, TrainArgs
 
     choices = data_choices(settings)
     default = default_data_choice(choices)
@@ -704,6 +704,16 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
             quantize_wo = gr.Checkbox(RunConfig.quantize_wo, label="8bit/4bit: quantize T5's feed-forward output layers (wo) too",
                                       info="the smallest file; it loads with this tool, not with plain "
                                            "transformers from_pretrained", elem_id="quantize-wo")
+            with gr.Row():
+                deploy = gr.Checkbox(RunConfig.deploy, label="Deployed copy (CTranslate2)",
+                                     info="convert the student for serving on a CPU and score it as the fourth "
+                                          "model; a family CTranslate2 cannot convert gets a note",
+                                     elem_id="deploy")
+                deploy_quantization = gr.Dropdown(list(DEPLOY_QUANTIZATIONS), value=RunConfig.deploy_quantization,
+                                                  label="Deployed-copy weights",
+                                                  info="int8: the smallest and fastest on a CPU; float32: writes "
+                                                       "the student's summaries exactly",
+                                                  elem_id="deploy-quantization")
         run_name = gr.Textbox(label="Run name (optional)", placeholder="e.g. t5-small-e6d3", elem_id="run-name")
         gr.Markdown(device_summary(), elem_id="device-line")
         with gr.Row():
@@ -731,7 +741,8 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
             "quantize": quantize, "eval.num_beams": eval_beams, "eval.max_new_tokens": eval_max_new, "name": run_name,
             "method": method, "kd.alpha_ce": kd_alpha_ce, "kd.alpha_kl": kd_alpha_kl,
             "kd.alpha_hidden": kd_alpha_hidden, "kd.temperature": kd_temperature, "prune_vocab": prune_vocab,
-            "quantize_wo": quantize_wo, "train.label_smoothing": label_smoothing}
+            "quantize_wo": quantize_wo, "train.label_smoothing": label_smoothing, "deploy": deploy,
+            "deploy_quantization": deploy_quantization}
     return SimpleNamespace(source=source, train_file=train_file, validation_file=validation_file,
                            text_column=text_column, summary_column=summary_column, train_samples=train_samples,
                            eval_samples=eval_samples, epochs=epochs, batch_size=batch_size,
@@ -740,7 +751,8 @@ def build_train_panel(settings: AppSettings, session: gr.State) -> SimpleNamespa
                            eval_beams=eval_beams, eval_max_new=eval_max_new, run_name=run_name, method=method,
                            kd_alpha_ce=kd_alpha_ce, kd_alpha_kl=kd_alpha_kl, kd_alpha_hidden=kd_alpha_hidden,
                            kd_temperature=kd_temperature, prune_vocab=prune_vocab, quantize_wo=quantize_wo,
-                           label_smoothing=label_smoothing, run=run,
+                           label_smoothing=label_smoothing, deploy=deploy, deploy_quantization=deploy_quantization,
+                           run=run,
                            cancel=cancel, form=form, estimate=estimate, estimate_line=estimate_line)
 
 

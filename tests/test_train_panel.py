@@ -143,6 +143,13 @@ def test_build_run_config_for_kd(settings, loaded, tiny_jsonl):
         train_panel.build_run_config(settings, session, _form(tiny_jsonl, **{"train.label_smoothing": 1}))
     with pytest.raises(CompressionError, match="training method"):
         train_panel.build_run_config(settings, session, _form(tiny_jsonl, method="theseus"))
+    # the deployed copy: on by default in int8; float32 (the student's summaries exactly) or none at all
+    assert config.deploy and config.deploy_quantization == "int8"
+    exact = train_panel.build_run_config(settings, session, _form(tiny_jsonl, deploy_quantization="float32"))
+    assert exact.deploy and exact.deploy_quantization == "float32"
+    assert not train_panel.build_run_config(settings, session, _form(tiny_jsonl, deploy=False)).deploy
+    with pytest.raises(CompressionError, match="deployed-copy quantization"):
+        train_panel.build_run_config(settings, session, _form(tiny_jsonl, deploy_quantization="int4"))
 
 
 def _fake_result(config, status="complete"):
