@@ -1,7 +1,7 @@
 """Panel 6, runs history: every run folder listed with its settings and headline numbers; loss
 curves and students compared across runs; a run reopened in the results panel; a cancelled or
-interrupted run resumed from its last checkpoint (the job itself: :func:`components.train_panel.resume_run`); a student
-or its quantized copy downloaded as a zip, or the student pushed to the Hugging Face Hub (the token is used once, never stored or logged).
+interrupted run resumed from its last checkpoint (the job itself: :func:`components.train_panel.resume_run`); a student,
+its quantized copy or its deployed (CTranslate2) copy downloaded as a zip, or the student pushed to the Hugging Face Hub (the token is used once, never stored or logged).
 """
 
 from __future__ import annotations
@@ -241,28 +241,34 @@ def open_run(settings: AppSettings, session: Session, name: str | None) -> str:
 #: Where zips are written before gradio serves them (gradio copies each into its cache, which
 #: ``delete_cache`` empties); each new zip removes the previous ones.
 ZIP_DIR = Path(tempfile.gettempdir()) / f"compression-zips-{os.getpid()}"
-ZIP_CHOICES = {"student": "student", "quantized": "quantized copy"}
+ZIP_CHOICES = {"student": "student", "quantized": "quantized copy", "deployed": "deployed copy (CTranslate2)"}
+#: The file whose presence says the folder of each choice was written (CTranslate2's own model file
+#: for the deployed copy).
+ZIP_MARKERS = {"student": "config.json", "quantized": "config.json", "deployed": "model.bin"}
 
 
 @user_errors
 def zip_model(settings: AppSettings, name: str | None, which: str = "student",
               session: Session | None = None) -> gr.File:
-    """Zip the run's ``student/`` or ``quantized/`` folder (``which``); returns the (now visible)
+    """Zip the run's ``student/``, ``quantized/`` or ``deployed/`` folder (``which``, a key of
+    :data:`ZIP_CHOICES`); returns the (now visible)
     download widget holding the zip, which gradio serves. Earlier zips are removed first, so the
     temporary folder holds one at a time.
 
     Raises (as ``gr.Error``): no run picked, an unknown ``which``, or the run has no such model
-    (cancelled or failed, or no quantized copy).
+    (cancelled or failed, no quantized copy, or no deployed copy).
     """
     from compression.export import zip_folder
 
     if which not in ZIP_CHOICES:
-        raise CompressionError(f"unknown model {which!r}: zip the student or the quantized copy")
+        raise CompressionError(f"unknown model {which!r}: zip the student, the quantized copy or the deployed copy")
     path = run_path(settings, name, session)
     folder = path / which
-    if not (folder / "config.json").is_file():
-        raise RunError(f"run {path.name} has no saved {ZIP_CHOICES[which]} (cancelled, failed, or not "
-                       "quantized): pick a complete run")
+    if not (folder / ZIP_MARKERS[which]).is_file():
+        why = {"quantized": "not quantized", "deployed": "made without a deployed copy, or its family is one "
+                                                        "CTranslate2 cannot convert"}.get(which)
+        raise RunError(f"run {path.name} has no saved {ZIP_CHOICES[which]} (cancelled, failed"
+                       f"{', or ' + why if why else ''}): pick a complete run")
     ZIP_DIR.mkdir(parents=True, exist_ok=True)
     for old in ZIP_DIR.glob("*.zip"):
         old.unlink(missing_ok=True)
@@ -294,6 +300,12 @@ def zip_student(settings: AppSettings, name: str | None, session: Session | None
 def zip_quantized(settings: AppSettings, name: str | None, session: Session | None = None) -> gr.File:
     """:func:`zip_model` of the quantized copy."""
     return zip_model(settings, name, "quantized", session)
+
+
+def zip_deployed(settings: AppSettings, name: str | None, session: Session | None = None) -> gr.File:
+    """:func:`zip_model` of the deployed (CTranslate2) copy: ``model.bin``, its vocabulary, the
+    tokenizer and the README saying how to load it with ``ctranslate2.Translator``."""
+    return zip_model(settings, name, "deployed", session)
 
 
 @user_errors
@@ -343,6 +355,7 @@ def build_runs_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
                                interactive=_resumable(settings, default_run(frame)))
             zip_button = gr.Button("Zip the student", scale=1, elem_id="run-zip")
             zip_quantized_button = gr.Button("Zip the quantized copy", scale=1, elem_id="run-zip-quantized")
+            zip_deployed_button = gr.Button("Zip the deployed copy", scale=1, elem_id="run-zip-deployed")
             use_as_base = gr.Button("Use its student as the base model", scale=1, elem_id="run-use-as-base")
         opened = gr.Markdown("")
         download = gr.File(label="Student model (zip)", interactive=False, visible=False, elem_id="run-download")
@@ -361,6 +374,8 @@ def build_runs_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
     zip_button.click(as_toast(partial(zip_student, settings)), [run, session], download, api_name="zip_student")
     zip_quantized_button.click(as_toast(partial(zip_quantized, settings)), [run, session], download,
                                api_name="zip_quantized")
+    zip_deployed_button.click(as_toast(partial(zip_deployed, settings)), [run, session], download,
+                              api_name="zip_deployed")
     push.click(as_toast(partial(push_student, settings), 1, status=0), [run, repo_id, token, session], pushed,
                api_name="push_student")
     run.change(partial(resume_button, settings), [run, session], resume, api_name=False, show_progress="hidden")

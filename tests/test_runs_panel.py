@@ -58,6 +58,16 @@ def test_runs_table_compare_open_and_zip(settings, tiny_t5, byt5_tokenizer):
     assert "student/config.json" in zipfile.ZipFile(download.value["path"]).namelist()
     with pytest.raises(gr.Error, match="no saved student"):
         runs_panel.zip_student(settings, "20250102-000000-b")
+    # the deployed copy: CTranslate2's model.bin with what lies beside it; a run without one says why
+    with pytest.raises(gr.Error, match="no saved deployed copy .*without a deployed copy"):
+        runs_panel.zip_deployed(settings, "20250101-000000-a")
+    deployed = settings.runs_dir / "20250101-000000-a" / "deployed"
+    deployed.mkdir()
+    for name in ("model.bin", "shared_vocabulary.json", "README.md"):
+        (deployed / name).write_text("x")
+    download = runs_panel.zip_deployed(settings, "20250101-000000-a")
+    assert download.value["orig_name"] == "20250101-000000-a-deployed.zip"
+    assert {"deployed/model.bin", "deployed/README.md"} <= set(zipfile.ZipFile(download.value["path"]).namelist())
 
 
 def test_a_shared_link_opens_a_finished_runs_comparison(settings):
