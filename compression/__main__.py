@@ -226,6 +226,11 @@ def cmd_finetune(args) -> None:
 
 def cmd_evaluate(args) -> None:
     data, eval_args = _evaluation_data(from_flags(DataArgs, args)), from_flags(EvalArgs, args)
+    from .deploy import is_deployed_folder
+
+    if is_deployed_folder(args.model):
+        _evaluate_deployed(args, data, eval_args)
+        return
     preflight.check_checkpoint(args.model)
     preflight.check_data(data)
 
@@ -241,6 +246,28 @@ def cmd_evaluate(args) -> None:
     metrics.pop("predictions")
     rows = {Path(args.model).name or args.model: metrics}
     _print(args, metrics, compare_table(rows) + "\n\n" + table_notes(rows))
+
+
+def _evaluate_deployed(args, data: DataArgs, eval_args: EvalArgs) -> None:
+    """``evaluate`` of a deployed (CTranslate2) folder: :func:`compression.deploy.evaluate_deployed`
+    with the prefix its ``deploy.json`` records unless ``--prefix`` (or a dataset preset) sets one."""
+    preflight.check_data(data)
+
+    from .data import load_pairs
+    from .deploy import DEPLOY_INFO, evaluate_deployed
+    from .table import compare_table, table_notes
+
+    info_path = Path(args.model).expanduser() / DEPLOY_INFO
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    prefix = data.prefix if data.prefix is not None else (info.get("prefix") or "")
+    split = load_pairs(data)["validation"]
+    metrics = evaluate_deployed(args.model, list(split["document"]), list(split["summary"]), prefix=prefix,
+                                max_source_length=data.max_source_length,
+                                max_target_length=data.max_target_length, args=eval_args)
+    metrics.pop("predictions")
+    rows = {Path(args.model).name or args.model: metrics}
+    _print(args, metrics, compare_table(rows) + "\n\n" + table_notes(rows)
+           + f"\n\nCTranslate2 {metrics['quantization']} weights, running as {metrics['compute_type']}")
 
 
 def cmd_quantize(args) -> None:

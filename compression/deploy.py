@@ -315,6 +315,12 @@ def deployed_size_mib(folder: str | Path) -> float:
     return sum((folder / name).stat().st_size for name in _CT2_FILES if (folder / name).is_file()) / 2**20
 
 
+def is_deployed_folder(path: str | Path) -> bool:
+    """True when ``path`` is a folder holding a CTranslate2 model (``model.bin``), as
+    :func:`export_ct2` writes, rather than a transformers checkpoint."""
+    return (Path(path).expanduser() / "model.bin").is_file()
+
+
 class DeployedModel:
     """A CTranslate2 copy loaded for generation and scoring, taking and returning tokenizer ids.
 

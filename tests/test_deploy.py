@@ -185,6 +185,15 @@ def test_cli_export_writes_a_ct2_copy(tmp_path, byt5_tokenizer, capsys):
     assert payload["quantization"] == "int8" and payload["size_mib"] > 0
     assert json.loads((tmp_path / "deployed" / "deploy.json").read_text())["prefix"] == ""
     assert main(["export", "--model", str(tmp_path / "missing"), "--output", str(tmp_path / "x")]) == 2
+    # `evaluate` scores a deployed folder like a checkpoint: ROUGE, validation loss, size, latency
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"document": d, "summary": s}) + "\n" for d, s in zip(DOCUMENTS, SUMMARIES)))
+    assert main(["--json", "evaluate", "--model", str(tmp_path / "deployed"), "--validation-file", str(pairs),
+                 "--max-new-tokens", "8", "--latency-samples", "1", "--bootstrap-samples", "10",
+                 "--max-source-length", "48", "--max-target-length", "12"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["format"] == "ct2" and scored["quantization"] == "int8" and scored["validation_loss"] > 0
+    assert scored["size_mib"] == payload["size_mib"] and "degenerate" in scored["output_health"]
 
 
 def test_run_table_prints_the_deployed_row_or_its_note():
