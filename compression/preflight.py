@@ -155,7 +155,8 @@ def check_checkpoint(name_or_path: str | Path) -> dict | None:
 
     Raises:
         ModelLoadError: a missing folder, a folder without ``config.json``, a ``config.json`` that is
-            not valid JSON, damaged weights, or weights that do not cover the config.
+            not valid JSON, a deployed CTranslate2 copy, damaged weights, or weights that do not cover
+            the config.
     """
     name = str(name_or_path)
     folder = Path(name).expanduser()
@@ -175,6 +176,10 @@ def check_checkpoint(name_or_path: str | Path) -> dict | None:
                              "config is broken; save the checkpoint again") from None
     except OSError as error:
         raise ModelLoadError(f"{folder.name}/config.json cannot be read ({error.strerror})") from None
+    if "model_type" not in config and (folder / "model.bin").is_file():
+        raise ModelLoadError(f"{folder} is a deployed CTranslate2 copy (model.bin), not a transformers checkpoint: it "
+                             "writes summaries (`python -m compression evaluate` scores it) but cannot be shrunk, "
+                             "trained or quantized; use the run's student/ folder instead")
     files = _weight_files(folder)
     if not files:
         return config

@@ -194,6 +194,10 @@ def test_cli_export_writes_a_ct2_copy(tmp_path, byt5_tokenizer, capsys):
     scored = json.loads(capsys.readouterr().out)
     assert scored["format"] == "ct2" and scored["quantization"] == "int8" and scored["validation_loss"] > 0
     assert scored["size_mib"] == payload["size_mib"] and "degenerate" in scored["output_health"]
+    # a deployed copy given where a checkpoint to shrink is needed: said so, nothing written
+    assert main(["shrink", "--model", str(tmp_path / "deployed"), "--encoder-layers", "1", "--decoder-layers", "1",
+                 "--output", str(tmp_path / "shrunk")]) == 2
+    assert "is a deployed CTranslate2 copy" in capsys.readouterr().err and not (tmp_path / "shrunk").exists()
 
 
 def test_run_table_prints_the_deployed_row_or_its_note():
