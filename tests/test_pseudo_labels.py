@@ -112,7 +112,7 @@ def test_pseudo_run_reuses_the_labels_for_a_second_student(teacher_dir, tiny_jso
     assert "pseudo-labels" in (Path(first["run_dir"]) / "student" / "README.md").read_text()
     stored = json.loads((Path(first["run_dir"]) / "metrics.json").read_text())
     assert "degenerate" in stored["base"]["output_health"] and "degenerate" in stored["student"]["output_health"]
-    assert set(stored["student"]["agreement"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+    assert set(stored["student"]["agreement"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum", "identical"}
     calls = len(generate_calls)
     second = pseudo_run("b", 1)
     info = json.loads((Path(second["run_dir"]) / "pseudo_labels.json").read_text())
