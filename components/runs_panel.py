@@ -353,10 +353,11 @@ def build_runs_panel(settings: AppSettings, session: gr.State) -> SimpleNamespac
             open_button = gr.Button("Open in results", scale=1, elem_id="run-open")
             resume = gr.Button("Resume", scale=1, elem_id="run-resume",
                                interactive=_resumable(settings, default_run(frame)))
+            use_as_base = gr.Button("Use its student as the base model", scale=1, elem_id="run-use-as-base")
+        with gr.Row():
             zip_button = gr.Button("Zip the student", scale=1, elem_id="run-zip")
             zip_quantized_button = gr.Button("Zip the quantized copy", scale=1, elem_id="run-zip-quantized")
             zip_deployed_button = gr.Button("Zip the deployed copy", scale=1, elem_id="run-zip-deployed")
-            use_as_base = gr.Button("Use its student as the base model", scale=1, elem_id="run-use-as-base")
         opened = gr.Markdown("")
         download = gr.File(label="Student model (zip)", interactive=False, visible=False, elem_id="run-download")
         with gr.Accordion("Push the student to the Hugging Face Hub", open=False):
