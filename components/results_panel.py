@@ -245,7 +245,7 @@ def build_results_panel(settings: AppSettings, session: gr.State) -> SimpleNames
                                  column_widths=["24%", "16%", "15%", "15%", "15%", "15%"])
         decoding = gr.Markdown("", elem_id="summaries-decoding")
         gr.Markdown("#### Summarize any article: the base, the fastest copy of the student, the quantized copy")
-        article = gr.Textbox(lines=6, label="Article", placeholder="Paste a news article here…",
+        article = gr.Textbox(lines=6, label="Article", placeholder="Paste a news article (or, for the offline Debian teacher, a package description) here…",
                              elem_id="article-input")
         examples = example_articles()
         if examples:
