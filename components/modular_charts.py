@@ -212,8 +212,12 @@ def assembly_plan(depths: dict[str, int], replaced: Sequence[dict], title: str |
 
     ``depths``: ``{"encoder": n, "decoder": m}`` teacher depths; ``replaced``: the
     ``config.modular["replaced"]`` entries (``{"stack", "start", "end", "module"}``). Traces:
-    ``"teacher layer (kept)"`` and ``"replaced by a module"`` (each only when it has squares).
+    ``"teacher layer (kept)"`` and ``"replaced by a module"`` (each only when it has squares). With
+    no teacher layers (nothing assembled yet) the figure is an empty placeholder with a message.
     """
+    if not any(int(depths.get(stack, 0)) for stack in ("encoder", "decoder")):
+        return empty_figure(title or "Assembly", "Assemble a student to see which<br>teacher layers its modules "
+                            "replace", height=240)
     kept = {"x": [], "y": [], "hover": []}
     moved = {"x": [], "y": [], "text": [], "hover": [], "color": []}
     by_layer = {}

@@ -327,3 +327,5 @@ def test_assembly_plan_marks_replaced_spans():
     kept, replaced = figure.data
     assert list(kept.x) == [0, 1] and list(replaced.text) == ["g2", "g2", "g4", "g4", "g4", "g4"]
     assert figure.layout.title.text == "Assembly: encoder 4 → 3, decoder 4 → 1 layers"
+    empty = modular_charts.assembly_plan({"encoder": 0, "decoder": 0}, [], "Assembly: none yet")
+    assert not empty.data and empty.layout.title.text == "Assembly: none yet"  # a placeholder, not empty axes
