@@ -13,7 +13,8 @@ from plotly.subplots import make_subplots
 MODELS = ("base", "student", "quantized", "deployed")
 LABELS = {"base": "Base (teacher)", "student": "Student", "quantized": "Student, quantized",
           "deployed": "Student, deployed (CTranslate2)"}
-#: The same names broken onto two lines, for the narrow panels of :func:`size_latency_bars`.
+#: The same names broken onto two lines, for the narrow charts (:func:`size_latency_bars`,
+#: :func:`validation_loss_bars`).
 TICK_LABELS = {"base": "Base<br>(teacher)", "student": "Student", "quantized": "Student,<br>quantized",
                "deployed": "Student, deployed<br>(CTranslate2)"}
 COLORS = {"base": "#6366f1", "student": "#f97316", "quantized": "#10b981", "deployed": "#0ea5e9"}
@@ -200,10 +201,13 @@ def validation_loss_bars(metrics: dict | None,
                             y_title="loss (nats/token)")
     values = [metrics[n]["validation_loss"] for n in names]
     fig = go.Figure(go.Bar(
-        x=[LABELS[n] for n in names], y=values, marker_color=[COLORS[n] for n in names],
+        x=[TICK_LABELS[n] for n in names], y=values, marker_color=[COLORS[n] for n in names],
         text=[f"{v:.3f}" for v in values], textposition="outside", cliponaxis=False, showlegend=False,
-        hovertemplate="%{x}<br>validation loss %{y:.4f} nats/token<extra></extra>"))
-    return style_figure(fig, title, "model", "loss (nats/token)")
+        customdata=[LABELS[n] for n in names],
+        hovertemplate="%{customdata}<br>validation loss %{y:.4f} nats/token<extra></extra>"))
+    style_figure(fig, title, "model", "loss (nats/token)")
+    fig.update_xaxes(tickangle=0)
+    return fig
 
 
 def size_latency_bars(metrics: dict | None, title: str = "Size and speed") -> go.Figure:
