@@ -528,6 +528,27 @@ def cmd_assemble(args) -> None:
     _print(args, payload, "\n".join(lines))
 
 
+def _quiet_library_bars() -> None:
+    """Hide the hub's, transformers' ("Loading weights", "Writing model shards") and datasets'
+    ("Tokenizing") progress bars; the training bar (the Trainer's own tqdm) stays. The environment
+    variables reach libraries imported later and child processes; the parser has already imported
+    transformers and datasets, so those are switched off through their own functions as well."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -535,9 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as done:  # --help (0) or a usage error, already printed on one line (2)
         return done.code if isinstance(done.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if not args.verbose:  # keep stderr for the training bar and errors; read when the libraries load
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also transformers' bars
-        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if not args.verbose:  # keep stderr for the training bar and errors
+        _quiet_library_bars()
     handler = globals()["cmd_" + args.command.replace("-", "_")]
     try:
         status = handler(args) or 0

@@ -146,3 +146,27 @@ def test_json_runs_into_a_closed_pipe_is_quiet(tmp_path):
     done = subprocess.run(f"{sys.executable} -m compression --json runs --root {tmp_path} | head -c 100",
                           shell=True, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.startswith("[") and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_cli_hides_library_bars_but_not_the_training_bar(tmp_path, tiny_t5, byt5_tokenizer, capsys):
+    """Without -v the command line hides the hub's, transformers' ("Loading weights", "Writing model
+    shards") and datasets' bars, although the parser has already imported those libraries; the
+    Trainer's own training bar is a plain tqdm and stays."""
+    import datasets
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    from compression.__main__ import main
+
+    tiny_t5.save_pretrained(tmp_path / "teacher")
+    byt5_tokenizer.save_pretrained(tmp_path / "teacher")
+    try:
+        assert main(["shrink", "--model", str(tmp_path / "teacher"), "--encoder-layers", "1", "--decoder-layers", "1",
+                     "--output", str(tmp_path / "student")]) == 0
+        assert not transformers_logging.is_progress_bar_enabled()
+        assert are_progress_bars_disabled() and not datasets.is_progress_bar_enabled()
+        assert "Loading weights" not in capsys.readouterr().err
+    finally:  # the rest of the suite runs with the libraries' defaults
+        transformers_logging.enable_progress_bar()
+        enable_progress_bars()
+        datasets.enable_progress_bars()
