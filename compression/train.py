@@ -34,6 +34,7 @@ import torch
 from transformers import PreTrainedModel, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 from transformers.optimization import Adafactor
 from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_callback import ProgressCallback as TrainerProgressBar
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import EvalLoopOutput
 from transformers.utils import is_torch_tf32_available
@@ -539,6 +540,14 @@ def _training_arguments(args: TrainArgs, output_dir: Path, device: torch.device,
         raise CompressionError(f"invalid training settings: {err}") from err
 
 
+class BarOnly(TrainerProgressBar):
+    """The Trainer's tqdm progress bar (steps, ETA) without the log dict it writes under the bar at
+    every logging step: the same records go to ``loss_log.jsonl`` and to ``on_progress``."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return None
+
+
 def finetune(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -693,6 +702,8 @@ def run_trainer(
         )
         trainer.fused_head = fused_head
         trainer.remove_callback(PrinterCallback)  # without tqdm the Trainer prints every log dict to stdout
+        if trainer.pop_callback(TrainerProgressBar) is not None:  # with tqdm it writes them under the bar
+            trainer.add_callback(BarOnly())
         start = time.perf_counter()
         try:
             output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)

@@ -186,6 +186,18 @@ def test_freeze_encoder(tiny_jsonl, byt5_tokenizer, tmp_path):
     assert all(param.requires_grad for param in model.parameters())  # flags restored
 
 
+def test_progress_bar_without_the_log_dicts(tiny_jsonl, byt5_tokenizer, tmp_path, capsys):
+    """With ``progress_bar`` the Trainer's tqdm bar runs, but the log dicts it would write under it
+    at every logging step (the loss log has them) are not printed."""
+    model = _model("t5")
+    train, validation = _tokenized(tiny_jsonl, byt5_tokenizer, model)
+    result = finetune(model, byt5_tokenizer, train, validation, _fast(epochs=1), tmp_path / "out", progress_bar=True)
+    printed = capsys.readouterr()
+    assert any(r["kind"] == "train" for r in result.log_history) and result.eval_loss is not None
+    assert "it/s" in printed.err or "s/it" in printed.err  # the bar
+    assert "'loss'" not in printed.out + printed.err and "'eval_loss'" not in printed.out + printed.err
+
+
 def test_freeze_embeddings_bart(tiny_jsonl, byt5_tokenizer, tmp_path):
     model = _model("bart")
     train, _ = _tokenized(tiny_jsonl, byt5_tokenizer, model)
