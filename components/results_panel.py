@@ -107,9 +107,7 @@ def headline_markdown(metrics: dict | None, status: str | None = None, run_dir: 
         parts.append(f"validation loss **{student['validation_loss']:.3f}** vs **{base['validation_loss']:.3f}** "
                      "nats/token")
     if base.get("latency_ms") and student.get("latency_ms"):
-        ratio = base["latency_ms"] / student["latency_ms"]
-        parts.append(f"**{ratio:.1f}×** faster per summary" if ratio >= 1
-                     else f"**{1 / ratio:.1f}×** slower per summary")
+        parts.append(speed_phrase(base["latency_ms"], student["latency_ms"]))
     warning = degenerate_warning(metrics)
     if base.get("untrained"):
         warning = ("\n\n⚠ **The base model is an untrained preset** (random weights): a faster student with a "
@@ -127,14 +125,19 @@ def headline_markdown(metrics: dict | None, status: str | None = None, run_dir: 
     return text
 
 
+def speed_phrase(base_ms: float, ms: float) -> str:
+    """``"**1.7×** faster per summary"`` (or slower) for a latency of ``ms`` against ``base_ms``
+    (both ms per summary)."""
+    ratio = base_ms / ms
+    return f"**{ratio:.1f}×** faster per summary" if ratio >= 1 else f"**{1 / ratio:.1f}×** slower per summary"
+
+
 def deployed_sentence(base: dict, deployed: dict) -> str:
     """One line on the deployed (CTranslate2) copy: its speed against the base per summary at batch 1,
     its size, and how many of its validation summaries are the student's own word for word."""
     parts = []
     if base.get("latency_ms") and deployed.get("latency_ms"):
-        ratio = base["latency_ms"] / deployed["latency_ms"]
-        parts.append(f"**{ratio:.1f}×** faster per summary than the base" if ratio >= 1
-                     else f"**{1 / ratio:.1f}×** slower per summary than the base")
+        parts.append(speed_phrase(base["latency_ms"], deployed["latency_ms"]) + " than the base")
     if isinstance(deployed.get("size_mib"), (int, float)):
         parts.append(f"{deployed['size_mib']:.1f} MiB")
     same = (deployed.get("agreement_with_student") or {}).get("identical")

@@ -254,14 +254,11 @@ def _evaluate_deployed(args, data: DataArgs, eval_args: EvalArgs) -> None:
     preflight.check_data(data)
 
     from .data import load_pairs
-    from .deploy import DEPLOY_INFO, evaluate_deployed
+    from .deploy import evaluate_deployed
     from .table import compare_table, table_notes
 
-    info_path = Path(args.model).expanduser() / DEPLOY_INFO
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-    prefix = data.prefix if data.prefix is not None else (info.get("prefix") or "")
     split = load_pairs(data)["validation"]
-    metrics = evaluate_deployed(args.model, list(split["document"]), list(split["summary"]), prefix=prefix,
+    metrics = evaluate_deployed(args.model, list(split["document"]), list(split["summary"]), prefix=data.prefix,
                                 max_source_length=data.max_source_length,
                                 max_target_length=data.max_target_length, args=eval_args)
     metrics.pop("predictions")

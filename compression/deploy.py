@@ -343,7 +343,7 @@ class DeployedModel:
         from .load import load_tokenizer
 
         self.folder = Path(folder)
-        if not (self.folder / "model.bin").is_file():
+        if not is_deployed_folder(self.folder):
             raise ModelLoadError(f"{self.folder} is not a deployed copy (no model.bin): write one with "
                                  "`python -m compression export --format ct2`")
         info_path = self.folder / DEPLOY_INFO
@@ -478,7 +478,7 @@ class DeployedModel:
                 "batch_size": batch_size}
 
 
-def evaluate_deployed(folder: str | Path, documents: list[str], references: list[str], *, prefix: str,
+def evaluate_deployed(folder: str | Path, documents: list[str], references: list[str], *, prefix: str | None,
                       max_source_length: int, max_target_length: int, args: EvalArgs,
                       threads: int = 0, on_progress: Callable[[int, int], None] | None = None) -> dict:
     """The comparison-table entry of a deployed copy, with the keys of
@@ -493,7 +493,8 @@ def evaluate_deployed(folder: str | Path, documents: list[str], references: list
     forced new tokens; plus ``format``, ``quantization`` (stored weights), ``compute_type`` (used
     here), ``params`` (``None``: CTranslate2 does not report it) and ``predictions``.
     ``on_progress(done, total)``: validation summaries written so far, as
-    :func:`compression.evaluate.evaluate_model` reports them for PyTorch models.
+    :func:`compression.evaluate.evaluate_model` reports them for PyTorch models. ``prefix``: put
+    before every document (``None``: the one the copy's ``deploy.json`` records).
 
     Raises:
         ValueError: documents and references differ in length, or are empty.

@@ -316,9 +316,7 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar, 
         announce("deploy", f"converting the student with CTranslate2 ({config.deploy_quantization})")
         try:
             metrics["deployed"] = _deploy(config, run, student_dir, tok, texts, prefix, documents, references,
-                                          evaluation, metrics["student"]["predictions"], on_progress)
-            if metrics["deployed"]["params"] is None:  # converted as it was: the student's own count
-                metrics["deployed"]["params"] = metrics["student"]["params"]
+                                          evaluation, metrics["student"], on_progress)
             metrics["deployed"]["percent_of_base"] = percent_of_base(metrics["deployed"], metrics["base"])
             metrics["deployed"]["agreement"] = agreement(metrics["deployed"]["predictions"],
                                                          metrics["base"]["predictions"])
@@ -344,14 +342,14 @@ def _run(config, run, announce, on_progress, cancel, token, base, progress_bar, 
 
 
 def _deploy(config: RunConfig, run: RunFolder, student_dir: Path, tok, texts, prefix: str, documents, references,
-            evaluation: dict, student_predictions: list[str], on_progress=None) -> dict:
+            evaluation: dict, student: dict, on_progress=None) -> dict:
     """Convert the student (pruned to ``texts``' vocabulary when given) to ``RUN_DIR/deployed`` with
     CTranslate2 and evaluate it (:func:`compression.deploy.evaluate_deployed`, the PyTorch
     thread count), reporting its validation summaries as ``"summaries"`` records of the model
-    ``"deployed"`` (:func:`_summary_progress`); ``params`` is the pruned model's count when the
-    vocabulary was pruned (else ``None``: the student's); ``agreement_with_student`` compares them with
-    ``student_predictions`` (the float32 student's summaries of the same documents), and the folder's
-    README says how many are identical. Raises DeployUnsupportedError when CTranslate2 cannot take
+    ``"deployed"`` (:func:`_summary_progress`). ``student`` is the float32 student's metrics entry
+    (with its ``predictions``): ``params`` is the pruned model's count when the vocabulary was pruned,
+    else the student's; ``agreement_with_student`` compares the copy's summaries with the student's,
+    and the folder's README says how many are identical. Raises DeployUnsupportedError when CTranslate2 cannot take
     the family."""
     import tempfile
 
@@ -360,7 +358,7 @@ def _deploy(config: RunConfig, run: RunFolder, student_dir: Path, tok, texts, pr
     from .deploy import deploy_card, evaluate_deployed, export_ct2
     from .files import atomic_write_text
 
-    source, params = student_dir, None
+    source, params = student_dir, student["params"]
     with tempfile.TemporaryDirectory(prefix="deploy-") as workdir:
         if texts is not None:
             from .vocab import prune_for_texts
@@ -376,7 +374,7 @@ def _deploy(config: RunConfig, run: RunFolder, student_dir: Path, tok, texts, pr
                                on_progress=_summary_progress(on_progress, "deployed"), **evaluation)
     result["pruned_vocab"] = texts is not None
     result["params"] = params
-    result["agreement_with_student"] = agreement(result["predictions"], student_predictions)
+    result["agreement_with_student"] = agreement(result["predictions"], student["predictions"])
     info_path = folder / "deploy.json"
     info = json.loads(info_path.read_text(encoding="utf-8"))
     info["source"] = "student" + (" (vocabulary pruned to the run's data)" if texts is not None else "")
@@ -445,9 +443,9 @@ def load_run_models(run_dir: str | Path, *, token: str | None = None) -> dict:
     models["student"] = load_model(run_dir / "student")
     if (run_dir / "quantized" / "config.json").is_file():
         models["quantized"] = load_model(run_dir / "quantized")
-    if (run_dir / "deployed" / "model.bin").is_file():
-        from .deploy import DeployedModel
+    from .deploy import DeployedModel, is_deployed_folder
 
+    if is_deployed_folder(run_dir / "deployed"):
         try:
             deployed = DeployedModel(run_dir / "deployed")
             models["deployed"] = (deployed, deployed.tokenizer)

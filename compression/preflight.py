@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from .config import DataArgs, RunConfig
+from .deploy import is_deployed_folder
 from .errors import DatasetError, ModelLoadError, OutputError
 
 SUPPORTED_DATA = (".json", ".jsonl", ".csv", ".parquet")
@@ -176,7 +177,7 @@ def check_checkpoint(name_or_path: str | Path) -> dict | None:
                              "config is broken; save the checkpoint again") from None
     except OSError as error:
         raise ModelLoadError(f"{folder.name}/config.json cannot be read ({error.strerror})") from None
-    if "model_type" not in config and (folder / "model.bin").is_file():
+    if "model_type" not in config and is_deployed_folder(folder):
         raise ModelLoadError(f"{folder} is a deployed CTranslate2 copy (model.bin), not a transformers checkpoint: it "
                              "writes summaries (`python -m compression evaluate` scores it) but cannot be shrunk, "
                              "trained or quantized; use the run's student/ folder instead")
