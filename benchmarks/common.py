@@ -19,7 +19,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,20 @@ def rotate(arms: dict[str, Callable[[], float | None]], rounds: int) -> dict[str
         for name in rotated(names, index):
             times[name].append(_timed(arms[name]))
     return times
+
+
+@contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """PyTorch's intra-op thread count set to ``n`` inside the block (``torch.set_num_threads``),
+    the previous count restored on leaving it, also after an error."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def time_call(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:

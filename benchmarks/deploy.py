@@ -52,7 +52,6 @@ import argparse
 import statistics
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -75,16 +74,6 @@ VARIANTS = ("PyTorch fp32", "PyTorch bf16", "bnb 8-bit", "CT2 int8", "CT2 float3
 SPEED_COLUMNS = ["model", "variant", "beams", "batch", "threads", "ms_per_sample", "speedup"]
 
 
-@contextmanager
-def _threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _torch_runner(model, tokenizer, documents, batch, beams, new_tokens, max_source_length, threads):
     from compression.generation import encode_sources, generate_batch
 
@@ -94,7 +83,7 @@ def _torch_runner(model, tokenizer, documents, batch, beams, new_tokens, max_sou
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams)
 
     def run():
-        with _threads(threads), torch.inference_mode():
+        with common.intra_op_threads(threads), torch.inference_mode():
             for item in batches:
                 generate_batch(model, item, **kwargs)
     return run

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from contextlib import contextmanager
 
 import torch
 
@@ -53,16 +52,6 @@ FAMILIES = {
     "t5-small": ("small", [("6/3", None, 3), ("3/3", 3, 3), ("6/1", None, 1)]),
     "t5-base": ("base", [("12/3", None, 3), ("12/6", None, 6), ("6/6", 6, 6)]),
 }
-
-
-@contextmanager
-def _threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class _Timer:
@@ -331,7 +320,7 @@ def headline(payload: dict) -> list[dict]:
 def run(quick: bool = False, families: list[str] | None = None, settings: list[tuple[int, int]] | None = None) -> dict:
     """Measure, print the tables, write ``benchmarks/results/generation.json`` (a restricted run:
     ``generation-<families>-beam<B>-batch<N>.json``); returns the payload."""
-    with _threads(1):
+    with common.intra_op_threads(1):
         payload = benchmark(quick, families, settings)
     text = report(payload)
     print(text)

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import common
-from benchmarks.generation import _batches, _pair, _runner, _threads
+from benchmarks.generation import _batches, _pair, _runner
 
 NAME = "size"
 TARGETS = {"8bit": 20.0, "4bit": 12.0}  # % of the fp32 base's file, for a 3/3 student
@@ -297,7 +297,7 @@ def headline(payload: dict) -> list[dict]:
 
 def run(quick: bool = False, teacher: str | None = None) -> dict:
     """Measure, print the tables, write ``benchmarks/results/size.json``; returns the payload."""
-    with _threads(1):
+    with common.intra_op_threads(1):
         size_rows, verdict = size_table(["3/3"] if quick else list(STUDENTS))
         found = _teacher(teacher, quick)
         quality, source = [], None
