@@ -525,11 +525,19 @@ def cmd_assemble(args) -> None:
     _print(args, payload, "\n".join(lines))
 
 
-def _quiet_library_bars() -> None:
+#: Loggers of an optional kernel fetch that bitsandbytes' CPU backend tries when it is imported on a
+#: CPU with AVX512-BF16 (a 4-bit GEMM from the hub through the ``kernels`` package); when the fetch
+#: fails (offline, or the kernel is absent) 4-bit runs on bitsandbytes' own CPU code, so their two
+#: WARNING lines per run tell a user nothing to do. ``-v`` shows them.
+OPTIONAL_KERNEL_LOGGERS = ("bitsandbytes.backends.cpu.ops", "kernels")
+
+
+def _quiet_libraries() -> None:
     """Hide the hub's, transformers' ("Loading weights", "Writing model shards") and datasets'
-    ("Tokenizing") progress bars; the training bar (the Trainer's own tqdm) stays. The environment
-    variables reach libraries imported later and child processes; the parser has already imported
-    transformers and datasets, so those are switched off through their own functions as well."""
+    ("Tokenizing") progress bars, and the warnings of :data:`OPTIONAL_KERNEL_LOGGERS`; the training
+    bar (the Trainer's own tqdm) and every other warning stay. The environment variables reach
+    libraries imported later and child processes; the parser has already imported transformers and
+    datasets, so those are switched off through their own functions as well."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if "huggingface_hub" in sys.modules:
@@ -544,6 +552,8 @@ def _quiet_library_bars() -> None:
         import datasets
 
         datasets.disable_progress_bars()
+    for name in OPTIONAL_KERNEL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -554,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         return done.code if isinstance(done.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not args.verbose:  # keep stderr for the training bar and errors
-        _quiet_library_bars()
+        _quiet_libraries()
     handler = globals()["cmd_" + args.command.replace("-", "_")]
     try:
         status = handler(args) or 0

@@ -150,13 +150,16 @@ def test_json_runs_into_a_closed_pipe_is_quiet(tmp_path):
 
 def test_cli_hides_library_bars_but_not_the_training_bar(tmp_path, tiny_t5, byt5_tokenizer, capsys):
     """Without -v the command line hides the hub's, transformers' ("Loading weights", "Writing model
-    shards") and datasets' bars, although the parser has already imported those libraries; the
-    Trainer's own training bar is a plain tqdm and stays."""
+    shards") and datasets' bars, although the parser has already imported those libraries, and the
+    warnings of bitsandbytes' failed optional kernel fetch; the Trainer's own training bar is a plain
+    tqdm and stays, and so do other warnings."""
+    import logging
+
     import datasets
     from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
     from transformers.utils import logging as transformers_logging
 
-    from compression.__main__ import main
+    from compression.__main__ import OPTIONAL_KERNEL_LOGGERS, main
 
     tiny_t5.save_pretrained(tmp_path / "teacher")
     byt5_tokenizer.save_pretrained(tmp_path / "teacher")
@@ -166,7 +169,11 @@ def test_cli_hides_library_bars_but_not_the_training_bar(tmp_path, tiny_t5, byt5
         assert not transformers_logging.is_progress_bar_enabled()
         assert are_progress_bars_disabled() and not datasets.is_progress_bar_enabled()
         assert "Loading weights" not in capsys.readouterr().err
+        assert all(logging.getLogger(name).getEffectiveLevel() == logging.ERROR for name in OPTIONAL_KERNEL_LOGGERS)
+        assert logging.getLogger("compression").isEnabledFor(logging.WARNING)
     finally:  # the rest of the suite runs with the libraries' defaults
+        for name in OPTIONAL_KERNEL_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
         transformers_logging.enable_progress_bar()
         enable_progress_bars()
         datasets.enable_progress_bars()
