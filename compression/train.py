@@ -497,7 +497,7 @@ def adafactor_kwargs(args: TrainArgs) -> tuple[type[torch.optim.Optimizer], dict
 
 
 def _training_arguments(args: TrainArgs, output_dir: Path, device: torch.device, has_eval: bool,
-                        progress_bar: bool, checkpointing: bool = False):
+                        progress_bar: bool, checkpointing: bool, bf16: bool, head_after_forward: bool):
     if not 0 <= args.warmup_ratio < 1:
         raise CompressionError("warmup ratio must lie in [0, 1): the share of steps spent warming up")
     eval_steps = args.eval_steps if args.eval_steps else 1.0 / DEFAULT_EVALUATIONS
@@ -532,8 +532,13 @@ def _training_arguments(args: TrainArgs, output_dir: Path, device: torch.device,
             dataloader_num_workers=args.dataloader_workers,
             disable_tqdm=not progress_bar,
             use_cpu=device.type == "cpu",
-            bf16=bf16_enabled(args, device),
+            bf16=bf16,
             activation_checkpointing=checkpointing,
+            # The fused loss uses the LM head after the model's forward; when the head is a weight of
+            # its own (T5 v1.1, mT5, t5-efficient), DDP's search for unused parameters (the Trainer's
+            # default) marks it unused in the forward and then fails on its gradient. Every weight
+            # of the families the fused loss takes part in each step, so no search is needed.
+            ddp_find_unused_parameters=False if head_after_forward else None,
             tf32=True if device.type == "cuda" and is_torch_tf32_available() else None,
         )
     except ValueError as err:
@@ -588,6 +593,18 @@ def finetune(
         return run_trainer(model, tokenizer, train_dataset, eval_dataset, args, output_dir, cross_entropy=True,
                            on_progress=on_progress, cancel=cancel, progress_bar=progress_bar,
                            resume_from=resume_from)
+
+
+def mean_over_ranks(trainer: Seq2SeqTrainer, value: float) -> float:
+    """``value`` averaged over the processes of a distributed training (DDP under ``torchrun``,
+    through accelerate's ``Accelerator.reduce``), or ``value`` itself in one process. The Trainer's
+    final ``training_loss`` gathers the ranks' losses at each logging step but adds the steps after
+    the last one from its own rank only, so without this the ranks report different training losses
+    for the same run."""
+    if trainer.accelerator.num_processes == 1:
+        return float(value)
+    mean = trainer.accelerator.reduce(torch.tensor([float(value)], device=trainer.args.device), reduction="mean")
+    return float(mean.item())
 
 
 def run_trainer(
@@ -661,20 +678,23 @@ def run_trainer(
     device = resolve_device(args.device)
     has_eval = eval_dataset is not None and len(eval_dataset) > 0
     checkpointing = checkpointing_enabled(args, longest_source(train_dataset))
-    training_args = _training_arguments(args, output_dir, device, has_eval, progress_bar, checkpointing)
+    bf16 = bf16_enabled(args, device)
+    fused_choice = fused_loss_choice(args, device, bf16, model) if cross_entropy else None
+    fused = fused_choice is not None and fused_choice[0]
+    training_args = _training_arguments(args, output_dir, device, has_eval, progress_bar, checkpointing,
+                                        bf16=bf16, head_after_forward=fused)
     set_seed(args.seed)
     attending = list(attention_models) if attention_models is not None else [model]
-    restores = [fast_attention(each, device, bool(training_args.bf16)) for each in attending]
+    restores = [fast_attention(each, device, bf16) for each in attending]
     if dropout_masks_enabled(args, device):
         restores += [use_fast_dropout(each) for each in {id(m): m for m in [model, *attending]}.values()]
     if allocator_held(args, device):
         restores.append(hold_freed_memory())
     trainer_kwargs = dict(trainer_kwargs or {})
-    fused_choice, fused_head = None, None
+    fused_head = None
     if cross_entropy:
-        fused_choice = fused_loss_choice(args, device, bool(training_args.bf16), model)
         loss = functools.partial(token_loss, label_smoothing=args.label_smoothing)
-        if fused_choice[0]:
+        if fused:
             fused_head = model.get_output_embeddings()
             loss = functools.partial(fused_token_loss, head=fused_head, label_smoothing=args.label_smoothing)
             restores.append(use_hidden_state_head(model))
@@ -729,7 +749,7 @@ def run_trainer(
 
     evals = [record["eval_loss"] for record in callback.records if record["kind"] == "eval"]
     return TrainResult(
-        train_loss=float(output.training_loss),
+        train_loss=mean_over_ranks(trainer, output.training_loss),
         eval_loss=evals[-1] if evals else None,
         steps=int(trainer.state.global_step),
         epochs=float(trainer.state.epoch or 0.0),
@@ -738,7 +758,7 @@ def run_trainer(
         cancelled=callback.cancelled,
         log_history=list(callback.records),
         padding_fraction=trainer.padding_fraction(),
-        speed=speed_choices(args, device, bool(training_args.bf16), fused_choice),
+        speed=speed_choices(args, device, bf16, fused_choice),
     )
 
 

@@ -20,8 +20,7 @@ def _gloo_available() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_gloo_available()
 
 
-@pytest.mark.skipif(not _gloo_available(), reason="torch.distributed with gloo is unavailable")
-def test_two_process_ddp_finetune(tmp_path, tiny_t5_dir):
+def _torchrun_finetune(tmp_path, model_dir, *extra):
     train = write_jsonl(tmp_path / "train.jsonl", ARTICLES)
     validation = write_jsonl(tmp_path / "validation.jsonl", ARTICLES[:4])
     out, hashes = tmp_path / "out", tmp_path / "hashes"
@@ -29,13 +28,19 @@ def test_two_process_ddp_finetune(tmp_path, tiny_t5_dir):
            "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_CACHE": str(tmp_path / "datasets-cache"),
            "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-               str(ROOT / "tests" / "torchrun_finetune.py"), str(tiny_t5_dir), str(train), str(validation),
-               str(out), str(hashes)]
+               str(ROOT / "tests" / "torchrun_finetune.py"), str(model_dir), str(train), str(validation),
+               str(out), str(hashes), *extra]
     try:
         done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
         pytest.fail("torchrun did not finish within 120 s")
     assert done.returncode == 0, done.stderr[-4000:]
+    return out, hashes
+
+
+@pytest.mark.skipif(not _gloo_available(), reason="torch.distributed with gloo is unavailable")
+def test_two_process_ddp_finetune(tmp_path, tiny_t5_dir):
+    out, hashes = _torchrun_finetune(tmp_path, tiny_t5_dir)
 
     ranks = sorted(p.name for p in hashes.iterdir())
     assert ranks == ["rank0.txt", "rank1.txt"]
@@ -51,6 +56,34 @@ def test_two_process_ddp_finetune(tmp_path, tiny_t5_dir):
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
     # The logged training loss is a per-token mean, not multiplied by the process count.
     assert all(0 < r["loss"] < 7.5 for r in records if r["kind"] == "train")
+
+
+@pytest.mark.skipif(not _gloo_available(), reason="torch.distributed with gloo is unavailable")
+def test_two_process_ddp_finetune_with_the_fused_loss_and_an_untied_head(tmp_path, byt5_tokenizer):
+    """T5 v1.1, flan-t5, mT5 and t5-efficient checkpoints keep an LM head apart from the input
+    embeddings. The fused loss (the CPU fp32 default) uses that head after the model's forward, which
+    DDP's search for unused parameters took for a second use and stopped the first step on ("Expected
+    to mark a variable ready only once"); it trains, the ranks agree on the weights and report one
+    training loss (the Trainer's own adds the steps after the last logging step per rank)."""
+    from transformers import T5ForConditionalGeneration
+
+    from conftest import tiny_t5_config
+
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(tiny_t5_config(tie_word_embeddings=False))
+    model.lm_head.weight = torch.nn.Parameter(model.shared.weight.detach().clone().mul_(0.5))
+    model.save_pretrained(tmp_path / "untied")
+    byt5_tokenizer.save_pretrained(tmp_path / "untied")
+    loaded = T5ForConditionalGeneration.from_pretrained(tmp_path / "untied")
+    assert loaded.lm_head.weight is not loaded.shared.weight
+
+    # Logging at step 3 of 4: the last step's loss is each rank's own until it is averaged.
+    out, hashes = _torchrun_finetune(tmp_path, tmp_path / "untied", "fused", "3")
+    ranks = [(hashes / name).read_text().split() for name in ("rank0.txt", "rank1.txt")]
+    assert ranks[0][0] == ranks[1][0], "the two ranks ended with different weights"
+    assert ranks[0][2] == ranks[1][2], "the two ranks reported different training losses"
+    trained = T5ForConditionalGeneration.from_pretrained(out / "model")
+    assert not torch.equal(trained.lm_head.weight, model.lm_head.weight), "the untied head was not trained"
 
 
 @pytest.mark.skipif(not _gloo_available(), reason="torch.distributed with gloo is unavailable")
