@@ -32,6 +32,8 @@ from .errors import CompressionError
 
 
 def _print(args, payload, text: str | None = None) -> None:
+    if not _is_main_process():  # under torchrun the result is printed once, by rank 0
+        return
     if args.json:
         print(json.dumps(payload, indent=2, default=str))
     elif text is not None:

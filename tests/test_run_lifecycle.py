@@ -177,3 +177,19 @@ def test_cli_hides_library_bars_but_not_the_training_bar(tmp_path, tiny_t5, byt5
         transformers_logging.enable_progress_bar()
         enable_progress_bars()
         datasets.enable_progress_bars()
+
+
+def test_cli_prints_a_result_once_under_torchrun(monkeypatch, capsys):
+    """Under ``torchrun`` every rank runs the command; only rank 0 prints its result (text or JSON)."""
+    from types import SimpleNamespace
+
+    from compression.__main__ import _print
+
+    for json_output in (False, True):
+        args = SimpleNamespace(json=json_output)
+        monkeypatch.setenv("RANK", "1")
+        _print(args, {"steps": 4}, "4 steps")
+        assert capsys.readouterr().out == ""
+        monkeypatch.setenv("RANK", "0")
+        _print(args, {"steps": 4}, "4 steps")
+        assert "4" in capsys.readouterr().out
