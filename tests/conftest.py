@@ -57,6 +57,15 @@ def tiny_t5_config(**overrides):
     return T5Config(**values)
 
 
+def untie_head(model):
+    """``model`` with an LM head of its own, as T5 v1.1, flan-t5, mT5 and t5-efficient checkpoints
+    load: a fresh T5 of transformers 5 ties its head to the input embeddings whatever
+    ``tie_word_embeddings`` says, so the head becomes a separate parameter (half the embedding)."""
+    model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone().mul_(0.5))
+    assert model.lm_head.weight is not model.get_input_embeddings().weight
+    return model
+
+
 def tiny_bart_config(**overrides):
     from transformers import BartConfig
 

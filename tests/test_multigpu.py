@@ -67,11 +67,10 @@ def test_two_process_ddp_finetune_with_the_fused_loss_and_an_untied_head(tmp_pat
     training loss (the Trainer's own adds the steps after the last logging step per rank)."""
     from transformers import T5ForConditionalGeneration
 
-    from conftest import tiny_t5_config
+    from conftest import tiny_t5_config, untie_head
 
     torch.manual_seed(0)
-    model = T5ForConditionalGeneration(tiny_t5_config(tie_word_embeddings=False))
-    model.lm_head.weight = torch.nn.Parameter(model.shared.weight.detach().clone().mul_(0.5))
+    model = untie_head(T5ForConditionalGeneration(tiny_t5_config()))
     model.save_pretrained(tmp_path / "untied")
     byt5_tokenizer.save_pretrained(tmp_path / "untied")
     loaded = T5ForConditionalGeneration.from_pretrained(tmp_path / "untied")
