@@ -28,6 +28,7 @@ from .config import (
     ShrinkArgs,
     TrainArgs,
 )
+from .dataset_presets import dataset_preset
 from .errors import CompressionError
 
 
@@ -74,7 +75,7 @@ def cmd_shrink(args) -> None:
     from .load import describe_model
 
     model, tokenizer = _load_base(args)
-    student = _make_student(args, model, tokenizer, args.data, "--data FILE")
+    student = _make_student(args, model, tokenizer, args.data, args.dataset, CALIBRATION_FLAGS)
     student.config.shrink["teacher"] = args.model
     record = student.config.shrink
     save_model(student, tokenizer, args.output, card={
@@ -89,9 +90,15 @@ def cmd_shrink(args) -> None:
            f"{after['params'] / 1e6:.2f}M parameters -> {args.output}")
 
 
-def _make_student(args, model, tokenizer, calibration_file: str | None, flag: str):
+#: The options that give shrink, prune-width and importance their calibration pairs.
+CALIBRATION_FLAGS = "--data FILE or --dataset PRESET"
+
+
+def _make_student(args, model, tokenizer, data_file: str | None, dataset: str | None, flags: str):
     """Shrink ``model`` by the layer flags; the importance strategy scores the layers on the first
-    ``--importance-samples`` pairs of ``calibration_file`` (shuffled first with ``--shuffle-seed``)."""
+    ``--importance-samples`` pairs of ``data_file`` or of the preset ``dataset``'s training split
+    (shuffled first with ``--shuffle-seed``, or the preset's seed); ``flags`` names the options that
+    give them, for the error when neither is given."""
     from .layers import shrink
 
     choice = _shrink_args(args)
@@ -99,10 +106,10 @@ def _make_student(args, model, tokenizer, calibration_file: str | None, flag: st
         return shrink(model, choice.encoder_layers, choice.decoder_layers, choice.strategy)
     from .importance import load_calibration, shrink_by_importance
 
-    if not calibration_file:
-        raise CompressionError(f"--strategy importance scores the layers on calibration pairs: give {flag}")
-    calibration = load_calibration(calibration_file, tokenizer, model, samples=choice.importance_samples,
-                                   shuffle_seed=args.shuffle_seed)
+    if not (data_file or dataset):
+        raise CompressionError(f"--strategy importance scores the layers on calibration pairs: give {flags}")
+    calibration = load_calibration(data_file, tokenizer, model, dataset=None if data_file else dataset,
+                                   samples=choice.importance_samples, shuffle_seed=args.shuffle_seed)
     student, _ = shrink_by_importance(model, tokenizer, calibration, choice.encoder_layers, choice.decoder_layers,
                                       score=choice.importance_score)
     return student
@@ -120,11 +127,11 @@ def cmd_prune_width(args) -> None:
         raise CompressionError("--batch-size must be at least 1")
     base = model
     if args.encoder_layers is not None or args.decoder_layers is not None:
-        model = _make_student(args, model, tokenizer, args.data, "--data FILE")
+        model = _make_student(args, model, tokenizer, args.data, args.dataset, CALIBRATION_FLAGS)
         model.config.shrink["teacher"] = args.model
     calibration = None
-    if args.data:
-        calibration = load_calibration(args.data, tokenizer, model, samples=args.samples,
+    if args.data or args.dataset:
+        calibration = load_calibration(args.data, tokenizer, model, dataset=args.dataset, samples=args.samples,
                                        max_source_length=args.max_source_length,
                                        max_target_length=args.max_target_length, text_column=args.text_column,
                                        summary_column=args.summary_column, shuffle_seed=args.shuffle_seed)
@@ -147,7 +154,7 @@ def cmd_importance(args) -> None:
     from .importance import importance_table, layer_importance, load_calibration
 
     model, tokenizer = _load_base(args)
-    calibration = load_calibration(args.data, tokenizer, model, samples=args.samples,
+    calibration = load_calibration(args.data, tokenizer, model, dataset=args.dataset, samples=args.samples,
                                    max_source_length=args.max_source_length, max_target_length=args.max_target_length,
                                    text_column=args.text_column, summary_column=args.summary_column,
                                    shuffle_seed=args.shuffle_seed)
@@ -420,7 +427,9 @@ def cmd_distill(args) -> None:
     if args.student:
         student, _ = load_model(args.student)
     else:
-        student = _make_student(args, teacher, tokenizer, data.train_file, "--train-file FILE")
+        student = _make_student(args, teacher, tokenizer, data.train_file,
+                                data.dataset if dataset_preset(data.dataset) else None,
+                                "--train-file FILE or a dataset preset (--dataset)")
         student.config.shrink["teacher"] = args.teacher
     train_set, validation, prefix = _tokenized(data, teacher, tokenizer)
     record_prefix(student, prefix)

@@ -27,6 +27,7 @@ from .config import (
     choices,
     field_types,
 )
+from .dataset_presets import DATASET_PRESETS
 from .deploy import CT2_QUANTIZATIONS, DEPLOY_FORMATS
 from .length_plan import SPEED_CUTS
 
@@ -107,14 +108,25 @@ def _help(cls, name: str) -> str:
     return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
 
 
+def _calibration_source_flags(parser, purpose: str, required: bool = False) -> None:
+    """``--data FILE`` or ``--dataset PRESET``: where calibration pairs come from (one of them)."""
+    source = parser.add_mutually_exclusive_group(required=required)
+    source.add_argument("--data", help=f"calibration pairs (JSON, JSONL, CSV or Parquet) {purpose}".rstrip())
+    source.add_argument("--dataset", choices=sorted(DATASET_PRESETS),
+                        help="calibration pairs from a dataset preset's training split (local files under "
+                             "../shared, with its own lengths and prefix), instead of --data")
+
+
 def _calibration_flags(parser) -> None:
     parser.add_argument("--samples", type=int, default=32, help="calibration pairs to use (default: 32)")
     parser.add_argument("--shuffle-seed", type=int,
                         help="take a seeded random sample of the file instead of its first pairs (use it when the "
                              "file is sorted, e.g. the Debian descriptions by package name)")
     parser.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass (default: 8)")
-    parser.add_argument("--max-source-length", type=int, default=512)
-    parser.add_argument("--max-target-length", type=int, default=64)
+    parser.add_argument("--max-source-length", type=int,
+                        help="article tokens kept; default: the dataset preset's, else 512")
+    parser.add_argument("--max-target-length", type=int,
+                        help="summary tokens kept; default: the dataset preset's, else 64")
     parser.add_argument("--text-column", default="document")
     parser.add_argument("--summary-column", default="summary")
 
@@ -148,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     shrink = commands.add_parser("shrink", help="copy a subset of the teacher's layers into a student")
     _model_flags(shrink)
     _shrink_flags(shrink)
-    shrink.add_argument("--data", help="calibration pairs (JSON, JSONL, CSV or Parquet) for --strategy importance")
+    _calibration_source_flags(shrink, "for --strategy importance")
     shrink.add_argument("--shuffle-seed", type=int, help="score a seeded random sample of --data instead of its "
                                                          "first --importance-samples pairs")
     shrink.add_argument("--output", required=True)
@@ -159,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(prune)
     prune.add_argument("--ffn-keep", type=int, help="feed-forward neurons (d_ff) to keep per layer; default: all")
     prune.add_argument("--heads-keep", type=int, help="attention heads to keep per layer (T5 only); default: all")
-    prune.add_argument("--data", help="calibration pairs (JSON, JSONL, CSV or Parquet) to rank neurons and heads on")
+    _calibration_source_flags(prune, "to rank neurons and heads on")
     _calibration_flags(prune)
     _shrink_flags(prune)
     prune.add_argument("--output", required=True)
@@ -168,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "importance", help="score every encoder and decoder layer on calibration pairs (Block Influence, "
                            "angular distance of layer blocks, drop-one loss)")
     _model_flags(importance)
-    importance.add_argument("--data", required=True, help="calibration pairs (JSON, JSONL, CSV or Parquet)")
+    _calibration_source_flags(importance, "", required=True)
     _calibration_flags(importance)
     importance.add_argument("--no-drop-one", dest="drop_one", action="store_false",
                             help="skip the drop-one loss (one forward pass per layer)")

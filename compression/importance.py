@@ -38,30 +38,42 @@ from .layers import shrink
 from .losses import example_cross_entropy
 
 
-def load_calibration(path: str | Path, tokenizer, model, *, samples: int = 32, prefix: str | None = None,
-                     max_source_length: int = 512, max_target_length: int = 64,
-                     text_column: str = "document", summary_column: str = "summary",
-                     shuffle_seed: int | None = None):
-    """The first ``samples`` article/summary pairs of one file, tokenized for ``model``; with
-    ``shuffle_seed`` the file is shuffled with that seed first (``datasets.Dataset.shuffle``), so a
-    file sorted by some key (the Debian descriptions are sorted by package name) gives a seeded
-    sample of the whole file instead of one end of it.
+def load_calibration(path: str | Path | None, tokenizer, model, *, dataset: str | None = None, samples: int = 32,
+                     prefix: str | None = None, max_source_length: int | None = None,
+                     max_target_length: int | None = None, text_column: str = "document",
+                     summary_column: str = "summary", shuffle_seed: int | None = None):
+    """The first ``samples`` article/summary pairs of one file (``path``) or of a dataset preset's
+    training split (``dataset``, e.g. ``"debian-descriptions"``, :data:`compression.dataset_presets.DATASET_PRESETS`),
+    tokenized for ``model``; with ``shuffle_seed`` the pairs are shuffled with that seed first
+    (``datasets.Dataset.shuffle``), so a file sorted by some key (the Debian descriptions are sorted
+    by package name) gives a seeded sample of the whole file instead of one end of it. A preset
+    brings its own lengths (tokens), prefix and shuffle seed where these are left ``None``; else
+    512 / 64 tokens and the files' order.
 
     Returns a ``datasets.Dataset`` with ``input_ids``, ``attention_mask`` and ``labels`` (see
-    :func:`compression.data.prepare_data`); ``prefix=None`` uses the prefix the checkpoint records,
-    else its family's (:func:`compression.data.default_prefix`).
+    :func:`compression.data.prepare_data`); ``prefix=None`` uses the preset's, else the prefix the
+    checkpoint records, else its family's (:func:`compression.data.default_prefix`).
 
     Raises:
-        DatasetError: the file is missing, unreadable, lacks the columns, or ``samples`` < 1.
+        DatasetError: neither or both of ``path`` and ``dataset`` given, ``dataset`` is not a preset,
+            the data are missing, unreadable or lack the columns, or ``samples`` < 1.
     """
     from .config import DataArgs
     from .data import prepare_data
+    from .dataset_presets import DATASET_PRESETS, dataset_preset
 
     if samples < 1:
         raise DatasetError(f"calibration samples must be at least 1 (got {samples})")
-    data = DataArgs(train_file=str(path), text_column=text_column, summary_column=summary_column, prefix=prefix,
-                    max_source_length=max_source_length, max_target_length=max_target_length,
-                    max_train_samples=samples, shuffle_seed=shuffle_seed)
+    if (path is None) == (dataset is None):
+        raise DatasetError("calibration pairs come from one place: give a data file or a dataset preset, not "
+                           + ("both" if path is not None else "neither"))
+    if dataset is not None and dataset_preset(dataset) is None:
+        raise DatasetError(f"{dataset!r} is not a dataset preset (calibration reads local data only): "
+                           f"use one of {', '.join(DATASET_PRESETS)} or give a data file")
+    data = DataArgs(train_file=str(path) if path is not None else None, dataset=dataset, text_column=text_column,
+                    summary_column=summary_column, prefix=prefix, max_source_length=max_source_length,
+                    max_target_length=max_target_length, max_train_samples=samples, max_eval_samples=1,
+                    shuffle_seed=shuffle_seed)
     return prepare_data(data, model, tokenizer).train
 
 
@@ -242,7 +254,7 @@ def selection_scores(importance: dict, score: str) -> dict[str, list[float]]:
 
 def importance_table(importance: dict) -> str:
     """Plain-text table of :func:`layer_importance`'s result, one row per layer of each stack."""
-    lines = [f"{importance['samples']} calibration pairs, base validation loss {importance['base_loss']:.4f} nats"]
+    lines = [f"{importance['samples']} calibration pairs, the model's loss on them {importance['base_loss']:.4f} nats (teacher-forced cross-entropy)"]
     for name in STACKS:
         scores = importance[name]
         depth = len(scores["block_influence"])

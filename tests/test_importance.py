@@ -164,3 +164,43 @@ def test_calibration_shuffle_seed_scores_a_seeded_sample_of_the_file(tiny_t5_dir
     scores = json.loads(capsys.readouterr().out)
     direct = layer_importance(model, tokenizer, sample)
     assert scores["encoder"]["drop_one_loss"] == pytest.approx(direct["encoder"]["drop_one_loss"], abs=1e-6)
+
+
+def test_calibration_from_a_dataset_preset(tiny_t5_dir, tiny_jsonl, tmp_path, monkeypatch, capsys):
+    """``--dataset PRESET`` calibrates on the preset's training split with the preset's lengths, as
+    ``--data`` does on a file (a stand-in shared folder here, so the test needs no ../shared); one
+    source only, and a preset name, else a DatasetError that says what to give."""
+    from compression.dataset_presets import SHARED_ENV
+    from compression.errors import DatasetError
+    from compression.importance import load_calibration
+    from compression.load import load_model
+
+    train, validation = tiny_jsonl
+    folder = tmp_path / "shared" / "data" / "xsum"
+    folder.mkdir(parents=True)
+    (folder / "train.jsonl").write_text(train.read_text())
+    (folder / "validation.jsonl").write_text(validation.read_text())
+    monkeypatch.setenv(SHARED_ENV, str(tmp_path / "shared"))
+    model, tokenizer = load_model(str(tiny_t5_dir))
+    from_preset = load_calibration(None, tokenizer, model, dataset="xsum-sample", samples=3)
+    from_file = load_calibration(train, tokenizer, model, samples=3, max_source_length=512, max_target_length=64)
+    assert from_preset["input_ids"] == from_file["input_ids"] and from_preset["labels"] == from_file["labels"]
+    for path, dataset, message in ((None, None, "neither"), (train, "xsum-sample", "both"),
+                                   (None, "EdinburghNLP/xsum", "not a dataset preset")):
+        with pytest.raises(DatasetError, match=message):
+            load_calibration(path, tokenizer, model, dataset=dataset)
+
+    assert main(["--json", "importance", "--model", str(tiny_t5_dir), "--dataset", "xsum-sample",
+                 "--samples", "3"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["samples"] == 3
+    assert scores["encoder"]["drop_one_loss"] == pytest.approx(
+        layer_importance(model, tokenizer, from_file)["encoder"]["drop_one_loss"], abs=1e-6)
+    out = tmp_path / "student"
+    assert main(["shrink", "--model", str(tiny_t5_dir), "--encoder-layers", "2", "--decoder-layers", "2",
+                 "--strategy", "importance", "--importance-samples", "2", "--dataset", "xsum-sample",
+                 "--output", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["shrink"]["strategy"] == "importance"
+    capsys.readouterr()
+    assert main(["importance", "--model", str(tiny_t5_dir), "--data", str(train), "--dataset", "xsum-sample"]) == 2
+    assert "not allowed with" in capsys.readouterr().err
