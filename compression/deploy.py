@@ -32,6 +32,7 @@ such a student. Families the converter has no loader for (LongT5, ...) raise
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -348,11 +349,17 @@ class DeployedModel:
                                  "`python -m compression export --format ct2`")
         info_path = self.folder / DEPLOY_INFO
         self.info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+        level = ctranslate2.get_log_level()
+        # CTranslate2 logs a warning when it falls back from the stored type (int8 with bf16 weights,
+        # as a bf16 checkpoint converts) to one this device runs; :attr:`compute_type` reports it.
+        ctranslate2.set_log_level(logging.ERROR)
         try:
             self.translator = ctranslate2.Translator(str(self.folder), device=device,
                                                      compute_type=compute_type, intra_threads=threads)
         except (RuntimeError, ValueError) as exc:
             raise ModelLoadError(f"CTranslate2 could not load {self.folder}: {exc}") from exc
+        finally:
+            ctranslate2.set_log_level(level)
         self.tokenizer = load_tokenizer(self.folder)
         self.prefix = self.info.get("prefix") or ""
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from .metrics import percent_of_base, rouge_f1
 
-#: The legend printed under :func:`compare_table` by :func:`table_notes`.
+#: The legend printed under :func:`compare_table` by :func:`table_notes`: ROUGE-L's two kinds always,
+#: the other entries when some row has that column.
 ROUGE_LEGEND = ("R-L sent: sentence-level ROUGE-L (rougeL); R-Lsum: summary-level ROUGE-L over newline-split "
-                "sentences (rougeLsum), the one tables of sentence-split summaries report (transformers#6808); "
-                "agree: the model's ROUGE-1/ROUGE-L against the base (teacher) model's own summaries; "
-                "= student %: share of the validation summaries a quantized or deployed copy writes exactly "
-                "as the float32 student does")
+                "sentences (rougeLsum), the one tables of sentence-split summaries report (transformers#6808)")
+AGREEMENT_LEGEND = "agree: the model's ROUGE-1/ROUGE-L against the base (teacher) model's own summaries"
+IDENTICAL_LEGEND = ("= student %: share of the validation summaries a quantized or deployed copy writes exactly "
+                    "as the float32 student does")
 
 
 def _fmt(value, spec: str) -> str:
@@ -24,9 +25,14 @@ def _health(row: dict) -> str:
 
 
 def table_notes(metrics: dict[str, dict]) -> str:
-    """The lines printed under :func:`compare_table`: the ROUGE-L / ROUGE-Lsum / agreement legend, and
-    for each model whose output is flagged degenerate, why (:func:`compression.metrics.output_health`)."""
-    lines = [ROUGE_LEGEND]
+    """The lines printed under :func:`compare_table`: the legend of its ROUGE-L kinds and of the agreement
+    columns some row fills, and for each model whose output is flagged degenerate, why
+    (:func:`compression.metrics.output_health`)."""
+    rows = [row or {} for row in metrics.values()]
+    legend = [ROUGE_LEGEND] + [text for key, text in (("agreement", AGREEMENT_LEGEND),
+                                                      ("agreement_with_student", IDENTICAL_LEGEND))
+                               if any(row.get(key) for row in rows)]
+    lines = ["; ".join(legend)]
     for name, row in metrics.items():
         if (row or {}).get("untrained"):
             lines.append(f"{name}: an untrained preset (random weights), so this comparison says nothing about "

@@ -47,6 +47,8 @@ def test_table_labels_rouge_l_kinds_and_flags():
     notes = table_notes({"base": base, "student": student})
     assert "sentence-level" in notes and "rougeLsum" in notes and "base: degenerate output" in notes
     assert "student: degenerate" not in notes
+    assert "agree:" in notes and "= student %" not in notes  # a legend entry per column some row fills
+    assert "agree:" not in table_notes({"base": base})
     assert ROUGE_LABELS["rougeL"] == "ROUGE-L (sentence)" and "summary-level" in ROUGE_LABELS["rougeLsum"]
 
 
