@@ -360,8 +360,8 @@ def cmd_run(args) -> int | None:
         notes += (f"\ndeployed: CTranslate2 {deployed['quantization']} (running as {deployed['compute_type']}) in "
                   f"{result['run_dir']}/deployed; batched ms at batch {deployed.get('latency_batch_size')}")
     rows = {k: v for k, v in result["metrics"].items() if v is not None}
-    _print(args, result, compare_table(rows) + "\n\n" + table_notes(rows)
-           + f"\n{notes}\n\nstages: {timings}\nrun folder: {result['run_dir']}")
+    _print(args, result, compare_table(rows) + "\n\n" + table_notes(rows) + (f"\n{notes}" if notes else "")
+           + f"\n\nstages: {timings}\nrun folder: {result['run_dir']}")
 
 
 def cmd_teacher(args) -> None:
