@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import sys
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 from transformers import AutoModelForSeq2SeqLM, PretrainedConfig, PreTrainedModel
 
@@ -185,6 +187,40 @@ def _without_fp32_modules(cls: type) -> type:
 
     return type(cls.__name__, (cls,), {"post_init": post_init, "from_pretrained": from_pretrained,
                                        "__module__": cls.__module__, "__doc__": cls.__doc__})
+
+
+def guard_empty_inputs(model: nn.Module) -> int:
+    """Make every bitsandbytes 4-bit layer of ``model`` return an empty output for an empty input,
+    as a float ``nn.Linear`` does; returns how many layers it guarded.
+
+    Why: bitsandbytes' 4-bit CPU matmul (0.50) divides by the input's row count, so an input with no
+    rows stops the whole process with SIGFPE instead of raising. LongT5's transient-global attention
+    feeds its layers such an input for a source shorter than one global block (16 tokens): a 4-bit
+    LongT5 student given a short article (or the quantizer's one-token check) killed the CLI or the
+    dashboard's server. Shapes: input ``[..., 0, in_features]`` (any leading dims, no elements) ->
+    output ``[..., 0, out_features]`` in the input's dtype; every other input goes to the layer as
+    before. Models without bitsandbytes layers are left as they are (returns 0).
+    """
+    bnb = sys.modules.get("bitsandbytes")
+    if bnb is None:  # never imported: no bitsandbytes layer can exist
+        return 0
+    guarded = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and not getattr(module.forward, "guards_empty_inputs", False):
+            module.forward = _empty_safe(module.forward, module.out_features)
+            guarded += 1
+    return guarded
+
+
+def _empty_safe(forward, out_features: int):
+    @functools.wraps(forward)
+    def guarded(x: torch.Tensor, *args, **kwargs):
+        if x.numel() == 0:
+            return x.new_zeros(*x.shape[:-1], out_features)
+        return forward(x, *args, **kwargs)
+
+    guarded.guards_empty_inputs = True
+    return guarded
 
 
 def seq2seq_class(config: PretrainedConfig, *, quantize_wo: bool | None = None) -> type:

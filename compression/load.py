@@ -35,6 +35,7 @@ from .arch import (  # noqa: F401  (model_family, seq2seq_class and the families
     T5_FAMILY,
     count_parameters,
     get_layer_stacks,
+    guard_empty_inputs,
     model_family,
     seq2seq_class,
     set_t5_decoder_depth,
@@ -171,6 +172,7 @@ def load_model(name_or_path: str | Path, *, tokenizer: str | Path | None = None,
                                                           dtype=torch.float32)
     except OSError as error:
         raise ModelLoadError(f"{name} has a config but no loadable weights: {error}") from None
+    guard_empty_inputs(model)  # a saved 4-bit copy: bitsandbytes' CPU kernel and empty inputs
     tok = load_tokenizer(tokenizer if tokenizer is not None else source, token=token)
     set_t5_decoder_depth(model.config)
     return model.eval(), tok

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import torch
 
-from .arch import QUANTIZED_WO, seq2seq_class
+from .arch import QUANTIZED_WO, guard_empty_inputs, seq2seq_class
 from .device import resolve_device
 from .errors import ModelLoadError, NotSeq2SeqError, QuantizationError, RemoteCodeError
 
@@ -98,8 +98,11 @@ def _load(model_dir: Path, quantize_wo: bool = False, **kwargs):
     try:
         config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
         if quantize_wo or getattr(config, QUANTIZED_WO, False):
-            return seq2seq_class(config, quantize_wo=True).from_pretrained(model_dir, **kwargs)
-        return AutoModelForSeq2SeqLM.from_pretrained(model_dir, **kwargs)
+            model = seq2seq_class(config, quantize_wo=True).from_pretrained(model_dir, **kwargs)
+        else:
+            model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, **kwargs)
+        guard_empty_inputs(model)  # bitsandbytes' 4-bit CPU kernel and empty inputs: see there
+        return model
     except ValueError as exc:
         text = str(exc)
         if "trust_remote_code" in text:

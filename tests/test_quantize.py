@@ -213,3 +213,60 @@ def test_quantize_wo_too_is_smaller_stays_correct_and_reloads_with_load_model(tm
     # forward), it never runs the file with wrong weights
     with pytest.raises(RuntimeError):
         _logits(AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "all"), byt5_tokenizer)
+
+
+GUARD_SCRIPT = """
+import sys, torch
+from transformers import ByT5Tokenizer, LongT5ForConditionalGeneration
+sys.path.insert(0, sys.argv[2])
+from conftest import tiny_longt5_config
+from compression.load import load_model
+from compression.quantize import quantize, save_quantized
+
+torch.manual_seed(0)
+# widths that are multiples of 64, which bitsandbytes' 4-bit CPU kernel runs on every CPU kind
+config = tiny_longt5_config(d_model=64, d_kv=32, num_heads=2, d_ff=128, global_block_size=16, local_radius=8)
+LongT5ForConditionalGeneration(config).save_pretrained(sys.argv[1] + "/fp32")
+ByT5Tokenizer().save_pretrained(sys.argv[1] + "/fp32")
+model = quantize(sys.argv[1] + "/fp32", "4bit", device="cpu", rest_dtype="float32")
+save_quantized(model, ByT5Tokenizer(), sys.argv[1] + "/4bit")
+reloaded, _ = load_model(sys.argv[1] + "/4bit")
+for each in (model, reloaded):
+    with torch.no_grad():  # 5 source tokens: fewer than one global block, so the global aggregates are empty
+        logits = each(input_ids=torch.full((1, 5), 7), decoder_input_ids=torch.zeros(1, 1, dtype=torch.long)).logits
+    print(tuple(logits.shape), bool(torch.isfinite(logits).all()))
+"""
+
+
+def test_4bit_layers_take_empty_inputs(tmp_path):
+    """bitsandbytes' 4-bit CPU matmul divides by the row count, so an empty input stopped the process
+    with SIGFPE; a 4-bit LongT5 gives its layers one for a source shorter than a global block. Its
+    4-bit copy, made and reloaded, now reads a 5-token source (run in a child process, so a
+    regression is a failed test, not a crashed suite); an empty input gives an empty output."""
+    import subprocess
+
+    pytest.importorskip("bitsandbytes")
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    done = subprocess.run([sys.executable, "-c", GUARD_SCRIPT, str(tmp_path), str(tests)], cwd=tests.parent,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    assert done.stdout.split("\n")[:2] == ["(1, 1, 384) True"] * 2
+
+
+def test_guard_empty_inputs_keeps_other_inputs_and_is_applied_once():
+    bnb = pytest.importorskip("bitsandbytes")
+    from compression.arch import guard_empty_inputs
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(bnb.nn.Linear4bit(64, 128, bias=False, compute_dtype=torch.float32,
+                                                 quant_type="nf4").to("cpu"), torch.nn.Linear(128, 4))
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        before = model(x)
+        assert guard_empty_inputs(model) == 1 and guard_empty_inputs(model) == 0
+        assert torch.equal(model(x), before)
+        empty = model[0](torch.randn(2, 0, 64))
+    assert empty.shape == (2, 0, 128) and empty.dtype == torch.float32
+    assert guard_empty_inputs(torch.nn.Linear(2, 2)) == 0
