@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "calibration pairs, into a plain checkpoint (optionally after dropping layers)")
     _model_flags(prune)
     prune.add_argument("--ffn-keep", type=int, help="feed-forward neurons (d_ff) to keep per layer; default: all")
-    prune.add_argument("--heads-keep", type=int, help="attention heads to keep per layer (T5 only); default: all")
+    prune.add_argument("--heads-keep", type=int, help="attention heads to keep per layer (T5 family only: T5, mT5, UMT5, LongT5); default: all")
     _calibration_source_flags(prune, "to rank neurons and heads on")
     _calibration_flags(prune)
     _shrink_flags(prune)

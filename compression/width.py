@@ -12,9 +12,10 @@ Every layer keeps the same *number* of neurons and heads, so the result is a pla
 checkpoint with a smaller ``d_ff`` / ``num_heads`` that loads with ``from_pretrained``; which
 neurons are kept is chosen per layer. Heads:
 
-- T5: ``num_heads`` shrinks at a fixed ``d_kv``. The relative position bias (an embedding
-  ``[num_buckets, num_heads]`` in layer 0 of each stack, whose output every layer of the stack
-  reuses) is pruned to the kept heads, so a stack's self-attention layers keep *one* head set (the
+- T5 (and mT5, UMT5, LongT5): ``num_heads`` shrinks at a fixed ``d_kv``. The relative position
+  bias (an embedding ``[num_buckets, num_heads]`` in layer 0 of each stack, whose output every layer
+  of the stack reuses; in every layer for UMT5; with a second one for the global tokens of LongT5's
+  transient-global attention) is pruned to the kept heads, so a stack's self-attention layers keep *one* head set (the
   heads with the highest importance summed over the stack's layers); cross-attention has no
   position bias and keeps its heads per layer.
 - BART: the head size is ``d_model / heads``, so fewer heads cannot be written as a plain BART
@@ -43,9 +44,15 @@ def _ffn_modules(layer, family: str) -> tuple[list[str], nn.Module, str]:
     return ["fc1"], layer, "fc2"
 
 
+#: Where a T5-family layer keeps its self-attention: T5, mT5, UMT5 and LongT5's decoder
+#: (``SelfAttention``), LongT5's encoder with local or transient-global attention.
+SELF_ATTENTION_NAMES = ("SelfAttention", "LocalSelfAttention", "TransientGlobalSelfAttention")
+
+
 def _attention_modules(layer, stack: str) -> dict[str, nn.Module]:
-    """T5 attention modules of a layer: ``{"self": ..., "cross": ...}`` (cross in the decoder only)."""
-    out = {"self": layer.layer[0].SelfAttention}
+    """T5-family attention modules of a layer: ``{"self": ..., "cross": ...}`` (cross in the decoder only)."""
+    first = layer.layer[0]
+    out = {"self": next(getattr(first, name) for name in SELF_ATTENTION_NAMES if hasattr(first, name))}
     if stack == "decoder":
         out["cross"] = layer.layer[1].EncDecAttention
     return out
@@ -200,12 +207,15 @@ def _prune_t5_attention(attention: nn.Module, heads: torch.Tensor) -> None:
     for name in ("q", "k", "v"):
         setattr(attention, name, _slice_linear(getattr(attention, name), columns, 0))
     attention.o = _slice_linear(attention.o, columns, 1)
-    if getattr(attention, "has_relative_attention_bias", False):
-        bias = attention.relative_attention_bias
+    # [num_buckets, num_heads] position biases: T5's, and LongT5 transient-global's bias of the global tokens
+    for name in ("relative_attention_bias", "global_relative_attention_bias"):
+        bias = getattr(attention, name, None) if getattr(attention, "has_relative_attention_bias", False) else None
+        if bias is None:
+            continue
         pruned = nn.Embedding(bias.num_embeddings, len(heads), device=bias.weight.device, dtype=bias.weight.dtype)
         with torch.no_grad():
             pruned.weight.copy_(bias.weight.index_select(1, heads.to(bias.weight.device)))
-        attention.relative_attention_bias = pruned
+        setattr(attention, name, pruned)
     attention.n_heads = len(heads)
     attention.inner_dim = len(heads) * d_kv
 
@@ -217,7 +227,8 @@ def prune_width(model, tokenizer=None, calibration=None, *, ffn_keep: int | None
     in every layer, ranked by :func:`activation_importance` on ``calibration``.
 
     The model is left untouched. T5 (incl. gated-GELU ``wi_0``/``wi_1``) and BART feed-forward
-    layers; T5 heads (``num_heads`` at fixed ``d_kv``, relative attention bias pruned to the kept
+    layers; T5-family heads (T5, mT5, UMT5, LongT5's local and transient-global encoder attention:
+    ``num_heads`` at fixed ``d_kv``, relative attention biases pruned to the kept
     heads). Config widths are updated (``d_ff``/``num_heads``, or ``encoder_ffn_dim``/
     ``decoder_ffn_dim``) and ``config.width`` records ``{"method": "activation", "teacher_ffn",
     "ffn", "teacher_heads", "heads", "heads_kept": {"encoder": [...], "decoder": [...],
@@ -242,7 +253,8 @@ def prune_width(model, tokenizer=None, calibration=None, *, ffn_keep: int | None
     importance = None
     if prune_ffn or prune_heads:
         if calibration is None or tokenizer is None:
-            raise WidthPruningError("give calibration pairs (on the command line: --data FILE) to rank the neurons and heads on")
+            raise WidthPruningError("give calibration pairs (on the command line: --data FILE or --dataset PRESET) "
+                                    "to rank the neurons and heads on")
         importance = activation_importance(model, tokenizer, calibration, heads=prune_heads, batch_size=batch_size,
                                            on_progress=on_progress)
     heads_kept: dict = {}

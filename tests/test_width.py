@@ -13,8 +13,8 @@ from compression.__main__ import main
 from compression.data import tokenize_pairs
 from compression.errors import WidthPruningError
 from compression.layers import shrink
-from compression.width import prune_width
-from conftest import ARTICLES, tiny_bart_config, tiny_t5_config
+from compression.width import SELF_ATTENTION_NAMES, prune_width
+from conftest import ARTICLES, tiny_bart_config, tiny_longt5_config, tiny_t5_config
 
 BATCH = {"input_ids": torch.tensor([[5, 17, 42, 99, 7, 1], [8, 120, 33, 1, 0, 0]]),
          "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]),
@@ -73,8 +73,26 @@ def test_pruned_checkpoint_loads_with_plain_transformers_and_generates_with_cach
     assert torch.equal(cached, uncached)
 
 
-def test_pruning_heads_equals_masking_them(calibration, byt5_tokenizer):
-    model = t5()
+def longt5(attention: str):
+    from transformers import LongT5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    return LongT5ForConditionalGeneration(tiny_longt5_config(attention)).eval()
+
+
+def umt5():
+    from transformers import UMT5Config, UMT5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    return UMT5ForConditionalGeneration(UMT5Config(**tiny_t5_config().to_dict())).eval()
+
+
+@pytest.mark.parametrize("build", [t5, umt5, lambda: longt5("local"), lambda: longt5("transient-global")],
+                         ids=["t5", "umt5", "longt5-local", "longt5-tglobal"])
+def test_pruning_heads_equals_masking_them(build, calibration, byt5_tokenizer):
+    """Also UMT5 (a position bias in every layer) and LongT5's local and transient-global encoder
+    attention, whose layer-0 biases (and the global tokens' bias) are pruned to the kept heads."""
+    model = build()
     pruned = prune_width(model, byt5_tokenizer, calibration, heads_keep=2)
     kept = pruned.config.width["heads_kept"]
     d_kv = model.config.d_kv
@@ -88,7 +106,9 @@ def test_pruning_heads_equals_masking_them(calibration, byt5_tokenizer):
         return hook
 
     for layer in model.encoder.block:
-        handles.append(layer.layer[0].SelfAttention.o.register_forward_pre_hook(mask_heads(kept["encoder"])))
+        attention = next(getattr(layer.layer[0], name) for name in SELF_ATTENTION_NAMES
+                         if hasattr(layer.layer[0], name))
+        handles.append(attention.o.register_forward_pre_hook(mask_heads(kept["encoder"])))
     for index, layer in enumerate(model.decoder.block):
         handles.append(layer.layer[0].SelfAttention.o.register_forward_pre_hook(mask_heads(kept["decoder"])))
         handles.append(layer.layer[1].EncDecAttention.o.register_forward_pre_hook(mask_heads(kept["cross"][index])))
