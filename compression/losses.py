@@ -189,7 +189,13 @@ def attention_map_loss(student: torch.Tensor, teacher: torch.Tensor, query_mask:
                        kind: str = "kl") -> torch.Tensor:
     """Loss between attention probabilities ``[batch, heads, q_len, k_len]``, averaged over heads and
     masked-in query rows: ``"kl"`` = KL(teacher || student) summed over keys; ``"mse"`` = squared
-    error averaged over keys."""
+    error averaged over keys.
+
+    LongT5's local and transient-global encoder attention returns blocked maps ``[batch, blocks,
+    heads, block_len, keys]`` (each query's distribution over its own window of ``3 * block_len``
+    keys, plus the global tokens); their rows are the queries in sequence order block by block, so
+    they are scored the same way, the padding of the last block left out (``query_mask`` is
+    ``[batch, q_len]`` over the unblocked sequence)."""
     if student.shape != teacher.shape:
         raise CompressionError(
             f"attention maps {tuple(student.shape)} and {tuple(teacher.shape)} differ in shape: attention "
@@ -202,7 +208,12 @@ def attention_map_loss(student: torch.Tensor, teacher: torch.Tensor, query_mask:
         per_row = (student - teacher).pow(2).mean(-1)
     else:
         raise CompressionError(f"attention loss must be 'kl' or 'mse', got {kind!r}")
-    per_row = per_row.mean(1)  # [batch, q_len], mean over heads
+    if per_row.dim() == 4:  # blocked (LongT5 encoder): [batch, blocks, heads, block_len] -> [batch, q_len]
+        per_row = per_row.mean(2).flatten(1)
+        if query_mask is not None:
+            per_row = per_row[:, :query_mask.shape[1]]
+    else:
+        per_row = per_row.mean(1)  # [batch, q_len], mean over heads
     if query_mask is None:
         return per_row.mean()
     weights = query_mask.to(per_row.dtype)

@@ -276,3 +276,44 @@ def test_label_smoothing_of_the_kd_and_modular_label_terms():
     weights = SimpleNamespace(alpha_ce=1.0, alpha_hidden=0.0, alpha_attention=0.0)
     assert modular_loss(logits, labels, [], [], weights, label_smoothing=0.2)["ce"].item() == pytest.approx(
         expected.item(), rel=1e-6)
+
+
+def test_blocked_attention_maps_of_longt5_are_scored_per_query_in_sequence_order():
+    """LongT5's local / transient-global encoder maps are ``[batch, blocks, heads, block_len, keys]``:
+    each query row is scored as in the plain maps, queries in sequence order, the last block's
+    padding rows left out by the ``[batch, q_len]`` mask's length."""
+    from compression.losses import attention_map_loss
+
+    torch.manual_seed(0)
+    batch, blocks, heads, block_len, keys, q_len = 2, 3, 4, 4, 12, 10
+    student = torch.randn(batch, blocks, heads, block_len, keys).softmax(-1)
+    teacher = torch.randn(batch, blocks, heads, block_len, keys).softmax(-1)
+    mask = torch.ones(batch, q_len, dtype=torch.bool)
+    mask[1, 7:] = False
+    rows = []  # KL(teacher || student) per query, mean over heads, by hand
+    for b in range(batch):
+        for position in range(q_len):
+            block, row = divmod(position, block_len)
+            t, s = teacher[b, block, :, row], student[b, block, :, row]
+            if mask[b, position]:
+                rows.append((t * (t.log() - s.log())).sum(-1).mean())
+    expected = torch.stack(rows).mean()
+    torch.testing.assert_close(attention_map_loss(student, teacher, mask, "kl"), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", ["local", "transient-global"])
+def test_attention_distillation_trains_a_longt5_student(attention, tmp_path, byt5_tokenizer, tiny_data):
+    from transformers import LongT5ForConditionalGeneration
+
+    from conftest import tiny_longt5_config
+
+    torch.manual_seed(0)
+    teacher = LongT5ForConditionalGeneration(tiny_longt5_config(attention)).eval()
+    student = shrink(teacher, 2, 2)
+    args = TrainArgs(max_steps=2, batch_size=4, logging_steps=1, device="cpu", bf16="no", seed=0)
+    records = []
+    result = distill(student, teacher, byt5_tokenizer, tiny_data, None, args,
+                     KDArgs(alpha_hidden=0.5, alpha_attention=0.5), tmp_path, on_progress=records.append,
+                     progress_bar=False)
+    assert result.steps == 2
+    assert all(math.isfinite(r["attention"]) and r["attention"] > 0 for r in records if r["kind"] == "train")
