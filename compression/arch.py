@@ -189,6 +189,18 @@ def _without_fp32_modules(cls: type) -> type:
                                        "__module__": cls.__module__, "__doc__": cls.__doc__})
 
 
+#: Where a T5-family layer keeps its self-attention: T5, mT5, UMT5 and LongT5's decoder
+#: (``SelfAttention``); LongT5's encoder with local or transient-global attention.
+T5_SELF_ATTENTION_NAMES = ("SelfAttention", "LocalSelfAttention", "TransientGlobalSelfAttention")
+
+
+def t5_self_attention(layer: nn.Module) -> nn.Module:
+    """The self-attention module of a T5-family layer (``layer.layer[0]``'s, by the names of
+    :data:`T5_SELF_ATTENTION_NAMES`)."""
+    first = layer.layer[0]
+    return next(getattr(first, name) for name in T5_SELF_ATTENTION_NAMES if hasattr(first, name))
+
+
 def guard_empty_inputs(model: nn.Module) -> int:
     """Make every bitsandbytes 4-bit layer of ``model`` return an empty output for an empty input,
     as a float ``nn.Linear`` does; returns how many layers it guarded.

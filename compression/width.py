@@ -30,7 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .arch import STACKS, get_layer_stacks, model_family
+from .arch import STACKS, get_layer_stacks, model_family, t5_self_attention
 from .data import LABEL_PAD, make_collator
 from .errors import WidthPruningError
 
@@ -44,15 +44,9 @@ def _ffn_modules(layer, family: str) -> tuple[list[str], nn.Module, str]:
     return ["fc1"], layer, "fc2"
 
 
-#: Where a T5-family layer keeps its self-attention: T5, mT5, UMT5 and LongT5's decoder
-#: (``SelfAttention``), LongT5's encoder with local or transient-global attention.
-SELF_ATTENTION_NAMES = ("SelfAttention", "LocalSelfAttention", "TransientGlobalSelfAttention")
-
-
 def _attention_modules(layer, stack: str) -> dict[str, nn.Module]:
     """T5-family attention modules of a layer: ``{"self": ..., "cross": ...}`` (cross in the decoder only)."""
-    first = layer.layer[0]
-    out = {"self": next(getattr(first, name) for name in SELF_ATTENTION_NAMES if hasattr(first, name))}
+    out = {"self": t5_self_attention(layer)}
     if stack == "decoder":
         out["cross"] = layer.layer[1].EncDecAttention
     return out

@@ -317,6 +317,47 @@ def test_supervision_targets_are_the_teacher_span_on_the_same_input():
         assert len(recorder.attention_terms) == len(expected_maps)
 
 
+@pytest.mark.parametrize("attention", ["local", "transient-global"])
+def test_longt5_spans_are_supervised_with_their_attention_probabilities(attention):
+    """LongT5 layers return their attention probabilities only when asked (``output_attentions``,
+    which :func:`attention_output_flags` gives for them) and put them between the self- and the
+    cross-attention position bias: the decoder span still gets the teacher's cross bias (its target
+    equals the teacher's own hidden states) and both sides record probabilities (rows sum to 1; the
+    encoder's are LongT5's blocked maps), not position biases."""
+    from transformers import LongT5ForConditionalGeneration
+
+    from compression.modular.supervision import attention_output_flags
+    from conftest import tiny_longt5_config
+
+    torch.manual_seed(0)
+    teacher = LongT5ForConditionalGeneration(tiny_longt5_config(attention, num_layers=6, num_decoder_layers=6)).eval()
+    flags = attention_output_flags(teacher)
+    assert flags == {"output_attentions": True} and attention_output_flags(_models()["t5"]) == {}
+    modular = _perturbed(ModularModel(teacher, (2,)))
+    inputs = _inputs(src=10)
+    with torch.no_grad():
+        plain = teacher(**inputs, output_hidden_states=True)
+    captured = []
+
+    class Recorder(_Recorder):
+        def add(self, stack, student, target, student_maps, teacher_maps):
+            captured.append((target, student_maps, teacher_maps))
+            super().add(stack, student, target, student_maps, teacher_maps)
+
+    for stack in ("encoder", "decoder"):
+        recorder = Recorder({"encoder": None, "decoder": None}, ModularArgs())
+        with torch.no_grad(), modular.use_plan([Span(stack, 2, 4)], recorder):
+            modular(**inputs, **flags)
+        target, student_maps, teacher_maps = captured[-1]
+        assert torch.allclose(target, getattr(plain, f"{stack}_hidden_states")[4], atol=1e-5)
+        assert set(student_maps) == set(teacher_maps) == ({"self"} if stack == "encoder" else {"self", "cross"})
+        for maps in (student_maps, teacher_maps):
+            for probabilities in maps.values():
+                assert probabilities.dim() == (5 if stack == "encoder" else 4)
+                torch.testing.assert_close(probabilities.sum(-1), torch.ones(probabilities.shape[:-1]))
+        assert all(torch.isfinite(term) and term >= 0 for term in recorder.attention_terms)
+
+
 def test_train_modules_changes_modules_not_the_teacher(tmp_path, tiny_t5, byt5_tokenizer):
     pairs = datasets.Dataset.from_dict({"document": [a for a, _ in ARTICLES], "summary": [s for _, s in ARTICLES]})
     data = tokenize_pairs(pairs, byt5_tokenizer, prefix="", max_source_length=48, max_target_length=24)

@@ -10,10 +10,11 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, BartForConditionalGeneration, T5ForConditionalGeneration
 
 from compression.__main__ import main
+from compression.arch import t5_self_attention
 from compression.data import tokenize_pairs
 from compression.errors import WidthPruningError
 from compression.layers import shrink
-from compression.width import SELF_ATTENTION_NAMES, prune_width
+from compression.width import prune_width
 from conftest import ARTICLES, tiny_bart_config, tiny_longt5_config, tiny_t5_config
 
 BATCH = {"input_ids": torch.tensor([[5, 17, 42, 99, 7, 1], [8, 120, 33, 1, 0, 0]]),
@@ -106,9 +107,7 @@ def test_pruning_heads_equals_masking_them(build, calibration, byt5_tokenizer):
         return hook
 
     for layer in model.encoder.block:
-        attention = next(getattr(layer.layer[0], name) for name in SELF_ATTENTION_NAMES
-                         if hasattr(layer.layer[0], name))
-        handles.append(attention.o.register_forward_pre_hook(mask_heads(kept["encoder"])))
+        handles.append(t5_self_attention(layer).o.register_forward_pre_hook(mask_heads(kept["encoder"])))
     for index, layer in enumerate(model.decoder.block):
         handles.append(layer.layer[0].SelfAttention.o.register_forward_pre_hook(mask_heads(kept["decoder"])))
         handles.append(layer.layer[1].EncDecAttention.o.register_forward_pre_hook(mask_heads(kept["cross"][index])))

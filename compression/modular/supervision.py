@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from ..arch import t5_self_attention
 from ..errors import ModularError
 from ..losses import attention_map_loss, masked_mse
 from .spans import ModularArgs, Span
@@ -44,7 +45,7 @@ def _attention_submodules(layer: nn.Module, family: str) -> dict[str, nn.Module]
     """``{"self": ..., "cross": ...}``: the attention modules of a layer (cross only in decoder layers).
     Both T5Attention and BartAttention return the attention probabilities last in their output tuple."""
     if family == "t5":
-        found = {"self": layer.layer[0].SelfAttention}
+        found = {"self": t5_self_attention(layer)}
         if len(layer.layer) > 2 and hasattr(layer.layer[1], "EncDecAttention"):
             found["cross"] = layer.layer[1].EncDecAttention
         return found
@@ -85,8 +86,24 @@ def _run_span(layers: Sequence[nn.Module], family: str, args: tuple, kwargs: dic
         bound.arguments["hidden_states"] = output[0]
         bound.arguments["position_bias"] = output[1]
         if bound.arguments.get("encoder_hidden_states") is not None:
-            bound.arguments["encoder_decoder_position_bias"] = output[2]
+            # T5Block: (hidden, self bias, cross bias); LongT5Block puts each attention's
+            # probabilities after its bias when asked for them: (hidden, self bias, self maps, cross bias, ...)
+            cross = 3 if bound.arguments.get("output_attentions") and len(output) > 3 else 2
+            bound.arguments["encoder_decoder_position_bias"] = output[cross]
     return bound.arguments["hidden_states"]
+
+
+def attention_output_flags(model: nn.Module) -> dict:
+    """The forward flags that make ``model``'s attention modules return their probabilities:
+    ``{"output_attentions": True}`` for models whose layers take the flag (LongT5), ``{}`` for
+    those whose attention modules always return them (T5, BART in transformers 5)."""
+    layer = next((m for m in model.modules() if "output_attentions" in _parameters(m)), None)
+    return {"output_attentions": True} if layer is not None else {}
+
+
+def _parameters(module: nn.Module) -> tuple[str, ...]:
+    forward = getattr(type(module), "forward", None)
+    return tuple(inspect.signature(forward).parameters) if callable(forward) else ()
 
 
 class Recorder:

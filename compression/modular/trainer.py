@@ -23,7 +23,7 @@ from ..train import CompressionTrainer, discard_checkpoint, frozen_weights, run_
 from .checkpoint import save_modular, write_checkpoint
 from .model import ModularModel
 from .spans import MODULES_FILE, ModularArgs
-from .supervision import Recorder
+from .supervision import Recorder, attention_output_flags
 
 
 class _ModularTrainer(TermsTrainerMixin, CompressionTrainer):
@@ -56,8 +56,9 @@ class _ModularTrainer(TermsTrainerMixin, CompressionTrainer):
         labels = inputs["labels"]
         recorder = Recorder({"encoder": inputs.get("attention_mask"), "decoder": labels != LABEL_PAD}, args)
         supervise = args.alpha_hidden > 0 or args.alpha_attention > 0
+        flags = attention_output_flags(modular.teacher) if recorder.wants_attention else {}
         with modular.use_plan(plan, recorder if supervise else None):
-            outputs = model(**inputs)
+            outputs = model(**inputs, **flags)
         terms = modular_loss(outputs.logits, labels, recorder.hidden_terms, recorder.attention_terms, args,
                              label_smoothing=self.args.label_smoothing_factor)
         loss = terms.pop("loss")
