@@ -16,7 +16,8 @@ What this module adds to the converter, through its two public loading hooks
   CTranslate2 4.x reads: it is set to ``False`` on the loaded config when absent.
 - transformers 5 always sets T5's ``tie_word_embeddings = True`` and keeps the fact the converter
   needs (scale the decoder output by ``d_model**-0.5``, original T5, not T5 v1.1) in
-  ``scale_decoder_outputs``: the converter is shown that value.
+  ``scale_decoder_outputs``; its mT5 class never scales: the converter is shown
+  :func:`scales_decoder_outputs`.
 - The vocabulary is given in the *model's* ids: a vocabulary-pruned student
   (:mod:`compression.vocab`) has fewer rows than its tokenizer, so the vocabulary is the kept
   tokens in model-id order (``config.vocab_pruning["kept_ids"]``); rows beyond the tokenizer
@@ -38,6 +39,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .arch import T5_FAMILY
 from .config import DEPLOY_QUANTIZATIONS, EvalArgs
 from .errors import CompressionError, DeployUnsupportedError, ModelLoadError
 from .files import atomic_write_text, replace_folder, staging_dir
@@ -133,6 +135,18 @@ class _ModelVocabulary:
         return self._tokenizer.unk_token
 
 
+def scales_decoder_outputs(config) -> bool:
+    """Whether transformers 5 multiplies a T5-family decoder's output by ``d_model ** -0.5`` before
+    the LM head, as the original T5 did with its tied embeddings: T5, UMT5 and LongT5 when
+    ``config.scale_decoder_outputs`` (read from ``tie_word_embeddings`` in the checkpoint's
+    config); ``MT5ForConditionalGeneration`` never does (mT5 is untied), whatever its config says.
+    CTranslate2's T5 converter scales exactly when ``tie_word_embeddings`` is true, so the
+    converted copy is given this answer."""
+    if config.model_type == "mt5":
+        return False
+    return bool(getattr(config, "scale_decoder_outputs", getattr(config, "tie_word_embeddings", True)))
+
+
 def _converter_class():
     ctranslate2 = _require_ct2()
 
@@ -145,8 +159,9 @@ def _converter_class():
             config = model.config
             if config.model_type == "bart" and not hasattr(config, "normalize_before"):
                 config.normalize_before = False
-            if hasattr(config, "scale_decoder_outputs"):
-                config.tie_word_embeddings = bool(config.scale_decoder_outputs)
+            if config.model_type in T5_FAMILY:
+                # the converter scales the decoder output by d_model**-0.5 when this says "tied"
+                config.tie_word_embeddings = scales_decoder_outputs(config)
             self.model_config = config
             return model
 

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from conftest import ARTICLES, tiny_bart_config, tiny_t5_config
+from conftest import ARTICLES, tiny_bart_config, tiny_t5_config, untie_head
 
 pytest.importorskip("ctranslate2")
 
@@ -58,6 +58,24 @@ def _student_t5():
     return shrink(T5ForConditionalGeneration(tiny_t5_config()).eval(), 3, 1).eval()
 
 
+def _t5_v11():
+    """T5 v1.1 / t5-efficient style: gated-GELU, an LM head of its own, no output scaling."""
+    from transformers import T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    return untie_head(T5ForConditionalGeneration(tiny_t5_config(feed_forward_proj="gated-gelu",
+                                                                tie_word_embeddings=False))).eval()
+
+
+def _mt5():
+    """mT5: transformers 5 never scales its decoder output, whatever the config says (this one
+    inherits T5's ``scale_decoder_outputs``), and its head is its own."""
+    from transformers import MT5Config, MT5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    return untie_head(MT5ForConditionalGeneration(MT5Config(**tiny_t5_config().to_dict()))).eval()
+
+
 def _bart():
     from transformers import BartForConditionalGeneration
 
@@ -65,7 +83,8 @@ def _bart():
     return BartForConditionalGeneration(tiny_bart_config()).eval()
 
 
-@pytest.mark.parametrize("make", [_student_t5, _bart], ids=["t5-student-3x1", "bart"])
+@pytest.mark.parametrize("make", [_student_t5, _t5_v11, _mt5, _bart],
+                         ids=["t5-student-3x1", "t5-v1.1-untied", "mt5-untied", "bart"])
 def test_float32_copy_gives_pytorch_greedy_and_beam_ids(make, tmp_path, byt5_tokenizer):
     model = make()
     folder = export_ct2(_save(model, byt5_tokenizer, tmp_path / "student"), tmp_path / "deployed",
@@ -75,7 +94,8 @@ def test_float32_copy_gives_pytorch_greedy_and_beam_ids(make, tmp_path, byt5_tok
             == _pytorch_ids(model, byt5_tokenizer, DOCUMENTS[:3], 12, num_beams=4))
 
 
-@pytest.mark.parametrize("make", [_student_t5, _bart], ids=["t5-student-3x1", "bart"])
+@pytest.mark.parametrize("make", [_student_t5, _t5_v11, _mt5, _bart],
+                         ids=["t5-student-3x1", "t5-v1.1-untied", "mt5-untied", "bart"])
 def test_score_batch_loss_equals_pytorch_teacher_forced_loss(make, tmp_path, byt5_tokenizer):
     model = make()
     folder = export_ct2(_save(model, byt5_tokenizer, tmp_path / "student"), tmp_path / "deployed",
