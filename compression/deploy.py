@@ -265,7 +265,8 @@ def export_ct2(model_dir: str | Path, out_dir: str | Path, *, quantization: str 
     Raises:
         CompressionError: unknown quantization, or ``out_dir`` is a non-empty folder that is not a
             deployed copy.
-        ModelLoadError: ``model_dir`` has no checkpoint or no tokenizer.
+        ModelLoadError: ``model_dir`` has no checkpoint or no tokenizer, or is a bitsandbytes-quantized
+            copy (convert the float student instead).
         DeployUnsupportedError: CTranslate2 is missing or has no converter for this family
             (e.g. LongT5); nothing is written.
     """
@@ -285,6 +286,11 @@ def export_ct2(model_dir: str | Path, out_dir: str | Path, *, quantization: str 
     from .load import load_tokenizer, model_family
 
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+    quantized = getattr(config, "quantization_config", None)
+    if quantized:
+        method = quantized.get("quant_method", "quantized") if isinstance(quantized, dict) else "quantized"
+        raise ModelLoadError(f"{model_dir} is a {method} copy; CTranslate2 converts float weights and quantizes "
+                             "them itself: export the float32 student (RUN_DIR/student) with --quantization int8")
     if prefix is None:
         from .data import default_prefix
 

@@ -195,6 +195,20 @@ def test_family_the_converter_refuses_gives_a_clear_note(tmp_path, byt5_tokenize
     assert not list(tmp_path.glob(".deployed.tmp-*"))
 
 
+def test_a_bitsandbytes_copy_is_refused_with_what_to_export_instead(tmp_path, byt5_tokenizer):
+    """A run's quantized/ folder (bitsandbytes weights) is not something CTranslate2's converter
+    reads; the export says to convert the float student, and writes nothing."""
+    from compression.errors import ModelLoadError
+
+    folder = _save(_student_t5(), byt5_tokenizer, tmp_path / "quantized")
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_8bit": True}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="export the float32 student"):
+        export_ct2(folder, tmp_path / "deployed")
+    assert not (tmp_path / "deployed").exists()
+
+
 def test_cli_export_writes_a_ct2_copy(tmp_path, byt5_tokenizer, capsys):
     from compression.__main__ import main
 
