@@ -68,8 +68,8 @@ def cmd_init(args) -> None:
 def cmd_shrink(args) -> None:
     plan = from_flags(ShrinkArgs, args)
     preflight.check_output(args.output)
-    preflight.check_layers(preflight.check_checkpoint(args.model) or {}, plan.encoder_layers, plan.decoder_layers,
-                           plan.strategy)
+    preflight.check_layers(preflight.check_checkpoint(args.model, quantized_ok=False) or {}, plan.encoder_layers,
+                           plan.decoder_layers, plan.strategy)
 
     from .export import save_model
     from .load import describe_model
@@ -121,6 +121,7 @@ def cmd_prune_width(args) -> None:
     from .load import describe_model
     from .width import check_keep, prune_width, widths
 
+    preflight.check_checkpoint(args.model, quantized_ok=False)
     model, tokenizer = _load_base(args)
     check_keep(model, args.ffn_keep, args.heads_keep)
     if args.batch_size < 1:
@@ -205,7 +206,7 @@ def cmd_finetune(args) -> None:
     data, train_args = from_flags(DataArgs, args), from_flags(TrainArgs, args)
     preflight.check_output(args.output)
     resume_from = _resume_from(args)
-    preflight.check_checkpoint(args.model)
+    preflight.check_checkpoint(args.model, quantized_ok=False)
     preflight.check_data(data)
 
     from .data import record_prefix
@@ -278,7 +279,7 @@ def _evaluate_deployed(args, data: DataArgs, eval_args: EvalArgs) -> None:
 
 def cmd_quantize(args) -> None:
     preflight.check_output(args.output)
-    if preflight.check_checkpoint(args.model) is None:
+    if preflight.check_checkpoint(args.model, quantized_ok=False) is None:
         raise CompressionError(f"{args.model} is not a local checkpoint folder: quantize a folder on this machine")
 
     from .evaluate import memory_footprint_mib
@@ -410,9 +411,9 @@ def cmd_distill(args) -> None:
     plan = from_flags(ShrinkArgs, args)
     preflight.check_output(args.output)
     resume_from = _resume_from(args)
-    teacher_config = preflight.check_checkpoint(args.teacher)
+    teacher_config = preflight.check_checkpoint(args.teacher, quantized_ok=False)
     if args.student:
-        preflight.check_checkpoint(args.student)
+        preflight.check_checkpoint(args.student, quantized_ok=False)
     elif teacher_config is not None:
         preflight.check_layers(teacher_config, plan.encoder_layers, plan.decoder_layers, plan.strategy)
     preflight.check_data(data)
@@ -457,7 +458,7 @@ def cmd_modular_train(args) -> int | None:
     data = from_flags(DataArgs, args)
     preflight.check_output(args.output)
     resume_from = _resume_from(args)
-    preflight.check_checkpoint(args.teacher)
+    preflight.check_checkpoint(args.teacher, quantized_ok=False)
     preflight.check_data(data)
 
     from .modular import ModularConfig, max_ratio, train_modular

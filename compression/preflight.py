@@ -40,7 +40,7 @@ def preflight(config: RunConfig, *, existing: str = "refuse") -> None:
         OutputError, ModelLoadError, LayerSelectionError, DatasetError: the first problem found.
     """
     check_output(config.output_dir, existing=existing)
-    model_config = check_checkpoint(config.model)
+    model_config = check_checkpoint(config.model, quantized_ok=False)
     if model_config is not None:
         check_layers(model_config, config.shrink.encoder_layers, config.shrink.decoder_layers, config.shrink.strategy)
     check_data(config.data)
@@ -147,17 +147,18 @@ def _stack_depths(config: dict) -> dict[str, int] | None:
     return None
 
 
-def check_checkpoint(name_or_path: str | Path) -> dict | None:
+def check_checkpoint(name_or_path: str | Path, *, quantized_ok: bool = True) -> dict | None:
     """A local checkpoint folder's ``config.json`` (parsed) after checking its weights cover it:
     every ``*.safetensors`` header intact and not truncated, every encoder/decoder layer the config
     names present in the weights, and the embedding width equal to ``d_model``. No weight is loaded.
     Returns ``None`` for a hub id (checked when it is downloaded) and for ``.bin``-only folders'
-    layer coverage (no header to read).
+    layer coverage (no header to read). ``quantized_ok=False`` (shrinking, training, quantizing,
+    width pruning, layer scoring) refuses a bitsandbytes-quantized copy.
 
     Raises:
         ModelLoadError: a missing folder, a folder without ``config.json``, a ``config.json`` that is
-            not valid JSON, a deployed CTranslate2 copy, damaged weights, or weights that do not cover
-            the config.
+            not valid JSON, a deployed CTranslate2 copy, a quantized copy where ``quantized_ok`` is
+            false, damaged weights, or weights that do not cover the config.
     """
     name = str(name_or_path)
     folder = Path(name).expanduser()
@@ -181,6 +182,11 @@ def check_checkpoint(name_or_path: str | Path) -> dict | None:
         raise ModelLoadError(f"{folder} is a deployed CTranslate2 copy (model.bin), not a transformers checkpoint: it "
                              "writes summaries (`python -m compression evaluate` scores it) but cannot be shrunk, "
                              "trained or quantized; use the run's student/ folder instead")
+    if not quantized_ok and config.get("quantization_config"):
+        raise ModelLoadError(f"{folder} is a quantized copy ({config['quantization_config'].get('quant_method', 'quantized')} "
+                             "weights): it writes summaries (`python -m compression evaluate` scores it) but cannot "
+                             "be shrunk, trained, pruned or quantized again; use the float student it was made from "
+                             "(a run's student/ folder)")
     files = _weight_files(folder)
     if not files:
         return config

@@ -181,6 +181,37 @@ def test_cli_user_errors_exit_2_with_one_line(argv, message, tiny_t5_dir, tiny_j
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", [
+    ["shrink", "--encoder-layers", "1", "--output", "{tmp}/out"],
+    ["finetune", "--train-file", "{train}", "--output", "{tmp}/out"],
+    ["prune-width", "--ffn-keep", "8", "--data", "{train}", "--output", "{tmp}/out"],
+    ["quantize", "--mode", "8bit", "--output", "{tmp}/out"],
+    ["run", "--train-file", "{train}", "--encoder-layers", "1", "--output", "{tmp}/out"],
+    ["distill", "--teacher", "{quantized}", "--train-file", "{train}", "--encoder-layers", "1", "--output", "{tmp}/out"],
+    ["modular-train", "--teacher", "{quantized}", "--train-file", "{train}", "--output", "{tmp}/out"],
+], ids=["shrink", "finetune", "prune-width", "quantize", "run", "distill", "modular-train"])
+def test_a_quantized_copy_is_refused_where_a_float_checkpoint_is_needed(command, tiny_t5_dir, tiny_jsonl, tmp_path,
+                                                                        capsys):
+    """A run's quantized/ folder (bitsandbytes weights; its config's quantization_config, faked here
+    so no kernel runs) gets one line saying to use the float student, and no output folder, where
+    transformers gave tracebacks (NotImplementedError, "cannot fine-tune purely quantized models")."""
+    import shutil
+
+    quantized = tmp_path / "quantized"
+    shutil.copytree(tiny_t5_dir, quantized)
+    config = json.loads((quantized / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_8bit": True}
+    (quantized / "config.json").write_text(json.dumps(config))
+    values = {"tmp": str(tmp_path), "train": str(tiny_jsonl[0]), "quantized": str(quantized)}
+    argv = [part.format(**values) for part in command]
+    if "--teacher" not in argv:
+        argv[1:1] = ["--model", str(quantized)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "quantized copy" in err and "student" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_subprocess_exit_status(tmp_path):
     """The real entry point: a user error is one line on stderr and exit status 2."""
     done = subprocess.run([sys.executable, "-m", "compression", "shrink", "--model", str(tmp_path / "nope"),
