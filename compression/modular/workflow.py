@@ -80,7 +80,10 @@ def train_modular(config: ModularConfig, on_progress: Callable[[dict], None] | N
 
 
 def _train_modular(config, stage, on_progress, cancel, token, progress_bar, resume_from, load_model):
+    from ..preflight import check_checkpoint
+
     stage("load", f"loading {config.teacher} and the data")
+    check_checkpoint(config.teacher, quantized_ok=False)  # the modules copy and train the teacher's float layers
     teacher, tokenizer = load_model(config.teacher, tokenizer=config.tokenizer, token=token)
     data = prepare_data(config.data, teacher, tokenizer, validation_fallback=VALIDATION_FALLBACK)
     record_prefix(teacher, data.prefix)  # the modules learn this prompt; assembled students inherit it
