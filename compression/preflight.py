@@ -153,7 +153,7 @@ def check_checkpoint(name_or_path: str | Path, *, quantized_ok: bool = True) -> 
     names present in the weights, and the embedding width equal to ``d_model``. No weight is loaded.
     Returns ``None`` for a hub id (checked when it is downloaded) and for ``.bin``-only folders'
     layer coverage (no header to read). ``quantized_ok=False`` (shrinking, training, quantizing,
-    width pruning, layer scoring) refuses a bitsandbytes-quantized copy.
+    width pruning) refuses a quantized copy (a ``quantization_config`` in its config: bitsandbytes).
 
     Raises:
         ModelLoadError: a missing folder, a folder without ``config.json``, a ``config.json`` that is

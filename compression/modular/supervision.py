@@ -3,6 +3,7 @@ input, and the hidden-state and attention-map terms are recorded (see ``docs/mod
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -97,13 +98,14 @@ def attention_output_flags(model: nn.Module) -> dict:
     """The forward flags that make ``model``'s attention modules return their probabilities:
     ``{"output_attentions": True}`` for models whose layers take the flag (LongT5), ``{}`` for
     those whose attention modules always return them (T5, BART in transformers 5)."""
-    layer = next((m for m in model.modules() if "output_attentions" in _parameters(m)), None)
-    return {"output_attentions": True} if layer is not None else {}
+    wanted = any(_takes_output_attentions(type(module)) for module in model.modules())
+    return {"output_attentions": True} if wanted else {}
 
 
-def _parameters(module: nn.Module) -> tuple[str, ...]:
-    forward = getattr(type(module), "forward", None)
-    return tuple(inspect.signature(forward).parameters) if callable(forward) else ()
+@functools.cache
+def _takes_output_attentions(cls: type) -> bool:
+    forward = getattr(cls, "forward", None)
+    return callable(forward) and "output_attentions" in inspect.signature(forward).parameters
 
 
 class Recorder:
