@@ -28,7 +28,6 @@ from .config import (
     ShrinkArgs,
     TrainArgs,
 )
-from .dataset_presets import dataset_preset
 from .errors import CompressionError
 
 
@@ -428,8 +427,7 @@ def cmd_distill(args) -> None:
     if args.student:
         student, _ = load_model(args.student)
     else:
-        student = _make_student(args, teacher, tokenizer, data.train_file,
-                                data.dataset if dataset_preset(data.dataset) else None,
+        student = _make_student(args, teacher, tokenizer, data.train_file, data.dataset,
                                 "--train-file FILE or a dataset preset (--dataset)")
         student.config.shrink["teacher"] = args.teacher
     train_set, validation, prefix = _tokenized(data, teacher, tokenizer)
